@@ -1,0 +1,175 @@
+"""Typed configuration: one TOML file, checked strictly, secrets overridable from the environment.
+
+Every key has a default here and is documented in ``config.example.toml``. Loading fails with
+one ``ConfigError`` line that names the offending key; callers print it and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used, with a message naming the key."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Base of every link the service hands out; set it to the address people reach.
+    public_url: str = "http://127.0.0.1:8080"
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Lets anyone who can reach the server mint meetings from the home page and the API.
+    allow_web_minting: bool = True
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str = "data/meetnow.sqlite3"
+
+
+@dataclass(frozen=True)
+class RecordingsConfig:
+    folder: str = "data/recordings"
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
+class IceServer:
+    urls: tuple[str, ...] = ()
+    username: str = ""
+    credential: str = ""
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    # Addresses the server offers as ICE host candidates; empty means its interface addresses.
+    announce_addresses: tuple[str, ...] = ()
+    # Networks (CIDR) whose remote candidates the server will use; empty means any address.
+    allowed_peer_networks: tuple[str, ...] = ()
+    ice_servers: tuple[IceServer, ...] = ()
+    max_participants: int = 25
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    bot_token: str = ""
+    signing_secret: str = ""
+    app_token: str = ""
+    socket_mode: bool = False
+    api_url: str = "https://slack.com/api/"
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    token: str = ""
+    application_id: str = ""
+    api_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
+    guild_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    slack: SlackConfig = field(default_factory=SlackConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+
+
+# Secrets may stay out of the file: these variables win over it.
+SECRET_ENV = {
+    "MEETNOW_SLACK_BOT_TOKEN": ("slack", "bot_token"),
+    "MEETNOW_SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
+    "MEETNOW_SLACK_APP_TOKEN": ("slack", "app_token"),
+    "MEETNOW_DISCORD_TOKEN": ("discord", "token"),
+}
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or use the defaults when it is None) and apply secret overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    config = parse_config(raw)
+    return apply_env(config, os.environ if env is None else env)
+
+
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """Build a Config from a parsed TOML table, rejecting unknown keys and wrong types."""
+    config = _build(Config, raw, "")
+    _check(config)
+    return config
+
+
+def apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    """Return ``config`` with any ``MEETNOW_*`` secret variables applied."""
+    for name, (section, key) in SECRET_ENV.items():
+        if env.get(name):
+            part = dataclasses.replace(getattr(config, section), **{key: env[name]})
+            config = dataclasses.replace(config, **{section: part})
+    return config
+
+
+def _build(cls: type, table: Any, prefix: str) -> Any:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"config key '{prefix.rstrip('.')}' must be a table")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            raise ConfigError(f"unknown config key '{prefix}{key}'")
+    values = {key: _convert(hints[key], value, f"{prefix}{key}") for key, value in table.items()}
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be a list")
+        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if isinstance(hint, types.UnionType):
+        raise TypeError(f"unsupported config type for {key}")
+    # bool is an int in Python; a port of `true` is still a mistake.
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{key}' must be {_type_name(hint)}, not {type(value).__name__}")
+    return value
+
+
+def _type_name(hint: type) -> str:
+    return {str: "a string", int: "an integer", bool: "true or false", float: "a number"}.get(
+        hint, hint.__name__
+    )
+
+
+def _check(config: Config) -> None:
+    if not 0 < config.server.port < 65536:
+        raise ConfigError("config key 'server.port' must be between 1 and 65535")
+    if not config.server.public_url.startswith(("http://", "https://")):
+        raise ConfigError("config key 'server.public_url' must start with http:// or https://")
+    if bool(config.server.tls_cert) != bool(config.server.tls_key):
+        raise ConfigError("config keys 'server.tls_cert' and 'server.tls_key' must be set together")
+    if config.recordings.retention_days < 1:
+        raise ConfigError("config key 'recordings.retention_days' must be at least 1")
+    if config.media.max_participants < 2:
+        raise ConfigError("config key 'media.max_participants' must be at least 2")

@@ -1,0 +1,33 @@
+"""The meeting as the core sees it: who made it, where, and how its host is recognised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+ORIGIN_KINDS = ("web", "cli", "slack", "discord")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a meeting was made; chat origins say which workspace/guild and channel."""
+
+    kind: str
+    workspace_id: str = ""
+    channel_id: str = ""
+    creator_name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ORIGIN_KINDS:
+            raise ValueError(f"unknown origin kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Meeting:
+    """A permanent meeting. It never expires; only its host key's hash is kept."""
+
+    id: str
+    title: str
+    created_at: datetime
+    origin: Origin
+    host_key_hash: str

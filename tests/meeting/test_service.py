@@ -1,0 +1,43 @@
+import pytest
+
+from meeting import ids
+from meeting.models import Origin
+from meeting.service import DEFAULT_TITLE, MeetingService, TitleError, clean_title, cut_title
+from meeting.sqlite_store import SqliteStore
+
+
+async def test_mint_gives_links_and_keeps_only_the_key_hash(meetings: MeetingService, store: SqliteStore) -> None:
+    minted = await meetings.mint("  Weekly   sync ", Origin("discord", "G1", "C9", "Bob"))
+    meeting = minted.meeting
+    assert meeting.title == "Weekly sync"
+    assert minted.url == f"http://127.0.0.1:8080/m/{meeting.id}"
+    assert minted.host_url.startswith(minted.url + "#host=")
+    host_key = minted.host_url.split("#host=", 1)[1]
+    assert ids.is_valid_id(meeting.id)
+    assert host_key not in meeting.host_key_hash
+    stored = await store.get_meeting(meeting.id)
+    assert stored == meeting
+    assert meetings.is_host(stored, host_key)
+    assert not meetings.is_host(stored, ids.new_host_key())
+    assert not meetings.is_host(stored, None)
+
+
+async def test_get_skips_malformed_ids(meetings: MeetingService) -> None:
+    assert await meetings.get("../etc") is None
+    assert await meetings.get(ids.new_id()) is None
+
+
+def test_titles() -> None:
+    assert clean_title(None) == DEFAULT_TITLE
+    assert clean_title("   ") == DEFAULT_TITLE
+    assert clean_title("a" * 200) == "a" * 200
+    with pytest.raises(TitleError):
+        clean_title("a" * 201)
+    with pytest.raises(TitleError):
+        clean_title(5)  # type: ignore[arg-type]
+    assert len(cut_title("b" * 500)) == 200
+
+
+def test_public_url_trailing_slash_is_ignored(store: SqliteStore) -> None:
+    service = MeetingService(store, "https://meet.example.org/")
+    assert service.join_url("x") == "https://meet.example.org/m/x"

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from meeting import ids
+from meeting.sqlite_store import SqliteStore
+from tests.conftest import make_config
+from meeting.service import MeetingService
+from web.app import create_app
+from aiohttp.test_utils import TestServer
+
+
+async def _count(store: SqliteStore) -> int:
+    async with store.db.execute("SELECT COUNT(*) FROM meetings") as cursor:
+        return (await cursor.fetchone())[0]
+
+
+async def test_mint_with_title(client: TestClient, store: SqliteStore) -> None:
+    response = await client.post("/api/meetings", json={"title": "Design review"})
+    assert response.status == 201
+    body = await response.json()
+    assert set(body) == {"id", "title", "url", "host_url"}
+    assert body["title"] == "Design review"
+    assert body["url"].endswith(f"/m/{body['id']}")
+    assert body["host_url"].startswith(body["url"] + "#host=")
+    assert (await store.get_meeting(body["id"])) is not None
+    page = await client.get(f"/m/{body['id']}")
+    assert page.status == 200
+    assert "Design review" in await page.text()
+
+
+async def test_mint_without_body_or_title(client: TestClient) -> None:
+    for kwargs in ({}, {"json": {}}):
+        response = await client.post("/api/meetings", **kwargs)
+        assert response.status == 201
+        assert (await response.json())["title"] == "Meeting"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [
+        ("{not json", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        ("[1, 2]", {"Content-Type": "application/json"}, 400, "JSON object"),
+        ('"title"', {"Content-Type": "application/json"}, 400, "JSON object"),
+        ('{"title": 5}', {"Content-Type": "application/json"}, 400, "string"),
+        ('{"title": null, "x": 1}', {"Content-Type": "application/json"}, 400, "unknown field: x"),
+        (json.dumps({"title": "a" * 201}), {"Content-Type": "application/json"}, 400, "200"),
+        ('{"title": "x"}', {"Content-Type": "text/plain"}, 400, "application/json"),
+        (b"\xff\xfe", {"Content-Type": "application/json"}, 400, "not valid JSON"),
+        ("x" * 70_000, {"Content-Type": "application/json"}, 413, "too large"),
+    ],
+)
+async def test_bad_input_is_refused_and_stores_nothing(
+    client: TestClient, store: SqliteStore, body: str, headers: dict, status: int, message: str
+) -> None:
+    response = await client.post("/api/meetings", data=body, headers=headers)
+    assert response.status == status
+    assert response.content_type == "application/json"
+    assert message.lower() in (await response.json())["error"].lower()
+    assert await _count(store) == 0
+
+
+async def test_wrong_method_gets_json_error(client: TestClient, store: SqliteStore) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        response = await client.request(method, "/api/meetings")
+        assert response.status == 405
+        assert "error" in await response.json()
+    assert await _count(store) == 0
+
+
+async def test_minting_can_be_switched_off(tmp_path, store: SqliteStore) -> None:
+    config = make_config(tmp_path, allow_web_minting=False)
+    app = create_app(config, MeetingService(store, config.server.public_url))
+    async with TestClient(TestServer(app)) as client:
+        response = await client.post("/api/meetings", json={"title": "x"})
+        assert response.status == 403
+        assert "switched off" in (await response.json())["error"]
+        home = await (await client.get("/")).text()
+        assert "Meet now" not in home
+    assert await _count(store) == 0
+
+
+async def test_unknown_api_route_is_json_404(client: TestClient) -> None:
+    response = await client.get(f"/api/meetings/{ids.new_id()}")
+    assert response.status == 404
+    assert (await response.json())["error"] == "not found"

@@ -1,0 +1,55 @@
+"""The JSON API: minting meetings over HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from meeting.models import Origin
+from meeting.service import TitleError
+
+from .errors import json_error
+from .keys import CONFIG, MEETINGS
+
+MINT_FIELDS = {"title"}
+
+
+class BadRequest(ValueError):
+    """A request body the API will not act on; the message goes back to the caller."""
+
+
+async def read_json_object(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    """The body as a JSON object with only ``allowed`` fields; an empty body is ``{}``."""
+    body = await request.read()
+    if not body.strip():
+        return {}
+    if request.content_type != "application/json":
+        raise BadRequest("content type must be application/json")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field: {unknown[0]}")
+    return data
+
+
+async def create_meeting(request: web.Request) -> web.Response:
+    """``POST /api/meetings``: mint a meeting; 201 with its id, title and both links."""
+    if not request.app[CONFIG].server.allow_web_minting:
+        return json_error(403, "minting meetings over HTTP is switched off on this server")
+    try:
+        data = await read_json_object(request, MINT_FIELDS)
+        minted = await request.app[MEETINGS].mint(data.get("title"), Origin("web"))
+    except (BadRequest, TitleError) as exc:
+        return json_error(400, str(exc))
+    meeting = minted.meeting
+    return web.json_response(
+        {"id": meeting.id, "title": meeting.title, "url": minted.url, "host_url": minted.host_url},
+        status=201,
+    )

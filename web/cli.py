@@ -1,0 +1,111 @@
+"""The ``meetnow`` command: the composition root that builds the store, services and server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+from typing import Sequence
+
+from aiohttp import web
+
+from meeting.config import Config, ConfigError, load_config
+from meeting.logfmt import kv
+from meeting.models import Origin
+from meeting.service import MeetingService, TitleError
+from meeting.sqlite_store import SqliteStore
+
+from .accesslog import RedactingAccessLogger
+from .app import create_app
+
+log = logging.getLogger("meetnow")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``meetnow`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"meetnow: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return asyncio.run(serve(config))
+    if args.command == "new":
+        return asyncio.run(new(config, args.title))
+    _parser().print_help()
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meetnow", description="Self-hosted meet-now links.")
+    sub = parser.add_subparsers(dest="command")
+    serve_cmd = sub.add_parser("serve", help="run the server")
+    new_cmd = sub.add_parser("new", help="mint a meeting and print its links")
+    new_cmd.add_argument("--title", help="meeting title")
+    for cmd in (serve_cmd, new_cmd):
+        cmd.add_argument("--config", help="path to a TOML config file (default: built-in defaults)")
+    return parser
+
+
+async def new(config: Config, title: str | None) -> int:
+    """Mint one meeting from the command line and print its join and host links."""
+    store = SqliteStore(config.store.path)
+    await store.open()
+    try:
+        minted = await MeetingService(store, config.server.public_url).mint(title, Origin("cli"))
+    except TitleError as exc:
+        print(f"meetnow: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await store.close()
+    print(f"Join link: {minted.url}")
+    print(f"Host link: {minted.host_url}")
+    print("Share the join link; keep the host link to yourself.")
+    return 0
+
+
+async def serve(config: Config) -> int:
+    """Run the web server until SIGINT or SIGTERM."""
+    store = SqliteStore(config.store.path)
+    await store.open()
+    meetings = MeetingService(store, config.server.public_url)
+    app = create_app(config, meetings)
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, config.server.host, config.server.port, ssl_context=_tls(config)
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        print(f"meetnow: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
+              file=sys.stderr)
+        await runner.cleanup()
+        await store.close()
+        return 1
+    log.info("serving %s", kv(listen=f"{config.server.host}:{config.server.port}",
+                              public_url=config.server.public_url))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    await store.close()
+    return 0
+
+
+def _tls(config: Config) -> ssl.SSLContext | None:
+    if not config.server.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    return context
