@@ -66,6 +66,8 @@ class SlackConfig:
     signing_secret: str = ""
     app_token: str = ""
     socket_mode: bool = False
+    # Show meetings as Slack call cards (Calls API) instead of a message with live status.
+    calls: bool = False
     api_url: str = "https://slack.com/api/"
 
 

@@ -7,7 +7,7 @@ Step N brings the database from version N-1 to N; the version lives in SQLite's
 from __future__ import annotations
 
 MIGRATIONS: tuple[str, ...] = (
-    # 1: meetings
+    # 1: meetings, their host keys, chat channels' standing rooms, and the outbox
     """
     CREATE TABLE meetings (
         id               TEXT PRIMARY KEY,
@@ -16,8 +16,44 @@ MIGRATIONS: tuple[str, ...] = (
         origin_kind      TEXT NOT NULL,
         origin_workspace TEXT NOT NULL DEFAULT '',
         origin_channel   TEXT NOT NULL DEFAULT '',
-        origin_creator   TEXT NOT NULL DEFAULT '',
-        host_key_hash    TEXT NOT NULL
+        origin_creator   TEXT NOT NULL DEFAULT ''
     );
+    -- Only hashes: a copy of the database grants no host powers. A meeting may have many hosts.
+    CREATE TABLE host_keys (
+        key_hash   TEXT PRIMARY KEY,
+        meeting_id TEXT NOT NULL REFERENCES meetings(id) ON DELETE CASCADE
+    );
+    CREATE INDEX host_keys_meeting ON host_keys(meeting_id);
+    CREATE TABLE channel_rooms (
+        platform     TEXT NOT NULL,
+        workspace_id TEXT NOT NULL,
+        channel_id   TEXT NOT NULL,
+        meeting_id   TEXT NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+        PRIMARY KEY (platform, workspace_id, channel_id)
+    );
+    -- The chat message that shows a meeting (the latest post), edited by live status.
+    CREATE TABLE chat_posts (
+        meeting_id  TEXT PRIMARY KEY REFERENCES meetings(id) ON DELETE CASCADE,
+        platform    TEXT NOT NULL,
+        channel_id  TEXT NOT NULL,
+        message_ref TEXT NOT NULL
+    );
+    -- What is still to be said in chat. event_key makes enqueueing idempotent; a pending
+    -- status row is overwritten in place, so a burst of changes makes one edit.
+    CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_key   TEXT NOT NULL UNIQUE,
+        meeting_id  TEXT NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+        platform    TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        version     INTEGER NOT NULL DEFAULT 0,
+        next_at     REAL NOT NULL,
+        created_at  REAL NOT NULL,
+        last_error  TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_at);
     """,
 )

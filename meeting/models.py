@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 ORIGIN_KINDS = ("web", "cli", "slack", "discord")
+CHAT_ORIGINS = ("slack", "discord")
 
 
 @dataclass(frozen=True)
@@ -24,10 +25,9 @@ class Origin:
 
 @dataclass(frozen=True)
 class Meeting:
-    """A permanent meeting. It never expires; only its host key's hash is kept."""
+    """A permanent meeting. It never expires."""
 
     id: str
     title: str
     created_at: datetime
     origin: Origin
-    host_key_hash: str

@@ -66,14 +66,30 @@ class MeetingService:
         """Make and keep a new meeting; raises TitleError for an unusable title."""
         host_key = ids.new_host_key()
         meeting = Meeting(
-            id=ids.new_id(),
-            title=clean_title(title),
-            created_at=self.clock(),
-            origin=origin,
-            host_key_hash=ids.hash_key(host_key),
+            id=ids.new_id(), title=clean_title(title), created_at=self.clock(), origin=origin
         )
-        await self.store.add_meeting(meeting)
+        await self.store.add_meeting(meeting, ids.hash_key(host_key))
         log.info("meeting minted %s", kv(meeting=ids.short(meeting.id), origin=origin.kind))
+        return MintedMeeting(meeting, self.join_url(meeting.id), self.host_url(meeting.id, host_key))
+
+    async def channel_room(self, origin: Origin, title: str) -> MintedMeeting:
+        """The channel's standing room: the same meeting every time, minted on first use.
+
+        Each call hands out a fresh host key, so every person asking gets a host link of
+        their own and none is stored in a way that could be shown again.
+        """
+        existing = await self.store.channel_meeting(origin.kind, origin.workspace_id, origin.channel_id)
+        if existing is None:
+            minted = await self.mint(title, origin)
+            winner = await self.store.set_channel_meeting(
+                origin.kind, origin.workspace_id, origin.channel_id, minted.meeting.id)
+            if winner == minted.meeting.id:
+                return minted
+            existing = winner  # another request made the room first: use theirs
+        meeting = await self.store.get_meeting(existing)
+        assert meeting is not None, "channel rooms cascade with their meetings"
+        host_key = ids.new_host_key()
+        await self.store.add_host_key(meeting.id, ids.hash_key(host_key))
         return MintedMeeting(meeting, self.join_url(meeting.id), self.host_url(meeting.id, host_key))
 
     async def get(self, meeting_id: str) -> Meeting | None:
@@ -90,7 +106,8 @@ class MeetingService:
         """The join link plus the host key in the fragment, which browsers never send to servers."""
         return f"{self.join_url(meeting_id)}#host={host_key}"
 
-    @staticmethod
-    def is_host(meeting: Meeting, host_key: str | None) -> bool:
-        """True when ``host_key`` is this meeting's host key."""
-        return bool(host_key) and ids.key_matches(host_key or "", meeting.host_key_hash)
+    async def is_host(self, meeting_id: str, host_key: str | None) -> bool:
+        """True when ``host_key`` is one of this meeting's host keys."""
+        if not host_key or len(host_key) > 128:
+            return False
+        return await self.store.is_host_key(meeting_id, ids.hash_key(host_key))

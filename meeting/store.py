@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Protocol
 
 from .models import Meeting
+from .outbox import OutboxStore
 
 
-class Store(Protocol):
+class Store(OutboxStore, Protocol):
     """Persistent state of the service. Every method is a coroutine; none blocks the loop."""
 
     async def open(self) -> None:
@@ -20,11 +21,24 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the connection."""
 
-    async def add_meeting(self, meeting: Meeting) -> None:
-        """Keep a newly minted meeting."""
+    async def schema_version(self) -> int:
+        """The migration the database is at."""
+
+    async def add_meeting(self, meeting: Meeting, host_key_hash: str) -> None:
+        """Keep a newly minted meeting with its first host key's hash."""
 
     async def get_meeting(self, meeting_id: str) -> Meeting | None:
         """The meeting with this id, or None."""
 
-    async def schema_version(self) -> int:
-        """The migration the database is at."""
+    async def add_host_key(self, meeting_id: str, key_hash: str) -> None:
+        """Give the meeting another host (each host link has its own key)."""
+
+    async def is_host_key(self, meeting_id: str, key_hash: str) -> bool:
+        """True when ``key_hash`` belongs to one of the meeting's host keys."""
+
+    async def channel_meeting(self, platform: str, workspace_id: str, channel_id: str) -> str | None:
+        """The id of a channel's standing room, if it has one."""
+
+    async def set_channel_meeting(self, platform: str, workspace_id: str, channel_id: str,
+                                  meeting_id: str) -> str:
+        """Make ``meeting_id`` the channel's standing room unless it has one; return the winner."""

@@ -19,7 +19,7 @@ from meeting.service import MeetingService, TitleError
 from meeting.sqlite_store import SqliteStore
 
 from .accesslog import RedactingAccessLogger
-from .app import create_app
+from .server import build_server
 
 log = logging.getLogger("meetnow")
 
@@ -75,9 +75,8 @@ async def serve(config: Config) -> int:
     """Run the web server until SIGINT or SIGTERM."""
     store = SqliteStore(config.store.path)
     await store.open()
-    meetings = MeetingService(store, config.server.public_url)
-    app = create_app(config, meetings)
-    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger)
+    server = build_server(config, store)
+    runner = web.AppRunner(server.app, access_log_class=RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(
         runner, config.server.host, config.server.port, ssl_context=_tls(config)
@@ -92,12 +91,14 @@ async def serve(config: Config) -> int:
         return 1
     log.info("serving %s", kv(listen=f"{config.server.host}:{config.server.port}",
                               public_url=config.server.public_url))
+    await server.start_background()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    await server.stop_background()
     await runner.cleanup()
     await store.close()
     return 0

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from meeting.config import Config
 from meeting.service import MeetingService
 
+if TYPE_CHECKING:
+    from .meeting_socket import Signaling
+
 CONFIG = web.AppKey("config", Config)
 MEETINGS = web.AppKey("meetings", MeetingService)
+SIGNALING: web.AppKey["Signaling"] = web.AppKey("signaling")

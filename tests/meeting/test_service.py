@@ -14,12 +14,23 @@ async def test_mint_gives_links_and_keeps_only_the_key_hash(meetings: MeetingSer
     assert minted.host_url.startswith(minted.url + "#host=")
     host_key = minted.host_url.split("#host=", 1)[1]
     assert ids.is_valid_id(meeting.id)
-    assert host_key not in meeting.host_key_hash
-    stored = await store.get_meeting(meeting.id)
-    assert stored == meeting
-    assert meetings.is_host(stored, host_key)
-    assert not meetings.is_host(stored, ids.new_host_key())
-    assert not meetings.is_host(stored, None)
+    assert await store.get_meeting(meeting.id) == meeting
+    async with store.db.execute("SELECT key_hash FROM host_keys") as cursor:
+        assert [row[0] for row in await cursor.fetchall()] == [ids.hash_key(host_key)]
+    assert await meetings.is_host(meeting.id, host_key)
+    assert not await meetings.is_host(meeting.id, ids.new_host_key())
+    assert not await meetings.is_host(meeting.id, None)
+
+
+async def test_channel_room_is_the_same_meeting_with_a_host_key_per_asker(meetings: MeetingService) -> None:
+    origin = Origin("slack", "T1", "C1", "Alice")
+    first = await meetings.channel_room(origin, "#general")
+    second = await meetings.channel_room(Origin("slack", "T1", "C1", "Bob"), "#general")
+    other = await meetings.channel_room(Origin("slack", "T1", "C2", "Bob"), "#random")
+    assert first.url == second.url != other.url
+    assert first.host_url != second.host_url
+    for minted in (first, second):
+        assert await meetings.is_host(first.meeting.id, minted.host_url.split("#host=")[1])
 
 
 async def test_get_skips_malformed_ids(meetings: MeetingService) -> None:

@@ -1,0 +1,174 @@
+"""Who is in a meeting right now: a plain state machine, events out, no I/O.
+
+The media plane (``sfu.py``) decides how bytes move; this decides who is present, what each
+one publishes and shows, and when a meeting starts and ends. Signaling drives it and
+broadcasts the events it returns.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Callable, Union
+
+NAME_MAX = 60
+SOURCES = ("mic", "camera", "screen")
+
+
+class RoomFull(Exception):
+    """The meeting already holds its capacity."""
+
+
+class NotInRoom(KeyError):
+    """An action named a participant who is not (or no longer) in the room."""
+
+
+@dataclass(frozen=True)
+class Participant:
+    """One person in the room, as everyone else sees them."""
+
+    id: str
+    name: str
+    joined_at: datetime
+    publishes: frozenset[str] = frozenset()
+    audio_muted: bool = False
+    video_muted: bool = False
+
+    def public(self) -> dict[str, object]:
+        """What other participants are told about this one."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "publishes": sorted(self.publishes),
+            "audio_muted": self.audio_muted,
+            "video_muted": self.video_muted,
+        }
+
+
+@dataclass(frozen=True)
+class Joined:
+    participant: Participant
+
+
+@dataclass(frozen=True)
+class Left:
+    participant: Participant
+
+
+@dataclass(frozen=True)
+class Updated:
+    participant: Participant
+
+
+@dataclass(frozen=True)
+class Started:
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Ended:
+    started_at: datetime
+    ended_at: datetime
+
+    @property
+    def duration(self) -> timedelta:
+        return self.ended_at - self.started_at
+
+
+RoomEvent = Union[Joined, Left, Updated, Started, Ended]
+
+
+def clean_name(name: str) -> str:
+    """A display name: whitespace collapsed, cut to NAME_MAX, "Guest" when empty."""
+    name = " ".join(name.split())[:NAME_MAX]
+    return name or "Guest"
+
+
+@dataclass
+class Room:
+    """The live state of one meeting. Every change returns the events it caused."""
+
+    meeting_id: str
+    capacity: int
+    clock: Callable[[], datetime]
+    participants: dict[str, Participant] = field(default_factory=dict)
+    started_at: datetime | None = None
+
+    def join(self, name: str, publishes: frozenset[str] = frozenset()) -> tuple[Participant, list[RoomEvent]]:
+        """Admit a participant; raises RoomFull at capacity."""
+        if len(self.participants) >= self.capacity:
+            raise RoomFull(self.meeting_id)
+        now = self.clock()
+        participant = Participant(
+            id=secrets.token_urlsafe(9), name=clean_name(name), joined_at=now,
+            publishes=publishes & frozenset(SOURCES),
+        )
+        self.participants[participant.id] = participant
+        events: list[RoomEvent] = []
+        if self.started_at is None:
+            self.started_at = now
+            events.append(Started(now))
+        events.append(Joined(participant))
+        return participant, events
+
+    def leave(self, participant_id: str) -> list[RoomEvent]:
+        """Remove a participant; the last one out ends the meeting. Unknown ids change nothing."""
+        participant = self.participants.pop(participant_id, None)
+        if participant is None:
+            return []
+        events: list[RoomEvent] = [Left(participant)]
+        if not self.participants and self.started_at is not None:
+            events.append(Ended(self.started_at, self.clock()))
+            self.started_at = None
+        return events
+
+    def update(self, participant_id: str, **changes: object) -> list[RoomEvent]:
+        """Change what a participant shows (mute flags, publications)."""
+        current = self.participants.get(participant_id)
+        if current is None:
+            raise NotInRoom(participant_id)
+        updated = replace(current, **changes)  # type: ignore[arg-type]
+        if updated == current:
+            return []
+        self.participants[participant_id] = updated
+        return [Updated(updated)]
+
+    def others(self, participant_id: str) -> list[Participant]:
+        """Everyone but the given participant, in order of arrival."""
+        return [p for p in self.participants.values() if p.id != participant_id]
+
+    def receives(self, participant_id: str) -> list[tuple[str, str]]:
+        """What a participant receives: every other participant's publications."""
+        return [(p.id, source) for p in self.others(participant_id) for source in sorted(p.publishes)]
+
+    @property
+    def empty(self) -> bool:
+        return not self.participants
+
+
+class Rooms:
+    """The rooms with someone in them, created on first join and dropped when empty."""
+
+    def __init__(self, capacity: int, clock: Callable[[], datetime]) -> None:
+        self.capacity = capacity
+        self.clock = clock
+        self._rooms: dict[str, Room] = {}
+
+    def get(self, meeting_id: str) -> Room | None:
+        return self._rooms.get(meeting_id)
+
+    def open(self, meeting_id: str) -> Room:
+        """The meeting's room, made if nobody is in it yet."""
+        room = self._rooms.get(meeting_id)
+        if room is None:
+            room = self._rooms[meeting_id] = Room(meeting_id, self.capacity, self.clock)
+        return room
+
+    def discard_if_empty(self, meeting_id: str) -> None:
+        room = self._rooms.get(meeting_id)
+        if room is not None and room.empty:
+            del self._rooms[meeting_id]
+
+    def __len__(self) -> int:
+        return len(self._rooms)

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meeting.models import Origin
+from meeting.outbox import (
+    ANNOUNCE, GIVE_UP_AFTER, STATUS, ChatPost, Delivered, Delivery, GiveUp, Outbox, OutboxEntry, Retry,
+)
+from meeting.service import MeetingService
+from meeting.sqlite_store import SqliteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedCourier:
+    """Answers each delivery with the next scripted result (then Delivered)."""
+
+    platform = "slack"
+
+    def __init__(self, *script: Delivery | Exception) -> None:
+        self.script = list(script)
+        self.calls: list[tuple[OutboxEntry, ChatPost | None]] = []
+
+    async def deliver(self, entry: OutboxEntry, post: ChatPost | None) -> Delivery:
+        self.calls.append((entry, post))
+        result = self.script.pop(0) if self.script else None
+        if isinstance(result, Exception):
+            raise result
+        if result is not None:
+            return result
+        if entry.kind == ANNOUNCE:
+            return Delivered(ChatPost(entry.meeting_id, "slack", "C1", f"ts-{len(self.calls)}"))
+        return Delivered()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def meeting_id(meetings: MeetingService) -> str:
+    return (await meetings.mint("x", Origin("slack", "T", "C1", "Al"))).meeting.id
+
+
+async def test_announce_is_delivered_once_even_if_enqueued_twice(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    courier = ScriptedCourier()
+    outbox.register(courier)
+    for _ in range(2):
+        await outbox.put(f"announce:{meeting_id}:cmd1", meeting_id, "slack", ANNOUNCE, {"text": "hi"})
+    assert await outbox.deliver_due() == 1
+    assert await outbox.deliver_due() == 0
+    assert len(courier.calls) == 1
+    assert await store.get_post(meeting_id) == ChatPost(meeting_id, "slack", "C1", "ts-1")
+
+
+async def test_rate_limit_retry_after_is_honoured(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    courier = ScriptedCourier(Retry("ratelimited", after=30))
+    outbox.register(courier)
+    await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {})
+    await outbox.deliver_due()
+    clock.now += 29
+    assert await outbox.deliver_due() == 0
+    clock.now += 2
+    assert await outbox.deliver_due() == 1
+    assert len(courier.calls) == 2 and await store.get_post(meeting_id) is not None
+
+
+async def test_errors_back_off_and_permanent_errors_drop(store: SqliteStore, clock: Clock, meeting_id: str, caplog) -> None:
+    outbox = Outbox(store, clock)
+    courier = ScriptedCourier(ConnectionError("reset"), GiveUp("not_in_channel"))
+    outbox.register(courier)
+    await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {})
+    await outbox.deliver_due()
+    clock.now += 3
+    await outbox.deliver_due()
+    clock.now += 1000
+    assert await outbox.deliver_due() == 0
+    assert len(courier.calls) == 2
+    drops = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and "not_in_channel" in drops[0].getMessage()
+    assert meeting_id not in drops[0].getMessage()
+
+
+async def test_gives_up_after_many_attempts(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    courier = ScriptedCourier(*[Retry("timeout", after=1)] * (GIVE_UP_AFTER + 5))
+    outbox.register(courier)
+    await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {})
+    for _ in range(GIVE_UP_AFTER + 5):
+        await outbox.deliver_due()
+        clock.now += 2
+    assert len(courier.calls) == GIVE_UP_AFTER
+
+
+async def test_status_waits_for_the_post_and_bursts_coalesce(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    courier = ScriptedCourier(Retry("network", after=5))
+    outbox.register(courier)
+    await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {})
+    for names in (["A"], ["A", "B"], ["A", "B", "C"]):
+        await outbox.put_status(meeting_id, "slack", {"present": names})
+    clock.now += 2
+    await outbox.deliver_due()  # announce fails; status must wait for its message
+    assert [e.kind for e, _ in courier.calls] == [ANNOUNCE]
+    clock.now += 5
+    await outbox.deliver_due()
+    clock.now += 2
+    await outbox.deliver_due()
+    kinds = [(e.kind, e.payload) for e, _ in courier.calls]
+    assert kinds[1:] == [(ANNOUNCE, {}), (STATUS, {"present": ["A", "B", "C"]})]
+    status_post = courier.calls[-1][1]
+    assert status_post is not None and status_post.message_ref == "ts-2"
+    await outbox.put_status(meeting_id, "slack", {"present": []})
+    clock.now += 2
+    await outbox.deliver_due()
+    assert courier.calls[-1][0].payload == {"present": []}
+
+
+async def test_pending_entries_survive_a_restart(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "s.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    meeting_id = (await MeetingService(store, "http://x").mint("x", Origin("slack", "T", "C", "A"))).meeting.id
+    first = Outbox(store, clock)
+    failing = ScriptedCourier(Retry("ratelimited", after=10))
+    first.register(failing)
+    await first.put("announce:r", meeting_id, "slack", ANNOUNCE, {"text": "hello"})
+    await first.deliver_due()
+    await store.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    second = Outbox(store, clock)
+    courier = ScriptedCourier()
+    second.register(courier)
+    assert await second.deliver_due() == 0
+    clock.now += 11
+    assert await second.deliver_due() == 1
+    assert await second.deliver_due() == 0
+    assert [e.payload for e, _ in courier.calls] == [{"text": "hello"}]
+    await store.close()
+
+
+async def test_entries_for_unconfigured_platforms_wait(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    await outbox.put("announce:d", meeting_id, "discord", ANNOUNCE, {})
+    outbox.register(ScriptedCourier())
+    assert await outbox.deliver_due() == 0

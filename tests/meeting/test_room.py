@@ -1,0 +1,78 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from meeting.room import (
+    NAME_MAX, Ended, Joined, Left, NotInRoom, Room, RoomFull, Rooms, Started, Updated, clean_name,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 5, 1, 9, 0, tzinfo=timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_first_join_starts_and_last_leave_ends_with_duration() -> None:
+    clock = Clock()
+    room = Room("m", capacity=5, clock=clock)
+    alice, events = room.join("Alice", frozenset({"mic", "camera"}))
+    assert events == [Started(clock.now), Joined(alice)]
+    bob, events = room.join("Bob")
+    assert events == [Joined(bob)]
+    clock.now += timedelta(minutes=23)
+    assert room.leave(alice.id) == [Left(alice)]
+    events = room.leave(bob.id)
+    assert events[0] == Left(bob)
+    assert isinstance(events[1], Ended) and events[1].duration == timedelta(minutes=23)
+    assert room.empty and room.started_at is None
+
+
+def test_capacity_is_enforced() -> None:
+    room = Room("m", capacity=2, clock=Clock())
+    room.join("a")
+    room.join("b")
+    with pytest.raises(RoomFull):
+        room.join("c")
+    assert len(room.participants) == 2
+
+
+def test_everyone_receives_everyone_elses_publications() -> None:
+    room = Room("m", capacity=5, clock=Clock())
+    a, _ = room.join("a", frozenset({"mic", "camera"}))
+    b, _ = room.join("b", frozenset({"mic"}))
+    c, _ = room.join("c", frozenset({"mic", "camera", "bogus"}))
+    assert c.publishes == frozenset({"mic", "camera"})
+    assert room.receives(a.id) == [(b.id, "mic"), (c.id, "camera"), (c.id, "mic")]
+    assert room.receives(b.id) == [(a.id, "camera"), (a.id, "mic"), (c.id, "camera"), (c.id, "mic")]
+
+
+def test_update_reports_only_real_changes_and_unknown_ids() -> None:
+    room = Room("m", capacity=5, clock=Clock())
+    a, _ = room.join("a")
+    [event] = room.update(a.id, audio_muted=True)
+    assert isinstance(event, Updated) and event.participant.audio_muted
+    assert room.update(a.id, audio_muted=True) == []
+    with pytest.raises(NotInRoom):
+        room.update("nobody", audio_muted=True)
+    assert room.leave("nobody") == []
+
+
+def test_names_are_cleaned() -> None:
+    assert clean_name("  Ada\n  Lovelace ") == "Ada Lovelace"
+    assert clean_name("") == "Guest"
+    assert len(clean_name("x" * 500)) == NAME_MAX
+
+
+def test_rooms_registry_drops_empty_rooms() -> None:
+    rooms = Rooms(capacity=3, clock=Clock())
+    room = rooms.open("m1")
+    assert rooms.open("m1") is room
+    p, _ = room.join("a")
+    rooms.discard_if_empty("m1")
+    assert rooms.get("m1") is room
+    room.leave(p.id)
+    rooms.discard_if_empty("m1")
+    assert rooms.get("m1") is None and len(rooms) == 0
