@@ -1,0 +1,513 @@
+"""RTP and RTCP wire helpers for forwarding packets without depacketizing them.
+
+aiortc's own :mod:`aiortc.rtp` parses every packet into an ``RtpPacket`` with decoded
+header extensions, which is more than a forwarder needs and costs several microseconds
+per packet. This module reads just the fields the forwarder routes and rewrites on,
+keeps the header-extension elements as raw bytes, and builds the outgoing packet for
+one viewer with a handful of byte concatenations.
+
+Everything here is pure: bytes in, bytes or values out, no I/O and no clocks.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, Sequence
+
+RTP_VERSION = 2
+RTP_HEADER_SIZE = 12
+ONE_BYTE_PROFILE = 0xBEDE
+# RFC 8285: two-byte header profile is 0x100 followed by a 4-bit "appbits" field.
+TWO_BYTE_PROFILE = 0x1000
+
+RTCP_SR = 200
+RTCP_RR = 201
+RTCP_RTPFB = 205
+RTCP_PSFB = 206
+RTPFB_NACK = 1
+PSFB_PLI = 1
+PSFB_FIR = 4
+PSFB_REMB = 15
+
+_HEADER = struct.Struct("!BBHII")
+_EXT_HEADER = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
+# Padding that brings an extension block to a multiple of 4 bytes, indexed by length % 4.
+_EXT_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+class RtpError(ValueError):
+    """A datagram that is not a usable RTP packet."""
+
+
+def seq_add(seq: int, delta: int) -> int:
+    """Add ``delta`` to a 16-bit sequence number, wrapping."""
+    return (seq + delta) & 0xFFFF
+
+
+def seq_diff(a: int, b: int) -> int:
+    """Signed distance from ``b`` to ``a`` in 16-bit sequence space (``a - b``)."""
+    d = (a - b) & 0xFFFF
+    return d - 0x10000 if d >= 0x8000 else d
+
+
+def ts_add(ts: int, delta: int) -> int:
+    """Add ``delta`` to a 32-bit RTP timestamp, wrapping."""
+    return (ts + delta) & 0xFFFFFFFF
+
+
+class RtpView:
+    """The fields of one received RTP packet that forwarding needs.
+
+    ``body`` is everything after the header extension: payload plus any padding.
+    ``ext`` holds the header-extension elements other than the MID, already encoded
+    in the one-byte form (or ``None`` when some element needs the two-byte form, in
+    which case ``elements`` is the source of truth).
+    """
+
+    __slots__ = (
+        "b0",
+        "b1",
+        "seq",
+        "ts",
+        "ssrc",
+        "csrc",
+        "elements",
+        "ext",
+        "mid",
+        "abs_send_time",
+        "body",
+        "payload_size",
+    )
+
+    def __init__(self) -> None:
+        self.b0 = 0x80
+        self.b1 = 0
+        self.seq = 0
+        self.ts = 0
+        self.ssrc = 0
+        self.csrc = b""
+        self.elements: list[tuple[int, bytes]] = []
+        self.ext: bytes | None = b""
+        self.mid: str | None = None
+        self.abs_send_time: int | None = None
+        self.body = b""
+        self.payload_size = 0
+
+    @property
+    def payload_type(self) -> int:
+        return self.b1 & 0x7F
+
+    @property
+    def marker(self) -> bool:
+        return bool(self.b1 & 0x80)
+
+    @property
+    def padding_size(self) -> int:
+        return self.body[-1] if (self.b0 & 0x20) and self.body else 0
+
+    @property
+    def payload(self) -> bytes:
+        """The payload without RTP padding."""
+        pad = self.padding_size
+        return self.body[:-pad] if pad else self.body
+
+
+def parse_rtp(data: bytes, mid_id: int = 0, abs_send_time_id: int = 0) -> RtpView:
+    """Parse ``data`` into an :class:`RtpView`.
+
+    ``mid_id`` and ``abs_send_time_id`` are the negotiated extension ids (0 when not
+    negotiated): the MID element is taken out of the element list (each viewer gets its
+    own) and the abs-send-time value is decoded for the bitrate estimator.
+    """
+    n = len(data)
+    if n < RTP_HEADER_SIZE:
+        raise RtpError("RTP packet shorter than its header")
+    b0, b1, seq, ts, ssrc = _HEADER.unpack_from(data)
+    if b0 >> 6 != RTP_VERSION:
+        raise RtpError("RTP version is not 2")
+    view = RtpView()
+    view.b1 = b1
+    view.seq = seq
+    view.ts = ts
+    view.ssrc = ssrc
+    pos = RTP_HEADER_SIZE
+    cc = b0 & 0x0F
+    if cc:
+        end = pos + 4 * cc
+        if end > n:
+            raise RtpError("RTP CSRC list is truncated")
+        view.csrc = data[pos:end]
+        pos = end
+    if b0 & 0x10:
+        if pos + 4 > n:
+            raise RtpError("RTP header extension is truncated")
+        profile, words = _EXT_HEADER.unpack_from(data, pos)
+        pos += 4
+        end = pos + 4 * words
+        if end > n:
+            raise RtpError("RTP header extension is truncated")
+        elements = parse_extension_elements(profile, data[pos:end])
+        pos = end
+        kept = []
+        for x_id, value in elements:
+            if x_id == mid_id:
+                try:
+                    view.mid = value.decode("ascii")
+                except UnicodeDecodeError:
+                    raise RtpError("RTP MID extension is not ASCII") from None
+                continue
+            if x_id == abs_send_time_id and len(value) == 3:
+                view.abs_send_time = int.from_bytes(value, "big")
+            kept.append((x_id, value))
+        view.elements = kept
+        view.ext = encode_one_byte_elements(kept)
+    # Keep V and P, drop X and CC: they are recomputed for each outgoing packet.
+    view.b0 = b0 & 0xE0
+    view.body = data[pos:]
+    pad = 0
+    if b0 & 0x20:
+        if pos >= n:
+            raise RtpError("RTP padding without payload")
+        pad = data[-1]
+        if pad == 0 or pad > n - pos:
+            raise RtpError("RTP padding length is invalid")
+    view.payload_size = n - pos - pad
+    return view
+
+
+def parse_extension_elements(profile: int, raw: bytes) -> list[tuple[int, bytes]]:
+    """Split an RFC 8285 extension block (without its 4-byte header) into elements."""
+    elements: list[tuple[int, bytes]] = []
+    n = len(raw)
+    pos = 0
+    if profile == ONE_BYTE_PROFILE:
+        while pos < n:
+            byte = raw[pos]
+            if byte == 0:  # padding
+                pos += 1
+                continue
+            x_id = byte >> 4
+            if x_id == 15:  # reserved: stop parsing (RFC 8285 section 4.2)
+                break
+            length = (byte & 0x0F) + 1
+            pos += 1
+            if pos + length > n:
+                raise RtpError("RTP header extension element is truncated")
+            elements.append((x_id, raw[pos : pos + length]))
+            pos += length
+    elif profile & 0xFFF0 == TWO_BYTE_PROFILE:
+        while pos < n:
+            x_id = raw[pos]
+            if x_id == 0:
+                pos += 1
+                continue
+            if pos + 1 >= n:
+                raise RtpError("RTP header extension element is truncated")
+            length = raw[pos + 1]
+            pos += 2
+            if pos + length > n:
+                raise RtpError("RTP header extension element is truncated")
+            elements.append((x_id, raw[pos : pos + length]))
+            pos += length
+    # Any other profile is a non-RFC 8285 extension: nothing we can rewrite, drop it.
+    return elements
+
+
+def encode_one_byte_elements(elements: Iterable[tuple[int, bytes]]) -> bytes | None:
+    """Encode elements in the one-byte form, or return ``None`` if one does not fit it."""
+    out = b""
+    for x_id, value in elements:
+        length = len(value)
+        if not 1 <= x_id <= 14 or not 1 <= length <= 16:
+            return None
+        out += bytes((x_id << 4 | (length - 1),)) + value
+    return out
+
+
+def mid_element(mid_id: int, mid: str) -> bytes:
+    """The one-byte-form element carrying ``mid`` (empty when the MID is not negotiated)."""
+    if not mid_id:
+        return b""
+    value = mid.encode("ascii")
+    if not 1 <= mid_id <= 14 or not 1 <= len(value) <= 16:
+        raise ValueError(f"MID {mid!r} with id {mid_id} does not fit a one-byte element")
+    return bytes((mid_id << 4 | (len(value) - 1),)) + value
+
+
+def extension_block(elements: bytes) -> bytes:
+    """Wrap encoded one-byte elements into an extension block with header and padding."""
+    size = len(elements)
+    pad = _EXT_PAD[size & 3]
+    return _EXT_HEADER.pack(ONE_BYTE_PROFILE, (size + len(pad)) >> 2) + elements + pad
+
+
+def encode_extension_block(elements: Sequence[tuple[int, bytes]]) -> bytes:
+    """Encode any elements, in the one-byte form when they fit, else the two-byte form."""
+    if not elements:
+        return b""
+    one = encode_one_byte_elements(elements)
+    if one is not None:
+        return extension_block(one)
+    raw = b"".join(bytes((x_id, len(value))) + value for x_id, value in elements)
+    pad = _EXT_PAD[len(raw) & 3]
+    return _EXT_HEADER.pack(TWO_BYTE_PROFILE, (len(raw) + len(pad)) >> 2) + raw + pad
+
+
+def build_rtp(
+    view: RtpView,
+    *,
+    payload_type: int,
+    seq: int,
+    ts: int,
+    ssrc: int,
+    ext_block: bytes,
+    body: bytes,
+) -> bytes:
+    """Serialize a packet from ``view`` with a new header and extension block."""
+    b0 = view.b0 | (0x10 if ext_block else 0) | (len(view.csrc) >> 2)
+    b1 = (view.b1 & 0x80) | payload_type
+    return _HEADER.pack(b0, b1, seq, ts, ssrc) + view.csrc + ext_block + body
+
+
+def viewer_extension_block(view: RtpView, mid_elem: bytes, allowed: frozenset[int] | None) -> bytes:
+    """The extension block one viewer gets: the packet's elements plus the viewer's MID.
+
+    ``allowed`` is the set of extension ids the viewer negotiated, or ``None`` when it
+    negotiated every id the publisher may send (the usual case, and the fast path).
+    """
+    if allowed is None and view.ext is not None:
+        elements = view.ext + mid_elem
+        if not elements:
+            return b""
+        size = len(elements)
+        pad = _EXT_PAD[size & 3]
+        return _EXT_HEADER.pack(ONE_BYTE_PROFILE, (size + len(pad)) >> 2) + elements + pad
+    kept = [e for e in view.elements if allowed is None or e[0] in allowed]
+    if mid_elem:
+        kept.append((mid_elem[0] >> 4, mid_elem[1:]))
+    return encode_extension_block(kept)
+
+
+def unwrap_rtx(view: RtpView, media_ssrc: int, payload_type: int) -> bool:
+    """Turn an RTX retransmission (RFC 4588) back into the original packet, in place.
+
+    Returns False for RTX packets that carry no media (bandwidth-probing padding), which
+    must not be forwarded.
+    """
+    payload = view.payload
+    if len(payload) < 3:
+        return False
+    view.seq = (payload[0] << 8) | payload[1]
+    view.ssrc = media_ssrc
+    view.b1 = (view.b1 & 0x80) | payload_type
+    # The original packet never had the probe padding: drop it with the OSN.
+    view.b0 &= ~0x20
+    view.body = payload[2:]
+    view.payload_size = len(view.body)
+    return True
+
+
+def rtx_body(original_seq: int, view: RtpView) -> bytes:
+    """The RTX payload for retransmitting ``view`` as ``original_seq`` (RFC 4588)."""
+    return _U16.pack(original_seq) + view.payload
+
+
+def vp8_keyframe_start(payload: bytes) -> bool:
+    """Whether a VP8 RTP payload (RFC 7741) is the first packet of a keyframe."""
+    n = len(payload)
+    if n < 1:
+        return False
+    b = payload[0]
+    # S bit set and partition index 0: the start of a frame.
+    if not (b & 0x10) or (b & 0x07):
+        return False
+    pos = 1
+    if b & 0x80:  # X: extended control bits
+        if n < 2:
+            return False
+        x = payload[1]
+        pos = 2
+        if x & 0x80:  # I: picture id, 7 or 15 bits
+            if pos >= n:
+                return False
+            pos += 2 if payload[pos] & 0x80 else 1
+        if x & 0x40:  # L: TL0PICIDX
+            pos += 1
+        if x & 0x30:  # T or K: TID/Y/KEYIDX
+            pos += 1
+    if pos >= n:
+        return False
+    # VP8 payload header: P bit (inverse keyframe flag) is bit 0 of the first byte.
+    return not (payload[pos] & 0x01)
+
+
+def pack_nack(sender_ssrc: int, media_ssrc: int, lost: Iterable[int]) -> bytes:
+    """A generic NACK (RFC 4585 section 6.2.1) for ``lost`` sequence numbers.
+
+    Handles sequence numbers that wrap around 65535 (aiortc's packer does not).
+    """
+    fci = b""
+    pid: int | None = None
+    blp = 0
+    for seq in sorted_seqs(lost):
+        if pid is not None:
+            d = seq_diff(seq, pid) - 1
+            if 0 <= d < 16:
+                blp |= 1 << d
+                continue
+            fci += struct.pack("!HH", pid, blp)
+        pid, blp = seq, 0
+    if pid is not None:
+        fci += struct.pack("!HH", pid, blp)
+    return pack_rtcp(RTCP_RTPFB, RTPFB_NACK, struct.pack("!II", sender_ssrc, media_ssrc) + fci)
+
+
+def unpack_nack_fci(fci: bytes) -> list[int]:
+    """The sequence numbers listed in a generic NACK's FCI, wrapping correctly."""
+    lost = []
+    for pos in range(0, len(fci) - 3, 4):
+        pid, blp = struct.unpack_from("!HH", fci, pos)
+        lost.append(pid)
+        for d in range(16):
+            if (blp >> d) & 1:
+                lost.append((pid + d + 1) & 0xFFFF)
+    return lost
+
+
+def sorted_seqs(seqs: Iterable[int]) -> list[int]:
+    """Sort 16-bit sequence numbers in wrap-aware order (relative to the first one)."""
+    items = list(seqs)
+    if not items:
+        return items
+    base = items[0]
+    return sorted(set(items), key=lambda s: seq_diff(s, base))
+
+
+def pack_pli(sender_ssrc: int, media_ssrc: int) -> bytes:
+    """A Picture Loss Indication (RFC 4585 section 6.3.1)."""
+    return pack_rtcp(RTCP_PSFB, PSFB_PLI, struct.pack("!II", sender_ssrc, media_ssrc))
+
+
+def pack_remb(sender_ssrc: int, bitrate: int, ssrcs: Sequence[int]) -> bytes:
+    """A Receiver Estimated Maximum Bitrate message (draft-alvestrand-rmcat-remb)."""
+    exponent = 0
+    mantissa = max(0, int(bitrate))
+    while mantissa > 0x3FFFF:
+        mantissa >>= 1
+        exponent += 1
+    fci = (
+        b"REMB"
+        + struct.pack("!BBH", len(ssrcs), (exponent << 2) | (mantissa >> 16), mantissa & 0xFFFF)
+        + b"".join(struct.pack("!I", s) for s in ssrcs)
+    )
+    return pack_rtcp(RTCP_PSFB, PSFB_REMB, struct.pack("!II", sender_ssrc, 0) + fci)
+
+
+def unpack_remb_fci(fci: bytes) -> tuple[int, list[int]]:
+    """Bitrate and SSRCs of a REMB FCI; raises ValueError when it is not REMB."""
+    if len(fci) < 8 or fci[:4] != b"REMB":
+        raise ValueError("not a REMB message")
+    count = fci[4]
+    exponent = fci[5] >> 2
+    mantissa = ((fci[5] & 0x03) << 16) | (fci[6] << 8) | fci[7]
+    if len(fci) < 8 + 4 * count:
+        raise ValueError("REMB message is truncated")
+    ssrcs = [struct.unpack_from("!I", fci, 8 + 4 * i)[0] for i in range(count)]
+    return mantissa << exponent, ssrcs
+
+
+def unpack_fir_fci(fci: bytes) -> list[int]:
+    """The media SSRCs a Full Intra Request (RFC 5104 section 4.3.1) asks keyframes for."""
+    return [struct.unpack_from("!I", fci, pos)[0] for pos in range(0, len(fci) - 7, 8)]
+
+
+def pack_rtcp(packet_type: int, count: int, payload: bytes) -> bytes:
+    """One RTCP packet with its common header; ``payload`` must be 32-bit aligned."""
+    return struct.pack("!BBH", 0x80 | count, packet_type, len(payload) // 4) + payload
+
+
+def pack_sender_report(
+    ssrc: int, ntp: int, rtp_ts: int, packets: int, octets: int
+) -> bytes:
+    """A sender report with no report blocks (RFC 3550 section 6.4.1)."""
+    payload = struct.pack(
+        "!IQIII", ssrc, ntp & 0xFFFFFFFFFFFFFFFF, rtp_ts & 0xFFFFFFFF,
+        packets & 0xFFFFFFFF, octets & 0xFFFFFFFF,
+    )
+    return pack_rtcp(RTCP_SR, 0, payload)
+
+
+def pack_sdes_cname(ssrc: int, cname: str) -> bytes:
+    """An SDES packet with one CNAME item, which RFC 3550 wants in every compound."""
+    text = cname.encode("utf8")[:255]
+    chunk = struct.pack("!IBB", ssrc, 1, len(text)) + text + b"\x00"
+    chunk += b"\x00" * (-len(chunk) % 4)
+    return pack_rtcp(202, 1, chunk)
+
+
+def pack_receiver_report(ssrc: int, blocks: Sequence[bytes]) -> bytes:
+    """A receiver report from ``ssrc`` with already packed report blocks."""
+    return pack_rtcp(RTCP_RR, len(blocks), struct.pack("!I", ssrc) + b"".join(blocks))
+
+
+def pack_report_block(
+    ssrc: int,
+    fraction_lost: int,
+    packets_lost: int,
+    highest_seq: int,
+    jitter: int,
+    lsr: int,
+    dlsr: int,
+) -> bytes:
+    """One reception report block (RFC 3550 section 6.4.1)."""
+    lost = max(-(1 << 23), min(packets_lost, (1 << 23) - 1)) & 0xFFFFFF
+    return struct.pack(
+        "!IIIIII",
+        ssrc,
+        (fraction_lost & 0xFF) << 24 | lost,
+        highest_seq & 0xFFFFFFFF,
+        jitter & 0xFFFFFFFF,
+        lsr & 0xFFFFFFFF,
+        dlsr & 0xFFFFFFFF,
+    )
+
+
+def is_rtcp(data: bytes) -> bool:
+    """Whether a demultiplexed SRTP/SRTCP datagram is RTCP (RFC 5761 section 4)."""
+    return len(data) >= 2 and 192 <= data[1] <= 223
+
+
+def iter_rtcp(data: bytes) -> Iterable[tuple[int, int, bytes]]:
+    """Walk a compound RTCP packet, yielding ``(packet_type, count, payload)``.
+
+    Stops at the first malformed packet rather than raising: RTCP is advisory, and the
+    packets before a broken one are still worth acting on.
+    """
+    pos = 0
+    n = len(data)
+    while pos + 4 <= n:
+        b0, packet_type, words = struct.unpack_from("!BBH", data, pos)
+        end = pos + 4 + 4 * words
+        if b0 >> 6 != RTP_VERSION or end > n:
+            return
+        payload = data[pos + 4 : end]
+        if b0 & 0x20 and payload:
+            pad = payload[-1]
+            if not 0 < pad <= len(payload):
+                return
+            payload = payload[:-pad]
+        yield packet_type, b0 & 0x1F, payload
+        pos = end
+
+
+def unpack_sender_info(payload: bytes) -> tuple[int, int, int]:
+    """``(ssrc, ntp_timestamp, rtp_timestamp)`` of a sender report's payload."""
+    if len(payload) < 24:
+        raise ValueError("sender report is truncated")
+    ssrc, ntp, rtp_ts = struct.unpack_from("!IQI", payload)
+    return ssrc, ntp, rtp_ts
