@@ -306,8 +306,11 @@ function setStatus(text) {
   $("status").textContent = text;
 }
 
-function join(event) {
+async function join(event) {
   event.preventDefault();
+  $("join").disabled = true;
+  await mediaReady;  // publish what the devices give, even when Join is clicked at once
+  $("join").disabled = false;
   state.name = $("name").value.trim();
   localStorage.setItem("meetnow.name", state.name);
   state.left = false;
@@ -338,4 +341,4 @@ window.meetnow = {
   get participants() { return state.participants; },
 };
 
-prepare();
+const mediaReady = prepare();
