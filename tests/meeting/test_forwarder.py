@@ -1,0 +1,283 @@
+"""Per-publication fan-out with fake transports: rewrite, RTX, PLI relay, reports."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpPsfbPacket, RtcpRtpfbPacket, RtpPacket
+
+from meeting import rtp
+from meeting.forwarder import Publication, ViewerStream
+
+MAP = HeaderExtensionsMap()
+MAP.configure(
+    RTCRtpParameters(
+        headerExtensions=[
+            RTCRtpHeaderExtensionParameters(id=1, uri=rtp.MID_URI),
+            RTCRtpHeaderExtensionParameters(id=3, uri=rtp.ABS_SEND_TIME_URI),
+        ]
+    )
+)
+KEY = b"\x10\x00\x9d\x01\x2a" + b"k" * 50  # VP8 keyframe start
+DELTA = b"\x10\x01" + b"d" * 50  # VP8 interframe start
+CONT = b"\x00" + b"c" * 50  # continuation packet
+
+
+class Wire:
+    """Collects what a fake transport was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.broken = False
+
+    async def send(self, data: bytes) -> None:
+        if self.broken:
+            raise ConnectionError("gone")
+        self.sent.append(data)
+
+    def rtp(self) -> list[RtpPacket]:
+        return [RtpPacket.parse(d, MAP) for d in self.sent if not rtp.is_rtcp(d)]
+
+    def rtcp(self) -> list:
+        return [p for d in self.sent if rtp.is_rtcp(d) for p in RtcpPacket.parse(d)]
+
+
+def packet(seq: int, payload: bytes = DELTA, ts: int = 3000, ssrc: int = 1111, pt: int = 97, marker: int = 1) -> bytes:
+    p = RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=ssrc, payload=payload)
+    p.marker = marker
+    p.extensions.mid = "1"
+    p.extensions.abs_send_time = (seq * 1000) & 0xFFFFFF
+    return p.serialize(MAP)
+
+
+def make_pub(kind: str = "video") -> tuple[Publication, Wire]:
+    up = Wire()
+    pub = Publication(participant="alice", source="camera" if kind == "video" else "mic", kind=kind,
+                      upstream=up.send, rtcp_ssrc=5555)
+    pub.mid_id = 1
+    pub.abs_send_time_id = 3
+    pub.set_source(1111, 2222, {98: 97})
+    return pub, up
+
+
+def make_viewer(mid: str, ssrc: int, rtx: bool = True, seed: int = 0) -> tuple[ViewerStream, Wire]:
+    wire = Wire()
+    v = ViewerStream(mid=mid, kind="video", ssrc=ssrc, rtx_ssrc=ssrc + 1 if rtx else None, send=wire.send,
+                     mid_id=1, rtx_payload_types={97: 98} if rtx else {}, rng=random.Random(seed))
+    v.ready = True
+    return v, wire
+
+
+async def test_fan_out_rewrites_ssrc_sequence_timestamp_and_mid_per_viewer():
+    pub, _ = make_pub()
+    a, wa = make_viewer("4", 100)
+    b, wb = make_viewer("17", 200, seed=1)
+    pub.attach(a, 0.0)
+    pub.attach(b, 0.0)
+    for i, payload in enumerate([KEY, CONT, DELTA, CONT]):
+        await pub.ingest(packet(1000 + i, payload, ts=3000 * (i // 2)), 0, 0.01 * i)
+    for viewer, wire, mid in ((a, wa, "4"), (b, wb, "17")):
+        got = wire.rtp()
+        assert [p.ssrc for p in got] == [viewer.ssrc] * 4
+        assert [p.extensions.mid for p in got] == [mid] * 4
+        seqs = [p.sequence_number for p in got]
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(4)]
+        assert got[2].timestamp - got[0].timestamp == 3000
+        assert [p.payload for p in got] == [KEY, CONT, DELTA, CONT]
+        assert got[0].extensions.abs_send_time == (1000 * 1000) & 0xFFFFFF
+    assert pub.forwarded == 8 and pub.received == 4
+
+
+async def test_a_new_video_viewer_starts_at_a_keyframe_and_asks_for_one():
+    pub, up = make_pub()
+    v, wire = make_viewer("3", 100)
+    await pub.ingest(packet(10), 0, 0.0)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(11), 0, 0.01)  # delta frame: held back; the PLI goes out
+    assert wire.sent == []
+    plis = [p for p in up.rtcp() if isinstance(p, RtcpPsfbPacket) and p.fmt == 1]
+    assert len(plis) == 1 and plis[0].media_ssrc == 1111 and plis[0].ssrc == 5555
+    await pub.ingest(packet(12, KEY, ts=6000), 0, 0.02)
+    await pub.ingest(packet(13, CONT, ts=6000), 0, 0.03)
+    await pub.ingest(packet(11), 0, 0.04)  # late packet from before the anchor
+    assert [p.payload for p in wire.rtp()] == [KEY, CONT]
+
+
+async def test_audio_viewers_start_at_once():
+    pub, up = make_pub("audio")
+    pub.set_source(1111, None, {})
+    v, wire = make_viewer("0", 100, rtx=False)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(5, b"opus", pt=96), 0, 0.0)
+    assert [p.payload for p in wire.rtp()] == [b"opus"]
+    assert up.sent == []  # no PLI for audio
+
+
+async def test_keyframe_requests_are_rate_limited_but_not_lost():
+    pub, up = make_pub()
+    v, _ = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(1, KEY), 0, 0.0)
+    for t in (0.01, 0.02, 0.05, 0.1):
+        pub.request_keyframe(t)
+        await pub.ingest(packet(int(t * 100) + 1), 0, t)
+    count = lambda: sum(isinstance(p, RtcpPsfbPacket) and p.fmt == 1 for p in up.rtcp())
+    assert count() == 1  # the one asked on attach; the burst waits for the interval
+    await pub.ingest(packet(50), 0, 0.2)
+    assert count() == 1
+    await pub.ingest(packet(51), 0, 0.31)
+    assert count() == 2  # the requests inside the interval were served when it ended
+    await pub.ingest(packet(52), 0, 1.0)
+    assert count() == 2
+
+
+async def test_viewer_nack_is_answered_with_rtx_from_history():
+    pub, _ = make_pub()
+    v, wire = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    for i in range(5):
+        await pub.ingest(packet(200 + i, KEY if i == 0 else CONT), 0, 0.0)
+    first = wire.rtp()[0].sequence_number
+    wire.sent.clear()
+    await pub.retransmit(v, [(first + 2) & 0xFFFF, (first + 40) & 0xFFFF])  # one known, one never sent
+    [rtx_packet] = wire.rtp()
+    assert rtx_packet.ssrc == v.rtx_ssrc and rtx_packet.payload_type == 98
+    assert rtx_packet.extensions.mid == "3"
+    assert struct.unpack("!H", rtx_packet.payload[:2])[0] == (first + 2) & 0xFFFF
+    assert rtx_packet.payload[2:] == CONT
+    await pub.retransmit(v, [first])
+    assert wire.rtp()[1].sequence_number == (rtx_packet.sequence_number + 1) & 0xFFFF
+    assert pub.retransmitted == 2 and v.retransmitted == 2
+
+
+async def test_viewer_without_rtx_gets_the_packet_again():
+    pub, _ = make_pub()
+    v, wire = make_viewer("3", 100, rtx=False)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(1, KEY), 0, 0.0)
+    seq = wire.rtp()[0].sequence_number
+    await pub.retransmit(v, [seq])
+    again = wire.rtp()[1]
+    assert (again.ssrc, again.sequence_number, again.payload) == (100, seq, KEY)
+
+
+async def test_publisher_gaps_are_nacked_and_retried_until_recovered_or_given_up():
+    pub, up = make_pub()
+    await pub.ingest(packet(100), 0, 0.0)
+    await pub.ingest(packet(103), 0, 0.01)
+    nacks = lambda: [p for p in up.rtcp() if isinstance(p, RtcpRtpfbPacket)]
+    assert [sorted(n.lost) for n in nacks()] == [[101, 102]]
+    assert nacks()[0].media_ssrc == 1111
+    await pub.ingest(packet(104), 0, 0.06)  # retry interval passed: both asked again
+    assert [sorted(n.lost) for n in nacks()][-1] == [101, 102]
+    # 101 comes back as RTX from the publisher: unwrapped, counted, no longer asked for
+    rtx_packet = packet(7, b"\x00\x65" + DELTA, ssrc=2222, pt=98)
+    await pub.ingest(rtx_packet, 0, 0.07, is_rtx=True)
+    assert pub.rtx_received == 1
+    assert pub.history[101 % 512].seq == 101 and pub.history[101 % 512].payload == DELTA
+    await pub.ingest(packet(105), 0, 0.2)
+    assert sorted(nacks()[-1].lost) == [102]
+    for i in range(20):
+        await pub.ingest(packet(106 + i), 0, 0.3 + 0.05 * i)
+    assert 102 not in pub.nack.missing and pub.nack.gave_up == 1
+
+
+async def test_rtx_from_the_publisher_is_forwarded_as_the_original():
+    pub, _ = make_pub()
+    v, wire = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(100, KEY), 0, 0.0)
+    await pub.ingest(packet(102, CONT), 0, 0.0)
+    await pub.ingest(packet(9, b"\x00\x65" + CONT, ssrc=2222, pt=98), 0, 0.0, is_rtx=True)
+    got = wire.rtp()
+    assert [p.sequence_number - got[0].sequence_number for p in got] == [0, 2, 1]
+    assert {p.ssrc for p in got} == {100} and {p.payload_type for p in got} == {97}
+
+
+async def test_padding_only_packets_are_not_forwarded():
+    pub, _ = make_pub()
+    v, wire = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(1, KEY), 0, 0.0)
+    probe = RtpPacket(payload_type=98, sequence_number=3, timestamp=1, ssrc=2222)
+    probe.padding_size = 100
+    await pub.ingest(probe.serialize(MAP), 0, 0.0, is_rtx=True)
+    assert len(wire.sent) == 1
+
+
+async def test_moving_a_viewer_stream_to_another_publication_keeps_it_continuous():
+    alice, _ = make_pub()
+    bob, _ = make_pub()
+    bob.set_source(3333, None, {})
+    v, wire = make_viewer("3", 100)
+    alice.attach(v, 0.0)
+    await alice.ingest(packet(500, KEY, ts=90000), 0, 0.0)
+    await alice.ingest(packet(501, CONT, ts=90000), 0, 0.0)
+    bob.attach(v, 0.5)  # detaches from alice
+    assert v not in alice.viewers
+    await alice.ingest(packet(502, CONT), 0, 0.5)
+    await bob.ingest(packet(40000, KEY, ts=123, ssrc=3333), 0, 0.5)
+    got = wire.rtp()
+    assert len(got) == 3
+    assert got[2].sequence_number == (got[1].sequence_number + 1) & 0xFFFF
+    assert 0 < (got[2].timestamp - got[1].timestamp) % 2**32 <= 0.5 * 90000 + 1
+    assert {p.ssrc for p in got} == {100}
+
+
+async def test_sender_report_maps_the_publishers_clock_into_the_viewers_timestamps():
+    pub, _ = make_pub()
+    v, _ = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    assert v.sender_report(0.0) is None
+    await pub.ingest(packet(1, KEY, ts=1000), 0, 0.0)
+    await pub.ingest(packet(2, CONT, ts=1000), 0, 0.0)
+    assert v.sender_report(0.0) is None  # no SR from the publisher yet
+    ntp = 0xE0000000_80000000  # some NTP time, .5 s
+    pub.handle_sender_report(ntp, 1000, now=10.0)
+    sr, sdes = RtcpPacket.parse(v.sender_report(10.5))
+    assert sr.ssrc == 100
+    assert sr.sender_info.ntp_timestamp == ntp + (1 << 31)  # + 0.5 s
+    expected = (1000 + v.ts_offset + 45000) & 0xFFFFFFFF
+    assert sr.sender_info.rtp_timestamp == expected
+    assert (sr.sender_info.packet_count, sr.sender_info.octet_count) == (2, len(KEY) + len(CONT))
+    assert sdes.chunks[0].ssrc == 100
+
+
+async def test_receiver_report_block_counts_loss():
+    pub, _ = make_pub()
+    for seq in (10, 11, 13, 14):
+        await pub.ingest(packet(seq), 0, 0.0)
+    pub.handle_sender_report(0x1234_5678_9ABC_DEF0, 0, now=0.0)
+    [rr] = RtcpPacket.parse(pub.receiver_report(1.0))
+    [block] = rr.reports
+    assert (rr.ssrc, block.ssrc, block.packets_lost, block.highest_sequence) == (5555, 1111, 1, 14)
+    assert block.fraction_lost == 256 // 5
+    assert block.lsr == 0x5678_9ABC and block.dlsr == 65536
+
+
+async def test_unready_and_broken_viewers_are_skipped():
+    pub, _ = make_pub("audio")
+    pub.set_source(1111, None, {})
+    v, wire = make_viewer("0", 100, rtx=False)
+    w, wire2 = make_viewer("1", 200, rtx=False)
+    v.ready = False
+    wire2.broken = True
+    pub.attach(v, 0.0)
+    pub.attach(w, 0.0)
+    await pub.ingest(packet(1, b"opus", pt=96), 0, 0.0)
+    assert wire.sent == [] and wire2.sent == []
+    assert not w.ready and pub.forwarded == 0
+
+
+async def test_a_new_publisher_ssrc_restarts_viewers_at_the_next_keyframe():
+    pub, _ = make_pub()
+    v, wire = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    await pub.ingest(packet(10, KEY), 0, 0.0)
+    pub.set_source(4444, None, {})
+    await pub.ingest(packet(900, DELTA, ssrc=4444), 0, 0.1)
+    await pub.ingest(packet(901, KEY, ssrc=4444), 0, 0.2)
+    got = wire.rtp()
+    assert len(got) == 2 and got[1].sequence_number == (got[0].sequence_number + 1) & 0xFFFF
