@@ -115,3 +115,73 @@ async def test_three_people_see_and_hear_each_other_then_one_leaves_and_one_arri
 
 async def _without(page: Page, name: str) -> bool:
     return name not in await names_shown(page)
+
+
+NO_CAMERA = """
+const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (c) => c.video
+  ? Promise.reject(new DOMException("Requested device not found", "NotFoundError")) : real(c);
+"""
+NO_DEVICES = """
+navigator.mediaDevices.getUserMedia = () =>
+  Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+"""
+
+
+async def new_page(browser: Browser, init_script: str | None = None) -> Page:
+    context = await browser.new_context()
+    if init_script:
+        await context.add_init_script(init_script)
+    return await context.new_page()
+
+
+async def test_without_camera_or_any_device_people_still_join_and_are_told_why(
+    browser: Browser, meeting_url: str
+) -> None:
+    ann = await new_page(browser)
+    await join_meeting(ann, meeting_url, "Ann")
+    ben = await new_page(browser, NO_CAMERA)
+    await join_meeting(ben, meeting_url, "Ben")
+    cat = await new_page(browser, NO_DEVICES)
+    await join_meeting(cat, meeting_url, "Cat")
+    assert "audio only (NotFoundError)" in await ben.text_content("#device-note")
+    assert "listen-only" in await cat.text_content("#device-note")
+    assert await cat.is_disabled("#mute") and await cat.is_disabled("#camera")
+
+    async def cat_gets_ann_video_and_ben_audio() -> bool:
+        media = await remote_media(cat)
+        return len(media) == 2 and max(m["frames"] for m in media.values()) > 0 and all(
+            m["energy"] > 0 for m in media.values())
+    await wait_for(cat_gets_ann_video_and_ben_audio, timeout=10, interval=0.1)
+    # Ben shows no video to Ann: a tile with his initial instead of a picture.
+    await ann.wait_for_selector(".tile.no-video:has-text('Ben')")
+    await ann.wait_for_selector(".tile.no-video:has-text('Cat')")
+
+
+async def test_page_reconnects_by_itself_after_the_connection_drops(
+    browser: Browser, meeting_url: str, client: TestClient
+) -> None:
+    from web.keys import SIGNALING
+
+    ann = await new_page(browser)
+    await join_meeting(ann, meeting_url, "Ann")
+    ben = await new_page(browser)
+    await join_meeting(ben, meeting_url, "Ben")
+    await frames_keep_rising(ann, 1, timeout=10)
+    signaling = client.server.app[SIGNALING]
+    [connections] = signaling.connections.values()
+    ben_id = next(pid for pid, c in connections.items() if c.participant and c.participant.name == "Ben")
+    await connections[ben_id].ws.close()  # a network blip, as the server sees it
+
+    async def ben_is_back() -> bool:
+        current = next(iter(signaling.connections.values()), {})
+        names = [c.participant.name for c in current.values() if c.participant]
+        return sorted(names) == ["Ann", "Ben"] and ben_id not in current
+    await wait_for(ben_is_back, timeout=8)
+    await wait_for(lambda: _shows(ann, "Ben"), timeout=5)
+    await frames_keep_rising(ben, 1, timeout=10)
+    await frames_keep_rising(ann, 1, timeout=10)
+
+
+async def _shows(page: Page, name: str) -> bool:
+    return name in await names_shown(page)

@@ -58,7 +58,9 @@ async function prepare() {
   }
   const { stream, note } = await acquireMedia();
   state.local = stream;
-  $("preview").srcObject = stream;
+  // A media element without a picture to show would hold back the page's load event forever.
+  if (stream.getVideoTracks().length) $("preview").srcObject = stream;
+  else $("preview").hidden = true;
   if (note) showNote(note);
 }
 
