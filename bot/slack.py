@@ -1,0 +1,269 @@
+"""Slack adapter: ``/meetnow`` over HTTP or Socket Mode, delivered through the outbox.
+
+Thin by design: bolt verifies and parses, ``meeting`` mints and decides what the channel
+hears, and ``slack_courier`` says it in Slack. Only the person who typed the command ever
+sees a host link: it travels in the command's ephemeral answer, never in a channel post.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from meeting import ids
+from meeting.announcer import Announcer
+from meeting.config import SlackConfig
+from meeting.logfmt import kv
+from meeting.models import Origin
+from meeting.outbox import Outbox
+from meeting.service import MeetingService, MintedMeeting, cut_title
+
+from . import text
+from .slack_blocks import JOIN_ACTION
+from .slack_courier import NETWORK_ERRORS, TRANSIENT_ERRORS, SlackCourier, slack_error
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+COMMAND = "/meetnow"
+API_TIMEOUT_S = 10  # the outbox delivers one entry at a time: a hung call must not stall it
+CONNECT_WAIT_S = 5.0  # how long start() waits for Socket Mode before letting the server go on
+RECENT_INVOCATIONS = 256
+# Slack names these conversations generically; a standing room there gets a plain title.
+GENERIC_CHANNEL_NAMES = ("directmessage", "privategroup")
+
+Ack = Callable[..., Awaitable[Any]]
+
+
+def quiet_logger(name: str) -> logging.Logger:
+    """A logger for the Slack libraries that never emits DEBUG.
+
+    At DEBUG, bolt and the Socket Mode client print whole response bodies, and the
+    command's answer carries a host link; the Web API client formats every request for
+    DEBUG unless its logger's own level says otherwise.
+    """
+    logger = log.getChild(name)
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def api_base_url(url: str) -> str:
+    """The Web API base URL as the SDK needs it: it appends method names, so end with "/"."""
+    return url if url.endswith("/") else url + "/"
+
+
+def make_client(config: SlackConfig) -> AsyncWebClient:
+    """The bot's one Web API client, also used by bolt and by Socket Mode.
+
+    ``retry_handlers=[]`` turns off the SDK's own retry on connection errors: the outbox
+    retries, and a second try inside the SDK could post a message twice.
+    """
+    return AsyncWebClient(token=config.bot_token, base_url=api_base_url(config.api_url),
+                          timeout=API_TIMEOUT_S, retry_handlers=[],
+                          logger=quiet_logger("web"))
+
+
+def standing_room_title(channel_name: str) -> str:
+    """The title a channel's standing room gets when it is first made."""
+    if not channel_name or channel_name in GENERIC_CHANNEL_NAMES or channel_name.startswith("mpdm-"):
+        return "Channel meeting"
+    return cut_title(f"#{channel_name}")
+
+
+class SlackBot:
+    """The Slack side of meetnow: slash command in, channel messages out."""
+
+    platform = "slack"
+
+    def __init__(self, config: SlackConfig, meetings: MeetingService, announcer: Announcer,
+                 outbox: Outbox) -> None:
+        self.config = config
+        self.meetings = meetings
+        self.announcer = announcer
+        self.client = make_client(config)
+        self.courier = SlackCourier(self.client, calls=config.calls)
+        outbox.register(self.courier)
+        # process_before_response: the listener finishes before the answer leaves. It only
+        # touches the local store (milliseconds), and it spares bolt's 10 ms ack polling.
+        self.app = AsyncApp(client=self.client, signing_secret=config.signing_secret,
+                            process_before_response=True, name="meetnow",
+                            logger=quiet_logger("bolt"))
+        self.app.command(COMMAND)(self._on_command)
+        self.app.action(JOIN_ACTION)(self._on_join_click)
+        self.socket: AsyncSocketModeHandler | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._owns_session = False
+        # Socket Mode may hand us the same envelope again if our answer was slow; the same
+        # invocation then gets the same meeting rather than a second one nobody announced.
+        self._recent: OrderedDict[str, MintedMeeting] = OrderedDict()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def attach(self, app: web.Application) -> None:
+        """Mount bolt at POST /slack/events, unless Socket Mode carries the commands."""
+        if self.config.socket_mode:
+            return
+        if not self.config.signing_secret:
+            # Without a secret every request would pass as "signed": refuse to listen at all.
+            log.error("slack http endpoint not mounted %s",
+                      kv(reason="slack.signing_secret is empty", path=EVENTS_PATH))
+            return
+        app.router.add_post(EVENTS_PATH, self.handle_http)
+
+    async def start(self) -> None:
+        """Check the bot token and connect Socket Mode if configured; never raises."""
+        if self.client.session is None or self.client.session.closed:
+            # One pooled session for every API call instead of a new connection per call.
+            self.client.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S))
+            self._owns_session = True
+        try:
+            if not await self._check_bot_token():
+                return
+            if self.config.socket_mode:
+                await self._start_socket_mode()
+        except Exception:  # a bug here must not take the web server down with it
+            log.exception("slack start failed")
+
+    async def stop(self) -> None:
+        """Disconnect Socket Mode and close the HTTP session."""
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
+        if self.socket is not None:
+            try:
+                await self.socket.close_async()
+            except Exception:
+                log.exception("slack socket mode close failed")
+            self.socket = None
+        if self._owns_session and self.client.session is not None:
+            await self.client.session.close()
+            self.client.session = None
+            self._owns_session = False
+
+    async def handle_http(self, request: web.Request) -> web.Response:
+        """POST /slack/events: bolt checks the signature (401 if bad) and dispatches."""
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    async def _check_bot_token(self) -> bool:
+        """auth.test once at start, so a wrong token is one clear line, not silence later."""
+        try:
+            await self.client.auth_test()
+        except SlackApiError as exc:
+            error = slack_error(exc)[0]
+            if error in TRANSIENT_ERRORS:
+                log.warning("slack not reachable at start; will retry on use %s", kv(error=error))
+                return True
+            log.error("slack disabled: the bot token was refused %s",
+                      kv(error=error, hint="check slack.bot_token (xoxb-...)"))
+            return False
+        except NETWORK_ERRORS as exc:
+            log.warning("slack not reachable at start; will retry on use %s",
+                        kv(error=type(exc).__name__))
+        return True
+
+    async def _start_socket_mode(self) -> None:
+        if not self.config.app_token:
+            log.error("slack socket mode not started %s",
+                      kv(reason="slack.app_token is empty", hint="an xapp-... app-level token"))
+            return
+        self.socket = AsyncSocketModeHandler(self.app, self.config.app_token, web_client=self.client,
+                                             logger=quiet_logger("socket_mode"))
+        self._connecting = asyncio.create_task(self._connect_socket_mode(), name="slack-socket-mode")
+        # Wait a little so a healthy start is connected when start() returns; a slow or
+        # unreachable Slack keeps trying in the background while the server serves.
+        await asyncio.wait([self._connecting], timeout=CONNECT_WAIT_S)
+
+    async def _connect_socket_mode(self) -> None:
+        """Open a Socket Mode URL ourselves, then connect.
+
+        The SDK's own connect() retries forever on any error, a revoked token included,
+        logging a traceback each time; asking for the URL first turns a bad app token
+        into one clear log line.
+        """
+        assert self.socket is not None
+        delay = 1.0
+        warned = False
+        while True:
+            try:
+                opened = await self.client.apps_connections_open(app_token=self.config.app_token)
+                self.socket.client.wss_uri = opened["url"]
+                await self.socket.connect_async()
+                log.info("slack socket mode connected")
+                return
+            except SlackApiError as exc:
+                error, _, retry_after = slack_error(exc)
+                if error not in TRANSIENT_ERRORS:
+                    log.error("slack socket mode not started: the app token was refused %s",
+                              kv(error=error, hint="check slack.app_token (xapp-..., connections:write)"))
+                    return
+                delay = max(delay, retry_after or 0.0)
+                reason = error
+            except NETWORK_ERRORS as exc:
+                reason = type(exc).__name__
+            if not warned:
+                log.warning("slack socket mode cannot connect yet; retrying %s", kv(error=reason))
+                warned = True
+            await asyncio.sleep(delay)
+            delay = min(60.0, delay * 2)
+
+    # -- the slash command --------------------------------------------------------------
+
+    async def _on_command(self, ack: Ack, command: dict[str, Any]) -> None:
+        """``/meetnow [help | channel | <title>]``: answer privately, then announce."""
+        words = " ".join((command.get("text") or "").split())
+        if words.lower() == "help":
+            await ack(text=text.HELP, response_type="ephemeral")
+            return
+        invocation = self._invocation_id(command)
+        try:
+            minted = await self._mint(command, words, invocation)
+        except Exception:
+            log.exception("slack command failed %s", kv(team=command.get("team_id", "")))
+            await ack(text="Sorry, I could not start a meeting just now. Please try again.",
+                      response_type="ephemeral")
+            return
+        # The answer to the command is ephemeral: the host link is seen by this person only.
+        await ack(text=text.host_link_text(minted.host_url), response_type="ephemeral")
+        reply = {"response_url": command.get("response_url", ""), "user_id": command.get("user_id", "")}
+        try:
+            await self.announcer.announce(minted, invocation, reply)
+        except Exception:
+            log.exception("slack announce failed %s", kv(meeting=ids.short(minted.meeting.id)))
+
+    async def _mint(self, command: dict[str, Any], words: str, invocation: str) -> MintedMeeting:
+        if invocation in self._recent:
+            return self._recent[invocation]
+        origin = Origin("slack", workspace_id=command.get("team_id", ""),
+                        channel_id=command.get("channel_id", ""),
+                        creator_name=command.get("user_name", ""))
+        if words.lower() == "channel":
+            minted = await self.meetings.channel_room(
+                origin, standing_room_title(command.get("channel_name", "")))
+        else:
+            minted = await self.meetings.mint(cut_title(words) or None, origin)
+        self._recent[invocation] = minted
+        while len(self._recent) > RECENT_INVOCATIONS:
+            self._recent.popitem(last=False)
+        return minted
+
+    @staticmethod
+    def _invocation_id(command: dict[str, Any]) -> str:
+        """One id per typed command: Slack's trigger_id, unique to each invocation."""
+        return f"slack:{command.get('trigger_id') or command.get('response_url') or ids.new_id()}"
+
+    async def _on_join_click(self, ack: Ack) -> None:
+        """The Join button opens the link in the browser; Slack still wants an ack."""
+        await ack()
