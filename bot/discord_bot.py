@@ -1,18 +1,20 @@
 """Discord adapter: the ``/meetnow`` slash command over the gateway, delivery through the outbox.
 
-How a command becomes a channel message: the interaction reply itself is the meeting's
-message. Discord wants an answer within 3 s and only the reply can be ephemeral-safe: a
-follow-up sent after a *deferred* reply replaces the "thinking" message and takes its
-visibility, which would publish the host link. So the handler replies with the embed, then
-records that reply through the announcer as the meeting's post (the outbox's ANNOUNCE entry is
-delivered without a second message), then sends the host link as an ephemeral follow-up.
-Everything later (status edits, recording replies) and the rare post whose interaction reply
-failed go through the outbox: retried, rate limited, deduplicated, surviving restarts.
+How a command becomes the meeting's channel message: the interaction reply *is* that message.
+The handler answers within Discord's 3 s with the embed and the Join button, then records the
+reply through the announcer (its ANNOUNCE entry is delivered by noting the message id: no second
+post), then sends the host link in an ephemeral follow-up. Deferring and posting later through
+the outbox was rejected: the first follow-up after a deferred reply replaces the public
+"thinking" message and keeps its visibility, so a private host link would have to wait for the
+outbox. Everything after the reply goes through the outbox (retries, Retry-After, permanent
+errors dropped, restarts survived): status edits of that message, recording replies, and the
+post itself in the rare case the interaction reply failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Optional
 
@@ -39,15 +41,17 @@ from .discord_render import FIRST_STATUS, JOIN_LABEL, meeting_embed
 log = logging.getLogger(__name__)
 
 COMMAND = "meetnow"
-# What the bot needs in a channel: see it, post recording replies (also in threads), show
-# link previews and its own embeds, and reply to its message (a reply needs Read Message
-# History). Interaction replies, follow-ups and edits of its own messages need nothing more.
+# What the bot needs in a channel. Interaction replies and follow-ups need no permission at
+# all; editing its own message (live status) needs View Channel; recording replies need Send
+# Messages (in Threads), and Read Message History because they reply to a message; Embed Links
+# for the card when the outbox has to post it and for the recording link's preview.
 INVITE_PERMISSIONS = discord.Permissions(
     view_channel=True, send_messages=True, send_messages_in_threads=True, embed_links=True,
     read_message_history=True,
 )
 INVITE_SCOPES = ("bot", "applications.commands")
-STOP_TIMEOUT_S = 5.0
+LOGIN_RETRY_S = 1.0
+LOGIN_RETRY_MAX_S = 300.0
 
 UNKNOWN_COMMAND_TEXT = "I don't know that command. Use /meetnow to start a meeting."
 FAILED_TEXT = "Something went wrong on my side. Please try /meetnow again."
@@ -205,36 +209,46 @@ class DiscordBot:
     async def start(self) -> None:
         """Connect in the background; a bad token or an unreachable Discord is logged, never raised."""
         use_endpoints(self.config)
-        self.client = self._make_client()
-        self._task = asyncio.create_task(self._run(self.client), name="discord")
+        self._task = asyncio.create_task(self._run(), name="discord")
 
     async def stop(self) -> None:
         """Close the gateway connection and the REST session."""
         if self.client is not None:
             await self.client.close()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, STOP_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                log.warning("discord client did not stop in time")
+            # The client is closed; what is left of the task is returning, or waiting to retry.
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
             self._task = None
         await self.rest.close()
 
-    async def _run(self, client: _Client) -> None:
-        try:
-            await client.start(self.config.token)
-        except discord.LoginFailure:
-            log.error("discord login failed: the bot token was rejected; check discord.token "
-                      "(or MEETNOW_DISCORD_TOKEN) %s", kv(api=self.config.api_url))
-        except discord.ConnectionClosed as exc:
-            log.error("discord gateway closed the connection %s", kv(code=exc.code, reason=exc.reason))
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("discord client stopped %s", kv(error=repr(exc)[:200]), exc_info=exc)
-        finally:
-            if not client.is_closed():
-                await client.close()
+    async def _run(self) -> None:
+        """Log in and stay connected. discord.py reconnects a dropped gateway by itself; only
+        a login that cannot reach Discord is retried here. A rejected token is final."""
+        delay = LOGIN_RETRY_S
+        while True:
+            self.client = client = self._make_client()
+            try:
+                await client.start(self.config.token)
+                return
+            except discord.LoginFailure:
+                log.error("discord login failed: the bot token was rejected; check discord.token "
+                          "(or MEETNOW_DISCORD_TOKEN) %s", kv(api=self.config.api_url))
+                return
+            except discord.ConnectionClosed as exc:
+                log.error("discord gateway closed the connection %s", kv(code=exc.code, reason=exc.reason))
+                return
+            except (OSError, aiohttp.ClientError, asyncio.TimeoutError, discord.DiscordServerError) as exc:
+                log.warning("discord unreachable, retrying %s", kv(error=type(exc).__name__, retry_in_s=delay))
+            except Exception as exc:
+                log.error("discord client stopped %s", kv(error=repr(exc)[:200]), exc_info=exc)
+                return
+            finally:
+                if not client.is_closed():
+                    await client.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOGIN_RETRY_MAX_S)
 
     def _make_client(self) -> _Client:
         client = _Client(self.config.guild_ids)

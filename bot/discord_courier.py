@@ -159,8 +159,8 @@ class DiscordCourier:
         if meeting is None:
             return GiveUp("meeting not found")
         embed = meeting_embed(meeting.title, self.meetings.join_url(meeting.id), entry.payload)
-        # The bot wrote the message (interaction replies are authored by the bot user), so a
-        # channel edit needs no extra permission and keeps working after the 15-minute token.
+        # Interaction replies are authored by the bot user, so the channel endpoint can edit
+        # them (View Channel is all it needs) long after the 15-minute interaction token.
         await self.rest.call("PATCH", f"/channels/{post.channel_id}/messages/{post.message_ref}",
                              {"embeds": [embed], "allowed_mentions": NO_MENTIONS})
         return Delivered()

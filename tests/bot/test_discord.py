@@ -126,8 +126,9 @@ def status_of(message: dict[str, Any]) -> str:
     return message["embeds"][0]["fields"][0]["value"]
 
 
-def reply_message(stack: Stack, callback_interaction_id: str) -> dict[str, Any]:
-    original = stack.fake.interactions[callback_interaction_id].original
+def reply_message(stack: Stack, index: int = 0) -> dict[str, Any]:
+    """The channel message the ``index``-th interaction's reply made, as the fake holds it now."""
+    original = list(stack.fake.interactions.values())[index].original
     assert original is not None
     return stack.fake.messages[original["id"]]
 
@@ -242,7 +243,7 @@ def test_invite_url_asks_for_the_minimal_permissions() -> None:
 async def test_live_status_edits_the_reply_as_people_join_and_leave(stack: Stack) -> None:
     callback = await stack.meetnow(option("title", "Stand-up", 3))
     meeting_id = meeting_id_of(callback)
-    message = reply_message(stack, next(iter(stack.fake.interactions)))
+    message = reply_message(stack)
 
     ann, _ = await join(stack.client, meeting_id, "Ann")
     bob, _ = await join(stack.client, meeting_id, "Bob")
@@ -264,7 +265,7 @@ async def test_live_status_edits_the_reply_as_people_join_and_leave(stack: Stack
     "aiohttp cancels when the peer's connection goes; listeners never hear it"))
 async def test_live_status_ends_when_the_last_socket_just_drops(stack: Stack) -> None:
     callback = await stack.meetnow()
-    message = reply_message(stack, next(iter(stack.fake.interactions)))
+    message = reply_message(stack)
     ann, _ = await join(stack.client, meeting_id_of(callback), "Ann")
     await wait_for(lambda: status_of(message) == "In the meeting: Ann")
 
@@ -284,7 +285,7 @@ async def test_rate_limited_reply_is_retried_after_retry_after_and_posted_once(s
     assert second.at - first.at >= 0.3
     (posted,) = stack.fake.posts(CHANNEL_ID)
     assert "https://rec.example/r/1" in posted["content"] and "2026-03-01" in posted["content"]
-    assert posted["message_reference"]["message_id"] == reply_message(stack, next(iter(stack.fake.interactions)))["id"]
+    assert posted["message_reference"]["message_id"] == reply_message(stack)["id"]
     assert await stack.store.outbox_next_due(["discord"]) is None  # nothing left to send
 
 
@@ -338,6 +339,23 @@ async def test_restart_between_failure_and_retry_still_posts_exactly_once(stack:
     assert len(stack.fake.posts(CHANNEL_ID)) == 1
 
 
+async def test_a_failed_interaction_reply_is_posted_through_the_outbox(stack: Stack) -> None:
+    await wait_for(lambda: stack.fake.ready_sent >= 1)
+    stack.fake.fail_next("POST", r"/interactions/.*/callback", status=404,
+                         body={"message": "Unknown interaction", "code": 10062})
+    await stack.fake.send_interaction(command_interaction([option("title", "Late", 3)]))
+
+    await wait_for(lambda: len(stack.fake.posts(CHANNEL_ID)) == 1)
+    (posted,) = stack.fake.posts(CHANNEL_ID)
+    assert posted["embeds"][0]["title"] == "Late"
+    url = posted["components"][0]["components"][0]["url"]
+    meeting_id = url.rsplit("/", 1)[1]
+    await wait_for(lambda: stack.store.get_post(meeting_id))
+    post = await stack.store.get_post(meeting_id)
+    assert post is not None and post.message_ref == posted["id"]
+    assert "#host=" not in json.dumps(posted)
+
+
 @pytest.mark.parametrize("error, reason", [
     ("missing_access", "Missing Access (50001)"),
     ("unknown_channel", "Unknown Channel (10003)"),
@@ -373,7 +391,7 @@ async def test_unknown_command_gets_an_ephemeral_error(stack: Stack) -> None:
     assert stack.fake.followups == []
 
 
-@pytest.mark.parametrize("bad", [option("title", 42, 4), option("channel", "yes", 3)])
+@pytest.mark.parametrize("bad", [option("title", 42, 4), option("channel", "yes", 3), option("title", "1400000000000000009", 6)])
 async def test_wrong_option_types_get_an_ephemeral_error(stack: Stack, bad: dict[str, Any]) -> None:
     callback = await stack.command(command_interaction([bad]))
 
@@ -415,5 +433,20 @@ async def test_invalid_token_logs_one_clear_error_and_the_server_keeps_serving(
         assert health.status == 200
         created = await running.client.post("/api/meetings", json={"title": "still up"})
         assert created.status == 201
+    finally:
+        await close_stack(running)
+
+
+async def test_discord_unreachable_at_start_is_retried(
+        tmp_path: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.discord_bot.LOGIN_RETRY_S", 0.05)
+    fake.fail_next("GET", "/users/@me", status=503, body={"message": "upstream unavailable", "code": 0})
+    running = await open_stack(tmp_path, fake)
+    try:
+        callback = await running.command(command_interaction())
+        assert join_url_of(callback)
+        assert len(fake.requests_to("GET", "/users/@me")) == 2
+        assert [r.getMessage() for r in caplog.records if r.name == "bot.discord_bot" and r.levelno >= logging.WARNING] \
+            == ["discord unreachable, retrying error=DiscordServerError retry_in_s=0.05"]
     finally:
         await close_stack(running)
