@@ -23,8 +23,6 @@ import random
 import struct
 from typing import Awaitable, Callable
 
-from aiortc.rate import RemoteBitrateEstimator
-
 from meeting.feedback import KeyframeLimiter, NackTracker, ReceptionStats
 from meeting.rtp import (
     RtpError,
@@ -171,6 +169,7 @@ class Publication:
         clock_rate: int | None = None,
         codec: str | None = None,
         keyframe_interval: float = 0.3,
+        max_bitrate: int = 1_500_000,
     ) -> None:
         self.participant = participant
         self.source = source
@@ -185,14 +184,14 @@ class Publication:
         self.rtx_ssrc: int | None = None
         self.rtx_apt: dict[int, int] = {}  # RTX payload type -> media payload type
         self.mid_id = 0
-        self.abs_send_time_id = 0
+        # The REMB the publisher gets for video: a cap, not an estimate (see receiver_report).
+        self.max_bitrate = max_bitrate
 
         self.viewers: list[ViewerStream] = []
         self.waiting = 0  # viewers that still wait for a keyframe to start
         self.history: list[RtpView | None] = [None] * HISTORY_SIZE if self.video else []
         self.stats = ReceptionStats(self.clock_rate)
         self.nack = NackTracker() if self.video else None
-        self.remb = RemoteBitrateEstimator() if self.video else None
         self.keyframes = KeyframeLimiter(keyframe_interval)
         self.deadline = float("inf")
         self.max_seq: int | None = None
@@ -211,6 +210,8 @@ class Publication:
         self.forwarded = 0
         self.retransmitted = 0
         self.malformed = 0
+        self.anchors = 0  # viewer streams (re)started on a keyframe
+        self.held_back = 0  # packets not sent to a viewer that waits for a keyframe
         self.nacks_sent = 0
         self.nacks_received = 0
         self.keyframe_requests_received = 0
@@ -292,13 +293,14 @@ class Publication:
         viewer.anchor_seq = view.seq
         viewer.fresh = _FRESH_PACKETS
         self.waiting -= 1
+        self.anchors += 1
 
     # --- publisher -> server ------------------------------------------------------------
 
     async def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False) -> None:
         """Handle one decrypted RTP datagram from the publisher."""
         try:
-            view = parse_rtp(data, self.mid_id, self.abs_send_time_id)
+            view = parse_rtp(data, self.mid_id)
         except RtpError:
             self.malformed += 1
             return
@@ -313,10 +315,6 @@ class Publication:
         seq = view.seq
         self.stats.add(seq, view.ts, now, is_rtx)
         if self.video:
-            if not is_rtx and view.abs_send_time is not None:
-                remb = self.remb.add(arrival_ms, view.abs_send_time, view.payload_size, view.ssrc)
-                if remb is not None:
-                    await self.upstream(pack_remb(self.rtcp_ssrc, remb[0], [view.ssrc]))
             lost = self.nack.on_packet(seq, now)
             if lost:
                 self.nacks_sent += 1
@@ -352,6 +350,7 @@ class Publication:
                     if keyframe is None:
                         keyframe = vp8_keyframe_start(view.payload) if self.codec == "VP8" else True
                     if not keyframe:
+                        self.held_back += 1
                         if now - v.asked_keyframe_at > KEYFRAME_RETRY:
                             v.asked_keyframe_at = now
                             self.request_keyframe(now)
@@ -405,10 +404,21 @@ class Publication:
         )
 
     def receiver_report(self, now: float) -> bytes | None:
+        """RR about the publisher's stream, plus a REMB for video.
+
+        The REMB carries ``max_bitrate`` rather than a delay-based estimate: aiortc's
+        RemoteBitrateEstimator costs ~20 us per packet (more than the rest of ingest),
+        and the browser's own loss-based controller, fed by these receiver reports,
+        already backs off under loss. The cap keeps a publisher within what viewers,
+        who all get the same stream (no simulcast), can be expected to take.
+        """
         block = self.report_block(now)
         if block is None:
             return None
-        return pack_receiver_report(self.rtcp_ssrc, [block])
+        report = pack_receiver_report(self.rtcp_ssrc, [block])
+        if self.video and self.max_bitrate and self.media_ssrc is not None:
+            report += pack_remb(self.rtcp_ssrc, self.max_bitrate, [self.media_ssrc])
+        return report
 
     # --- timers (serviced on packet arrival and by the periodic RTCP task) ----------
 

@@ -79,7 +79,6 @@ class RtpView:
         "elements",
         "ext",
         "mid",
-        "abs_send_time",
         "body",
         "payload_size",
     )
@@ -94,7 +93,6 @@ class RtpView:
         self.elements: list[tuple[int, bytes]] = []
         self.ext: bytes | None = b""
         self.mid: str | None = None
-        self.abs_send_time: int | None = None
         self.body = b""
         self.payload_size = 0
 
@@ -117,12 +115,13 @@ class RtpView:
         return self.body[:-pad] if pad else self.body
 
 
-def parse_rtp(data: bytes, mid_id: int = 0, abs_send_time_id: int = 0) -> RtpView:
+def parse_rtp(data: bytes, mid_id: int = 0) -> RtpView:
     """Parse ``data`` into an :class:`RtpView`.
 
-    ``mid_id`` and ``abs_send_time_id`` are the negotiated extension ids (0 when not
-    negotiated): the MID element is taken out of the element list (each viewer gets its
-    own) and the abs-send-time value is decoded for the bitrate estimator.
+    ``mid_id`` is the negotiated id of the MID extension (0 when not negotiated): its
+    element is taken out (each viewer gets its own) and its value kept in ``view.mid``.
+    The one-byte elements that remain are kept as raw bytes (``view.ext``) so that a
+    viewer's block is one concatenation away; ``view.elements`` lists them all.
     """
     n = len(data)
     if n < RTP_HEADER_SIZE:
@@ -151,21 +150,18 @@ def parse_rtp(data: bytes, mid_id: int = 0, abs_send_time_id: int = 0) -> RtpVie
         end = pos + 4 * words
         if end > n:
             raise RtpError("RTP header extension is truncated")
-        elements = parse_extension_elements(profile, data[pos:end])
+        if profile == ONE_BYTE_PROFILE:
+            _parse_one_byte(view, data, pos, end, mid_id)
+        else:
+            elements = []
+            for x_id, value in parse_extension_elements(profile, data[pos:end]):
+                if x_id == mid_id:
+                    view.mid = _mid_value(value)
+                else:
+                    elements.append((x_id, value))
+            view.elements = elements
+            view.ext = encode_one_byte_elements(elements)
         pos = end
-        kept = []
-        for x_id, value in elements:
-            if x_id == mid_id:
-                try:
-                    view.mid = value.decode("ascii")
-                except UnicodeDecodeError:
-                    raise RtpError("RTP MID extension is not ASCII") from None
-                continue
-            if x_id == abs_send_time_id and len(value) == 3:
-                view.abs_send_time = int.from_bytes(value, "big")
-            kept.append((x_id, value))
-        view.elements = kept
-        view.ext = encode_one_byte_elements(kept)
     # Keep V and P, drop X and CC: they are recomputed for each outgoing packet.
     view.b0 = b0 & 0xE0
     view.body = data[pos:]
@@ -178,6 +174,45 @@ def parse_rtp(data: bytes, mid_id: int = 0, abs_send_time_id: int = 0) -> RtpVie
             raise RtpError("RTP padding length is invalid")
     view.payload_size = n - pos - pad
     return view
+
+
+def _mid_value(value: bytes) -> str:
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        raise RtpError("RTP MID extension is not ASCII") from None
+
+
+def _parse_one_byte(view: RtpView, data: bytes, pos: int, end: int, mid_id: int) -> None:
+    """Walk one-byte elements in place; keep the raw bytes of all but the MID (hot path)."""
+    elements = []
+    keep_from = pos  # start of the raw run being kept
+    kept = b""
+    last = pos  # end of the last element: what follows is padding
+    while pos < end:
+        byte = data[pos]
+        if byte == 0:  # padding
+            pos += 1
+            continue
+        x_id = byte >> 4
+        if x_id == 15:  # reserved: stop parsing (RFC 8285 section 4.2)
+            break
+        length = (byte & 0x0F) + 1
+        start = pos
+        pos += 1 + length
+        if pos > end:
+            raise RtpError("RTP header extension element is truncated")
+        if x_id == mid_id:
+            view.mid = _mid_value(data[start + 1 : pos])
+            kept += data[keep_from:start]
+            keep_from = pos
+        else:
+            elements.append((x_id, data[start + 1 : pos]))
+            last = pos
+    if last > keep_from:
+        kept += data[keep_from:last]
+    view.elements = elements
+    view.ext = kept
 
 
 def parse_extension_elements(profile: int, raw: bytes) -> list[tuple[int, bytes]]:

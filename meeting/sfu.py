@@ -47,7 +47,6 @@ from meeting.ice import (
 )
 from meeting.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
 from meeting.rtp import (
-    ABS_SEND_TIME_URI,
     MID_URI,
     PSFB_FIR,
     PSFB_PLI,
@@ -170,6 +169,9 @@ def _publication_counters(pub: Publication) -> dict[str, int]:
         "nacks_received": pub.nacks_received,
         "keyframe_requests_sent": pub.keyframes.sent,
         "malformed": pub.malformed,
+        "viewer_starts": pub.anchors,
+        "packets_held_for_keyframe": pub.held_back,
+        "packets_lost_upstream": max(0, pub.stats.cumulative_lost),
     }
 
 
@@ -266,13 +268,22 @@ class Sfu:
         room = self._rooms.get(room_id)
         return room.peers.get(participant_id) if room else None
 
-    def stats(self) -> dict:
-        """Counters per room and in total (rooms that ended count in the totals)."""
+    def stats(self, detail: bool = False) -> dict:
+        """Counters per room and in total (rooms that ended count in the totals).
+
+        With ``detail`` each room also lists its current publications' counters.
+        """
         rooms = {}
         totals = dict(self._retired)
         for room in self._rooms.values():
             counters = self._room_counters(room)
             rooms[room.id] = counters
+            if detail:
+                counters["detail"] = {
+                    f"{pid}/{source}": _publication_counters(pub)
+                    for pid, peer in room.peers.items()
+                    for source, pub in peer._publications.items()
+                }
             for name, value in counters.items():
                 if isinstance(value, int):
                     totals[name] = totals.get(name, 0) + value
@@ -317,6 +328,9 @@ def _publication_counters_names() -> list[str]:
         "nacks_received",
         "keyframe_requests_sent",
         "malformed",
+        "viewer_starts",
+        "packets_held_for_keyframe",
+        "packets_lost_upstream",
     ]
 
 
@@ -473,7 +487,6 @@ class Peer:
             pub.codec = codec.name
             pub.clock_rate = codec.clock_rate
         pub.mid_id = info.extensions.get(MID_URI, 0)
-        pub.abs_send_time_id = info.extensions.get(ABS_SEND_TIME_URI, 0)
         self._mid_ext_id = pub.mid_id or self._mid_ext_id
         for ssrc in [s for s, (p, _) in self._ingest.items() if p is pub]:
             del self._ingest[ssrc]
@@ -652,7 +665,7 @@ class Peer:
                 kind=line.kind,
                 ssrc=sender._ssrc,
                 rtx_ssrc=sender._rtx_ssrc,
-                send=self._send_media,
+                send=self._dtls._send_rtp,  # SRTP-protects and sends; no wrapper on the hot path
                 mid_id=mid_id,
                 cname=self._cname,
             )
@@ -678,9 +691,6 @@ class Peer:
         dtls._handle_rtp_data = self._on_rtp
         dtls._handle_rtcp_data = self._on_rtcp
         dtls.on("statechange", self._on_dtls_state)
-
-    async def _send_media(self, data: bytes) -> None:
-        await self._dtls._send_rtp(data)
 
     async def _send_rtcp(self, data: bytes) -> None:
         if self._connected:

@@ -33,6 +33,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
+from meeting.feedback import ReceptionStats
 from meeting.ice import CandidatePolicy, apply_ice_policy, ice_connections
 from meeting.rtp import RtpError, parse_rtp
 
@@ -242,6 +243,8 @@ class ReceivedStream:
     first_frame: float | None = None
     last_frame: float | None = None
     max_gap: float = 0.0
+    # sequence bookkeeping of the media SSRC, for loss (expected vs received)
+    sequence: ReceptionStats = field(default_factory=lambda: ReceptionStats(90000))
 
     def frame(self, now: float) -> None:
         if self.last_frame is not None:
@@ -295,6 +298,7 @@ class SyntheticParticipant:
         self.offers = 0
         self._consumers: dict[str, asyncio.Task] = {}
         self._ssrc_mid: dict[int, str] = {}
+        self._media_ssrcs: set[int] = set()
         self._hooked = False
         self._queue: asyncio.Queue = asyncio.Queue()
         self._worker: asyncio.Task | None = None
@@ -378,10 +382,15 @@ class SyntheticParticipant:
     def _learn_ssrcs(self, sdp: str) -> None:
         mid = None
         for line in sdp.splitlines():
-            if line.startswith("a=mid:"):
+            if line.startswith("m="):
+                mid = None
+            elif line.startswith("a=mid:"):
                 mid = line[6:].strip()
             elif line.startswith("a=ssrc:") and mid is not None:
-                self._ssrc_mid[int(line[7:].split()[0])] = mid
+                ssrc = int(line[7:].split()[0])
+                if mid not in self._ssrc_mid.values():
+                    self._media_ssrcs.add(ssrc)  # the first SSRC of an m-line is the media one
+                self._ssrc_mid[ssrc] = mid
 
     def _hook_transport(self) -> None:
         if self._hooked:
@@ -425,6 +434,8 @@ class SyntheticParticipant:
         if stream is None:
             return None
         stream.packets += 1
+        if ssrc in self._media_ssrcs:
+            stream.sequence.add((data[2] << 8) | data[3], 0, 0.0, True)
         if self.stamps is not None:
             slot = self.slots.get(mid)
             try:

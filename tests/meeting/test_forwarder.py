@@ -57,7 +57,6 @@ def make_pub(kind: str = "video") -> tuple[Publication, Wire]:
     pub = Publication(participant="alice", source="camera" if kind == "video" else "mic", kind=kind,
                       upstream=up.send, rtcp_ssrc=5555)
     pub.mid_id = 1
-    pub.abs_send_time_id = 3
     pub.set_source(1111, 2222, {98: 97})
     return pub, up
 
@@ -250,11 +249,13 @@ async def test_receiver_report_block_counts_loss():
     for seq in (10, 11, 13, 14):
         await pub.ingest(packet(seq), 0, 0.0)
     pub.handle_sender_report(0x1234_5678_9ABC_DEF0, 0, now=0.0)
-    [rr] = RtcpPacket.parse(pub.receiver_report(1.0))
+    rr, remb = RtcpPacket.parse(pub.receiver_report(1.0))
     [block] = rr.reports
     assert (rr.ssrc, block.ssrc, block.packets_lost, block.highest_sequence) == (5555, 1111, 1, 14)
     assert block.fraction_lost == 256 // 5
     assert block.lsr == 0x5678_9ABC and block.dlsr == 65536
+    assert isinstance(remb, RtcpPsfbPacket) and remb.fmt == rtp.PSFB_REMB
+    assert rtp.unpack_remb_fci(remb.fci) == (1_500_000, [1111])  # the cap, for video
 
 
 async def test_unready_and_broken_viewers_are_skipped():

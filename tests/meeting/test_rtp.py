@@ -38,11 +38,11 @@ def aiortc_packet(mid: str | None = "0", payload: bytes = b"\x10\x00\x9d\x01\x2a
 
 
 def test_parse_reads_header_and_takes_the_mid_out():
-    view = rtp.parse_rtp(aiortc_packet(mid="5"), mid_id=1, abs_send_time_id=3)
+    view = rtp.parse_rtp(aiortc_packet(mid="5"), mid_id=1)
     assert (view.seq, view.ts, view.ssrc, view.payload_type, view.marker) == (1000, 90000, 0x11223344, 97, True)
     assert view.mid == "5"
-    assert view.abs_send_time == 0x123456
-    assert [x_id for x_id, _ in view.elements] == [3]
+    assert view.elements == [(3, bytes.fromhex("123456"))]
+    assert view.ext == b"\x32" + bytes.fromhex("123456")
     assert view.payload == b"\x10\x00\x9d\x01\x2a"
     assert view.payload_size == 5
 
@@ -58,6 +58,19 @@ def test_rewrite_for_a_viewer_round_trips_through_aiortc():
     assert parsed.extensions.abs_send_time == 0x123456
     assert parsed.extensions.audio_level == (True, 30)
     assert parsed.payload == view.payload
+
+
+@pytest.mark.parametrize("order", [(1, 2, 3), (2, 1, 3), (2, 3, 1)])
+def test_mid_is_removed_wherever_it_is_and_padding_dropped(order):
+    values = {1: b"7", 2: b"\x00", 3: b"\x01\x02\x03"}  # audio level 0: a value byte of zero
+    raw = b"".join(bytes([i << 4 | (len(values[i]) - 1)]) + values[i] for i in order)
+    raw += b"\x00" * (-len(raw) % 4)
+    data = struct.pack("!BBHII", 0x90, 97, 1, 2, 3) + struct.pack("!HH", 0xBEDE, len(raw) // 4) + raw + b"pay"
+    view = rtp.parse_rtp(data, mid_id=1)
+    assert view.mid == "7"
+    assert sorted(view.elements) == [(2, b"\x00"), (3, b"\x01\x02\x03")]
+    assert rtp.parse_extension_elements(0xBEDE, view.ext) == [e for e in view.elements]
+    assert view.body == b"pay"
 
 
 def test_rewrite_strips_extensions_the_viewer_did_not_negotiate():
@@ -118,7 +131,7 @@ def test_malformed_packets_raise(data):
 @given(st.binary(max_size=64))
 def test_parse_never_raises_anything_but_rtp_error(data):
     try:
-        rtp.parse_rtp(data, mid_id=1, abs_send_time_id=3)
+        rtp.parse_rtp(data, mid_id=1)
     except rtp.RtpError:
         pass
 
