@@ -67,6 +67,8 @@ class Signaling:
         self.rooms = rooms
         self.sfu = sfu
         self.media = media
+        self.rate_per_second = RATE_PER_SECOND
+        self.rate_burst = RATE_BURST
         self.connections: dict[str, dict[str, Connection]] = {}
         self._resume: dict[str, str] = {}  # resume token -> participant id
         # Told of every room event with the names present after it (the chat announcer).
@@ -133,7 +135,7 @@ class Connection:
         self.ws = ws
         self.participant: Participant | None = None
         self.peer: Peer | None = None
-        self.budget = TokenBucket(RATE_PER_SECOND, RATE_BURST)
+        self.budget = TokenBucket(signaling.rate_per_second, signaling.rate_burst)
         self._closed = False
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -251,14 +253,18 @@ class Connection:
         connections = self.signaling.connections.get(self.meeting_id, {})
         if connections.get(pid) is self:
             del connections[pid]
-        self.signaling.forget_resume(pid)
-        await self.signaling.sfu.leave(self.meeting_id, pid)
-        events = self._room().leave(pid)
-        self.signaling.rooms.discard_if_empty(self.meeting_id)
         if not connections:
             self.signaling.connections.pop(self.meeting_id, None)
+        self.signaling.forget_resume(pid)
+        # The room is told first: whatever the media plane does, nobody stays as a ghost.
+        events = self._room().leave(pid)
+        try:
+            await self.signaling.sfu.leave(self.meeting_id, pid)
+        except Exception:
+            log.exception("media leave failed %s", kv(meeting=ids.short(self.meeting_id)))
         log.info("left %s", kv(meeting=ids.short(self.meeting_id), participant=pid[:4]))
         await self.signaling.publish_events(self.meeting_id, events)
+        self.signaling.rooms.discard_if_empty(self.meeting_id)
 
 
 async def close_all(app: web.Application) -> None:
@@ -286,5 +292,6 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
             elif frame.type == WSMsgType.BINARY:
                 await connection.error("bad-message", "binary frames are not part of the protocol")
     finally:
-        await connection.close()
+        # aiohttp cancels a handler whose client vanished; the goodbye must still finish.
+        await asyncio.shield(connection.close())
     return ws
