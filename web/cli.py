@@ -92,6 +92,10 @@ async def serve(config: Config) -> int:
     log.info("serving %s", kv(listen=f"{config.server.host}:{config.server.port}",
                               public_url=config.server.public_url))
     await server.start_background()
+    if config.discord.token and config.discord.application_id:
+        from bot.discord_bot import invite_url
+
+        print(f"Discord invite: {invite_url(config.discord.application_id)}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -260,9 +260,6 @@ async def test_live_status_edits_the_reply_as_people_join_and_leave(stack: Stack
     assert message["components"][0]["components"][0]["url"] == join_url_of(callback)  # button kept
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "web/meeting_socket.py publishes a dropped socket's Left/Ended from the handler task, which "
-    "aiohttp cancels when the peer's connection goes; listeners never hear it"))
 async def test_live_status_ends_when_the_last_socket_just_drops(stack: Stack) -> None:
     callback = await stack.meetnow()
     message = reply_message(stack)
