@@ -355,7 +355,8 @@ async def bench(args: argparse.Namespace) -> dict:
 
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)
     server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve", "--receive-loss", str(args.receive_loss)],
+        [sys.executable, str(Path(__file__).resolve()), "--serve", "--receive-loss", str(args.receive_loss)]
+        + (["--profile", str(args.profile)] if args.profile else []),
         stdout=subprocess.PIPE,
         cwd=str(ROOT),
     )
@@ -456,9 +457,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--receive-loss", type=float, default=0.0, help="server-side receive loss (test hook)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "forwarding.json")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=Path, help="write a cProfile of the server process to this file")
     args = parser.parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.receive_loss))
+        if args.profile:
+            import cProfile
+
+            cProfile.runctx("asyncio.run(serve(args.receive_loss))", globals(), {"args": args}, str(args.profile))
+        else:
+            asyncio.run(serve(args.receive_loss))
         return 0
     if args.quick:
         args.viewers, args.rooms = [0, 1], []

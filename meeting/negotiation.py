@@ -61,6 +61,14 @@ class Negotiation:
         self._expect(State.MAKING_OFFER, "offer_sent")
         self.state = State.AWAITING_ANSWER
 
+    def offer_skipped(self) -> MakeOffer | None:
+        """The decided offer turned out to change nothing (the changes cancelled out)."""
+        if self.state is State.CLOSED:
+            return None
+        self._expect(State.MAKING_OFFER, "offer_skipped")
+        self.state = State.STABLE
+        return self._next()
+
     def offer_failed(self) -> None:
         """Building or sending the offer failed; the changes stay pending.
 

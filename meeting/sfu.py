@@ -502,7 +502,38 @@ class Peer:
     # --- negotiation -----------------------------------------------------------------------
 
     def _changed(self) -> None:
+        """The room changed: renegotiate if this peer's m-lines must change."""
+        if self._closed:
+            return
+        if self._up_to_date():
+            return
         self._offer_soon(self._negotiation.changed())
+
+    def _up_to_date(self) -> bool:
+        """Whether the negotiated m-lines already carry exactly the wanted streams.
+
+        Then no offer is needed (a viewer-only participant came or went, or a source
+        was unpublished and published again): kept lines are re-wired at most.
+        """
+        if not self._lines or any(line.pending for line in self._lines):
+            return False
+        publish, receive = self._wanted()
+        current = {(ln.role, ln.key) for ln in self._lines if ln.key is not None}
+        if current != {("publish", k) for k in publish} | {("receive", k) for k in receive}:
+            return False
+        now = time.monotonic()
+        for line in self._lines:
+            if line.key is not None:
+                self._refresh(line, now)
+        return True
+
+    def _wanted(self) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+        """The streams this peer publishes, and the streams it should receive (key -> kind)."""
+        publish = {(self.participant_id, s): p.kind for s, p in self._publications.items()}
+        receive = {
+            (pid, source): kind for pid, source, kind in self._room.publications() if pid != self.participant_id
+        }
+        return publish, receive
 
     def _changed_room(self) -> None:
         for peer in list(self._room.peers.values()):
@@ -516,6 +547,10 @@ class Peer:
 
     async def _offer(self, action: MakeOffer | None, raise_errors: bool = False) -> None:
         if action is None:
+            return
+        if self._up_to_date():
+            # The changes that decided this offer cancelled out before it was made.
+            self._offer_soon(self._negotiation.offer_skipped())
             return
         try:
             self._plan(time.monotonic())
@@ -544,12 +579,7 @@ class Peer:
 
     def _plan(self, now: float) -> None:
         """Map the wanted streams onto m-lines for the next offer (see plan_lines)."""
-        wanted_publish = {(self.participant_id, s): p.kind for s, p in self._publications.items()}
-        wanted_receive = {
-            (pid, source): kind
-            for pid, source, kind in self._room.publications()
-            if pid != self.participant_id
-        }
+        wanted_publish, wanted_receive = self._wanted()
         for role, wanted in (("publish", wanted_publish), ("receive", wanted_receive)):
             lines = [Line(i, ln.kind, ln.key) for i, ln in enumerate(self._lines) if ln.role == role]
             plan = plan_lines(lines, wanted)
@@ -562,12 +592,8 @@ class Peer:
                     line = self._lines[index]
                 if line.key != key:
                     self._bind(line, key)
-                elif role == "receive" and not line.pending:
-                    self._reattach(line, now)
-                elif role == "publish" and not line.pending:
-                    pub = self._publications[key[1]]
-                    if pub.media_ssrc is None and line.answer is not None and line.answer.direction != "inactive":
-                        self._configure_publication(pub, line, line.answer)
+                elif not line.pending:
+                    self._refresh(line, now)
         if not self._lines:
             # Nothing to send or receive yet: an idle m-line still carries ICE and DTLS.
             line = self._add_line("audio", "publish")
@@ -604,13 +630,23 @@ class Peer:
         line.pending = False
         line.transceiver.direction = "inactive"
 
-    def _reattach(self, line: _Line, now: float) -> None:
-        """A kept receive line whose publication was replaced (unpublished, republished)."""
-        pub = self._room.publication(line.key) if line.key else None
+    def _refresh(self, line: _Line, now: float) -> None:
+        """Re-wire a kept, negotiated m-line whose publication was replaced.
+
+        A source unpublished and published again before the next offer keeps its
+        m-lines; the new Publication takes over the old one's SSRCs and viewers.
+        """
+        if line.key is None or line.answer is None or line.answer.direction == "inactive":
+            return
+        if line.role == "publish":
+            pub = self._publications.get(line.key[1])
+            if pub is not None and pub.media_ssrc is None:
+                self._configure_publication(pub, line, line.answer)
+            return
+        pub = self._room.publication(line.key)
         stream = line.stream
         if pub is not None and stream is not None and stream.publication is not pub:
-            if line.answer is not None and line.answer.direction != "inactive":
-                pub.attach(stream, now)
+            pub.attach(stream, now)
 
     def _slots(self) -> tuple[TrackSlot, ...]:
         slots = []

@@ -63,6 +63,16 @@ def test_a_rejected_answer_leaves_the_offer_outstanding():
     assert n.answer_applied() is None
 
 
+def test_an_offer_that_changes_nothing_can_be_skipped():
+    n = Negotiation()
+    n.changed()
+    assert n.offer_skipped() is None
+    assert n.state is State.STABLE
+    n.changed()
+    n.changed()  # while making the offer
+    assert n.offer_skipped() == MakeOffer(3)  # the later change still gets its offer
+
+
 def test_a_failed_offer_keeps_changes_pending_without_looping():
     n = Negotiation()
     n.changed()

@@ -392,3 +392,28 @@ async def test_server_with_default_config_uses_no_ice_servers(media):
     connection = peer._dtls.transport._connection
     assert connection.stun_server is None and connection.turn_server is None
     await sfu.close()
+
+
+async def test_a_viewer_only_participant_does_not_renegotiate_the_others(meeting):
+    alice = await meeting.join("alice")
+    await wait_for(lambda: alice.peer.connection_state == "connected", 5, "alice connected")
+    bob = await meeting.join("bob", publish=())
+    await wait_for(flowing(bob, "alice"), 8, "bob to get alice")
+    assert alice.offers == 1  # alice's m-lines did not change: no offer
+    assert not [s for s in bob.slots.values() if s.direction == "publish"]
+    await meeting.leave("bob")
+    assert alice.offers == 1
+
+
+async def test_republishing_before_the_next_offer_keeps_streams_on_their_m_lines(meeting):
+    alice = await meeting.join("alice")
+    bob = await meeting.join("bob")
+    await wait_for(flowing(bob, "alice"), 8, "bob to get alice")
+    camera = bob.stream_from("alice", "camera")
+    offers = bob.offers
+    await alice.peer.unpublish("camera")
+    await alice.peer.publish("camera")  # the same source back before anyone renegotiated
+    frames = camera.frames
+    await wait_for(lambda: camera.frames >= frames + 20, 8, "the camera to come back")
+    assert bob.stream_from("alice", "camera") is camera
+    assert bob.offers == offers
