@@ -17,6 +17,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -62,15 +63,14 @@ def api_base_url(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
-def make_client(config: SlackConfig) -> AsyncWebClient:
-    """The bot's one Web API client, also used by bolt and by Socket Mode.
+def make_client(config: SlackConfig, token: str | None) -> AsyncWebClient:
+    """A Web API client on the configured base URL.
 
     ``retry_handlers=[]`` turns off the SDK's own retry on connection errors: the outbox
     retries, and a second try inside the SDK could post a message twice.
     """
-    return AsyncWebClient(token=config.bot_token, base_url=api_base_url(config.api_url),
-                          timeout=API_TIMEOUT_S, retry_handlers=[],
-                          logger=quiet_logger("web"))
+    return AsyncWebClient(token=token, base_url=api_base_url(config.api_url), timeout=API_TIMEOUT_S,
+                          retry_handlers=[], logger=quiet_logger("web"))
 
 
 def standing_room_title(channel_name: str) -> str:
@@ -90,22 +90,36 @@ class SlackBot:
         self.config = config
         self.meetings = meetings
         self.announcer = announcer
-        self.client = make_client(config)
+        self.client = make_client(config, config.bot_token)
         self.courier = SlackCourier(self.client, calls=config.calls)
         outbox.register(self.courier)
-        # process_before_response: the listener finishes before the answer leaves. It only
-        # touches the local store (milliseconds), and it spares bolt's 10 ms ack polling.
-        self.app = AsyncApp(client=self.client, signing_secret=config.signing_secret,
-                            process_before_response=True, name="meetnow",
-                            logger=quiet_logger("bolt"))
-        self.app.command(COMMAND)(self._on_command)
-        self.app.action(JOIN_ACTION)(self._on_join_click)
+        self.app = self._make_app()
         self.socket: AsyncSocketModeHandler | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._owns_session = False
+        self._identity: dict[str, str] = {}  # the bot's user and bot ids, from auth.test
+        self._announcing: set[asyncio.Task[None]] = set()
         # Socket Mode may hand us the same envelope again if our answer was slow; the same
         # invocation then gets the same meeting rather than a second one nobody announced.
         self._recent: OrderedDict[str, MintedMeeting] = OrderedDict()
+
+    def _make_app(self) -> AsyncApp:
+        """Bolt, verifying signatures with the signing secret and routing our listeners."""
+
+        async def authorize(enterprise_id: str | None, team_id: str | None,
+                            user_id: str | None) -> AuthorizeResult:
+            # bolt passes arguments by parameter name, which a bound method's "self" confuses.
+            return self._authorize(enterprise_id, team_id, user_id)
+
+        # process_before_response: the answer leaves when the listener returns. The listener
+        # only mints in the local store (about a millisecond) and hands the channel post to a
+        # task; this spares bolt's 10 ms ack() polling on every command.
+        app = AsyncApp(client=make_client(self.config, None), authorize=authorize,
+                       signing_secret=self.config.signing_secret, process_before_response=True,
+                       name="meetnow", logger=quiet_logger("bolt"))
+        app.command(COMMAND)(self._on_command)
+        app.action(JOIN_ACTION)(self._on_join_click)
+        return app
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -114,7 +128,7 @@ class SlackBot:
         if self.config.socket_mode:
             return
         if not self.config.signing_secret:
-            # Without a secret every request would pass as "signed": refuse to listen at all.
+            # With an empty secret anyone could sign requests: refuse to listen at all.
             log.error("slack http endpoint not mounted %s",
                       kv(reason="slack.signing_secret is empty", path=EVENTS_PATH))
             return
@@ -136,7 +150,9 @@ class SlackBot:
             log.exception("slack start failed")
 
     async def stop(self) -> None:
-        """Disconnect Socket Mode and close the HTTP session."""
+        """Finish queueing announcements, disconnect Socket Mode, close the HTTP session."""
+        if self._announcing:
+            await asyncio.gather(*self._announcing, return_exceptions=True)
         if self._connecting is not None:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
@@ -160,7 +176,8 @@ class SlackBot:
     async def _check_bot_token(self) -> bool:
         """auth.test once at start, so a wrong token is one clear line, not silence later."""
         try:
-            await self.client.auth_test()
+            found = await self.client.auth_test()
+            self._identity = {"bot_user_id": found.get("user_id") or "", "bot_id": found.get("bot_id") or ""}
         except SlackApiError as exc:
             error = slack_error(exc)[0]
             if error in TRANSIENT_ERRORS:
@@ -173,6 +190,20 @@ class SlackBot:
             log.warning("slack not reachable at start; will retry on use %s",
                         kv(error=type(exc).__name__))
         return True
+
+    def _authorize(self, enterprise_id: str | None, team_id: str | None,
+                   user_id: str | None) -> AuthorizeResult:
+        """Bolt's per-request authorization, answered locally.
+
+        This is a single-workspace app with one bot token, so there is nothing to look up:
+        without this bolt calls auth.test before its first command, and while Slack's API
+        is unreachable every command would fail. Here commands keep working (the person
+        gets their link) and the outbox posts once Slack answers again.
+        """
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id,
+                               bot_token=self.config.bot_token,
+                               bot_user_id=self._identity.get("bot_user_id") or None,
+                               bot_id=self._identity.get("bot_id") or None)
 
     async def _start_socket_mode(self) -> None:
         if not self.config.app_token:
@@ -238,6 +269,13 @@ class SlackBot:
         # The answer to the command is ephemeral: the host link is seen by this person only.
         await ack(text=text.host_link_text(minted.host_url), response_type="ephemeral")
         reply = {"response_url": command.get("response_url", ""), "user_id": command.get("user_id", "")}
+        # Ack first, work after: the answer leaves when this listener returns, and the
+        # channel post is queued right behind it (stop() waits for what is queued here).
+        task = asyncio.create_task(self._announce(minted, invocation, reply))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, minted: MintedMeeting, invocation: str, reply: dict[str, str]) -> None:
         try:
             await self.announcer.announce(minted, invocation, reply)
         except Exception:

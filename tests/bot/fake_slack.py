@@ -73,6 +73,7 @@ class FakeSlack:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response_url)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -156,6 +157,14 @@ class FakeSlack:
             return {"url": f"ws://127.0.0.1:{self.port}/socket"}
         return {}
 
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Successful calls per method, for a benchmark in another process."""
+        counts: dict[str, int] = {}
+        for call in self.calls:
+            if call.ok:
+                counts[call.method] = counts.get(call.method, 0) + 1
+        return web.json_response(counts)
+
     async def _response_url(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.responses.append({"name": request.match_info["name"], **body})
@@ -188,6 +197,11 @@ class FakeSlack:
         await self._sockets[-1].send_json({"envelope_id": envelope_id, "type": kind,
                                            "accepts_response_payload": True, "payload": payload})
         return envelope_id
+
+    async def send_disconnect(self) -> None:
+        """Ask the client to reconnect, as Slack does before it recycles a connection."""
+        self._connected.clear()
+        await self._sockets[-1].send_json({"type": "disconnect", "reason": "refresh_requested"})
 
     @property
     def socket_connected(self) -> bool:
