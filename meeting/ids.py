@@ -23,6 +23,11 @@ def new_host_key() -> str:
     return secrets.token_urlsafe(KEY_BYTES)
 
 
+def new_media_key() -> str:
+    """A fresh end-to-end media key: 256 random bits, base64url, for a URL fragment only."""
+    return secrets.token_urlsafe(32)
+
+
 def decode_token(token: str) -> bytes | None:
     """The bytes behind a base64url token, or None if it is not one."""
     if not _TOKEN.match(token) or len(token) % 4 == 1:

@@ -16,7 +16,8 @@ MIGRATIONS: tuple[str, ...] = (
         origin_kind      TEXT NOT NULL,
         origin_workspace TEXT NOT NULL DEFAULT '',
         origin_channel   TEXT NOT NULL DEFAULT '',
-        origin_creator   TEXT NOT NULL DEFAULT ''
+        origin_creator   TEXT NOT NULL DEFAULT '',
+        e2ee             INTEGER NOT NULL DEFAULT 0
     );
     -- Only hashes: a copy of the database grants no host powers. A meeting may have many hosts.
     CREATE TABLE host_keys (

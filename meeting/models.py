@@ -31,3 +31,6 @@ class Meeting:
     title: str
     created_at: datetime
     origin: Origin
+    # End-to-end encrypted: media and chat are encrypted in the browsers with a key the
+    # server never sees; the server forwards what it cannot read and cannot record.
+    e2ee: bool = False

@@ -34,6 +34,7 @@ class Participant:
     publishes: frozenset[str] = frozenset()
     audio_muted: bool = False
     video_muted: bool = False
+    is_host: bool = False
 
     def public(self) -> dict[str, object]:
         """What other participants are told about this one."""
@@ -43,7 +44,16 @@ class Participant:
             "publishes": sorted(self.publishes),
             "audio_muted": self.audio_muted,
             "video_muted": self.video_muted,
+            "host": self.is_host,
         }
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Someone in the lobby of a locked meeting: only hosts see them, by name."""
+
+    id: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,17 @@ class Ended:
         return self.ended_at - self.started_at
 
 
-RoomEvent = Union[Joined, Left, Updated, Started, Ended]
+@dataclass(frozen=True)
+class LockChanged:
+    locked: bool
+
+
+@dataclass(frozen=True)
+class LobbyChanged:
+    waiting: tuple[Waiting, ...]
+
+
+RoomEvent = Union[Joined, Left, Updated, Started, Ended, LockChanged, LobbyChanged]
 
 
 def clean_name(name: str) -> str:
@@ -94,15 +114,18 @@ class Room:
     clock: Callable[[], datetime]
     participants: dict[str, Participant] = field(default_factory=dict)
     started_at: datetime | None = None
+    locked: bool = False
+    lobby: dict[str, Waiting] = field(default_factory=dict)
 
-    def join(self, name: str, publishes: frozenset[str] = frozenset()) -> tuple[Participant, list[RoomEvent]]:
+    def join(self, name: str, publishes: frozenset[str] = frozenset(),
+             is_host: bool = False) -> tuple[Participant, list[RoomEvent]]:
         """Admit a participant; raises RoomFull at capacity."""
         if len(self.participants) >= self.capacity:
             raise RoomFull(self.meeting_id)
         now = self.clock()
         participant = Participant(
             id=secrets.token_urlsafe(9), name=clean_name(name), joined_at=now,
-            publishes=publishes & frozenset(SOURCES),
+            publishes=publishes & frozenset(SOURCES), is_host=is_host,
         )
         self.participants[participant.id] = participant
         events: list[RoomEvent] = []
@@ -134,6 +157,31 @@ class Room:
         self.participants[participant_id] = updated
         return [Updated(updated)]
 
+    def lock(self, locked: bool) -> list[RoomEvent]:
+        """Lock (newcomers wait in the lobby) or unlock the meeting."""
+        if locked == self.locked:
+            return []
+        self.locked = locked
+        return [LockChanged(locked)]
+
+    def knock(self, name: str) -> tuple[Waiting, list[RoomEvent]]:
+        """Put a newcomer in the lobby of a locked meeting."""
+        waiting = Waiting(secrets.token_urlsafe(9), clean_name(name))
+        self.lobby[waiting.id] = waiting
+        return waiting, [self._lobby_changed()]
+
+    def unknock(self, waiting_id: str) -> list[RoomEvent]:
+        """Take someone out of the lobby (admitted, denied or gone); unknown ids change nothing."""
+        if self.lobby.pop(waiting_id, None) is None:
+            return []
+        return [self._lobby_changed()]
+
+    def _lobby_changed(self) -> LobbyChanged:
+        return LobbyChanged(tuple(self.lobby.values()))
+
+    def hosts(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.is_host]
+
     def others(self, participant_id: str) -> list[Participant]:
         """Everyone but the given participant, in order of arrival."""
         return [p for p in self.participants.values() if p.id != participant_id]
@@ -144,7 +192,8 @@ class Room:
 
     @property
     def empty(self) -> bool:
-        return not self.participants
+        """Nobody in the meeting and nobody waiting: the room can be forgotten."""
+        return not self.participants and not self.lobby
 
 
 class Rooms:

@@ -62,11 +62,16 @@ class MeetingService:
         self.public_url = public_url.rstrip("/")
         self.clock = clock
 
-    async def mint(self, title: str | None, origin: Origin) -> MintedMeeting:
-        """Make and keep a new meeting; raises TitleError for an unusable title."""
+    async def mint(self, title: str | None, origin: Origin, e2ee: bool = False) -> MintedMeeting:
+        """Make and keep a new meeting; raises TitleError for an unusable title.
+
+        For an end-to-end encrypted meeting the links carry no key: whoever makes the key
+        (the browser, or a bot with ``with_media_key``) adds it to the fragment and keeps no copy.
+        """
         host_key = ids.new_host_key()
         meeting = Meeting(
-            id=ids.new_id(), title=clean_title(title), created_at=self.clock(), origin=origin
+            id=ids.new_id(), title=clean_title(title), created_at=self.clock(), origin=origin,
+            e2ee=e2ee,
         )
         await self.store.add_meeting(meeting, ids.hash_key(host_key))
         log.info("meeting minted %s", kv(meeting=ids.short(meeting.id), origin=origin.kind))
@@ -97,6 +102,12 @@ class MeetingService:
         if not ids.is_valid_id(meeting_id):
             return None
         return await self.store.get_meeting(meeting_id)
+
+    @staticmethod
+    def with_media_key(minted: MintedMeeting) -> MintedMeeting:
+        """The same meeting with a fresh E2EE key in both links' fragments, kept nowhere else."""
+        key = ids.new_media_key()
+        return MintedMeeting(minted.meeting, f"{minted.url}#key={key}", f"{minted.host_url}&key={key}")
 
     def join_url(self, meeting_id: str) -> str:
         """The link anyone may use to join."""

@@ -47,9 +47,9 @@ class SqliteStore:
         o = meeting.origin
         await self.db.execute(
             "INSERT INTO meetings (id, title, created_at, origin_kind, origin_workspace,"
-            " origin_channel, origin_creator) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " origin_channel, origin_creator, e2ee) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (meeting.id, meeting.title, meeting.created_at.isoformat(), o.kind,
-             o.workspace_id, o.channel_id, o.creator_name),
+             o.workspace_id, o.channel_id, o.creator_name, int(meeting.e2ee)),
         )
         await self.db.execute("INSERT INTO host_keys (key_hash, meeting_id) VALUES (?, ?)",
                               (host_key_hash, meeting.id))
@@ -58,7 +58,7 @@ class SqliteStore:
     async def get_meeting(self, meeting_id: str) -> Meeting | None:
         row = await self._one(
             "SELECT id, title, created_at, origin_kind, origin_workspace, origin_channel,"
-            " origin_creator FROM meetings WHERE id = ?",
+            " origin_creator, e2ee FROM meetings WHERE id = ?",
             (meeting_id,),
         )
         if row is None:
@@ -66,6 +66,7 @@ class SqliteStore:
         return Meeting(
             id=row[0], title=row[1], created_at=datetime.fromisoformat(row[2]),
             origin=Origin(kind=row[3], workspace_id=row[4], channel_id=row[5], creator_name=row[6]),
+            e2ee=bool(row[7]),
         )
 
     async def add_host_key(self, meeting_id: str, key_hash: str) -> None:

@@ -12,6 +12,7 @@ class FakePeer:
         self.participant_id = participant_id
         self.answers: list[str] = []
         self.candidates: list[str] = []
+        self.sources: set[str] = set()
 
     async def accept_answer(self, sdp: str) -> None:
         if "bad" in sdp:
@@ -22,6 +23,13 @@ class FakePeer:
         if "bad" in candidate:
             raise CandidateError("unparsable candidate")
         self.candidates.append(candidate)
+
+
+    async def publish(self, source: str) -> None:
+        self.sources.add(source)
+
+    async def unpublish(self, source: str) -> None:
+        self.sources.discard(source)
 
 
 class FakeSfu:

@@ -41,7 +41,8 @@ async def connect(client: TestClient, meeting_id: str) -> Socket:
     return Socket(await client.ws_connect(f"/m/{meeting_id}/ws"))
 
 
-async def join(client: TestClient, meeting_id: str, name: str) -> tuple[Socket, dict[str, Any]]:
+async def join(client: TestClient, meeting_id: str, name: str,
+               host_key: str | None = None) -> tuple[Socket, dict[str, Any]]:
     socket = await connect(client, meeting_id)
-    await socket.send({"type": "join", "name": name})
+    await socket.send({"type": "join", "name": name, **({"host_key": host_key} if host_key else {})})
     return socket, await socket.next("welcome")

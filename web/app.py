@@ -31,7 +31,7 @@ def create_app(config: Config, meetings: MeetingService, sfu: Sfu | None = None)
     app[CONFIG] = config
     app[MEETINGS] = meetings
     rooms = Rooms(config.media.max_participants, meetings.clock)
-    app[SIGNALING] = Signaling(rooms, sfu or Sfu(config.media), config.media)
+    app[SIGNALING] = Signaling(rooms, sfu or Sfu(config.media), config.media, meetings)
     app.on_shutdown.append(close_all)
     app.on_response_prepare.append(add_security_headers)
     app.router.add_get("/", pages.home)

@@ -1,8 +1,8 @@
 """The signaling websocket: one per participant, JSON messages in, room and media calls out.
 
-A connection is a tiny state machine: it may only ``join`` (or ``ping``) until it has joined,
-and then answers offers, trickles candidates, reports mute state, and leaves. Whatever it
-sends, it acts only on its own participant and its own peer connection.
+A connection is a small state machine: ``new`` until it joins, ``waiting`` in the lobby of a
+locked meeting, ``joined`` once in, ``closed`` at the end. Whatever it sends, it acts only on
+its own participant and peer connection; host actions need a host key, checked at join.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
-from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -19,13 +18,19 @@ from aiohttp import WSMsgType, web
 from meeting import ids
 from meeting.config import MediaConfig
 from meeting.logfmt import kv
-from meeting.room import Ended, Joined, Left, Participant, Room, RoomEvent, RoomFull, Rooms, Updated
+from meeting.models import Meeting
+from meeting.room import (
+    Ended, Joined, Left, LobbyChanged, LockChanged, Participant, Room, RoomEvent, RoomFull, Rooms,
+    Updated,
+)
+from meeting.service import MeetingService
 from meeting.sfu import CandidateError, Offer, Peer, SdpError, Sfu
 
 from .keys import MEETINGS, SIGNALING
+from .ratelimit import KeyedLimiter, TokenBucket
 from .signaling import (
-    MAX_MESSAGE_BYTES, Answer, Candidate, ClientMessage, Join, Leave, MediaState, Ping,
-    SignalingError, parse_message,
+    MAX_MESSAGE_BYTES, Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState,
+    Ping, Publish, SignalingError, parse_message,
 )
 
 log = logging.getLogger(__name__)
@@ -33,46 +38,38 @@ log = logging.getLogger(__name__)
 # aiohttp pings every HEARTBEAT s and drops a socket whose pong is late: a vanished
 # browser is cleaned up within ~1.5 x HEARTBEAT.
 HEARTBEAT = 3.0
-# Per-socket message budget: generous for ICE candidate bursts, tight for floods.
+# Per-connection message budget: generous for ICE candidate bursts, tight for floods.
 RATE_PER_SECOND = 50.0
 RATE_BURST = 200.0
+# Per client address: join attempts, and messages over all its connections.
+JOINS_PER_SECOND = 0.5
+JOIN_BURST = 10.0
+IP_MESSAGES_PER_SECOND = 150.0
+IP_MESSAGE_BURST = 600.0
+# Chat, per participant: a conversation, not a flood.
+CHAT_PER_SECOND = 1.0
+CHAT_BURST = 5.0
 
-
-@dataclass
-class TokenBucket:
-    """A leaky budget of messages: ``take()`` is False once it is spent."""
-
-    rate: float
-    burst: float
-    tokens: float = 0.0
-    stamp: float = field(default_factory=time.monotonic)
-
-    def __post_init__(self) -> None:
-        self.tokens = self.burst
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+Listener = Callable[[str, RoomEvent, list[str]], Awaitable[None]]
 
 
 class Signaling:
-    """Every live signaling connection, by meeting and participant, plus what they share."""
+    """Every live signaling connection, by meeting, plus what they share."""
 
-    def __init__(self, rooms: Rooms, sfu: Sfu, media: MediaConfig) -> None:
+    def __init__(self, rooms: Rooms, sfu: Sfu, media: MediaConfig, meetings: MeetingService) -> None:
         self.rooms = rooms
         self.sfu = sfu
         self.media = media
+        self.meetings = meetings
         self.rate_per_second = RATE_PER_SECOND
         self.rate_burst = RATE_BURST
+        self.joins = KeyedLimiter(JOINS_PER_SECOND, JOIN_BURST)
+        self.ip_messages = KeyedLimiter(IP_MESSAGES_PER_SECOND, IP_MESSAGE_BURST)
         self.connections: dict[str, dict[str, Connection]] = {}
+        self.waiting: dict[str, dict[str, Connection]] = {}
         self._resume: dict[str, str] = {}  # resume token -> participant id
         # Told of every room event with the names present after it (the chat announcer).
-        self.listeners: list[Callable[[str, RoomEvent, list[str]], Awaitable[None]]] = []
+        self.listeners: list[Listener] = []
 
     def ice_servers(self) -> list[dict[str, Any]]:
         """The STUN/TURN servers the browser should use, in RTCIceServer form."""
@@ -82,10 +79,18 @@ class Signaling:
             for s in self.media.ice_servers
         ]
 
+    def present(self, meeting_id: str) -> list[Connection]:
+        return list(self.connections.get(meeting_id, {}).values())
+
     async def broadcast(self, meeting_id: str, message: dict[str, Any], skip: str | None = None) -> None:
         """Send a message to everyone in a meeting (but ``skip``)."""
-        for pid, connection in list(self.connections.get(meeting_id, {}).items()):
-            if pid != skip:
+        for connection in self.present(meeting_id):
+            if connection.participant and connection.participant.id != skip:
+                await connection.send(message)
+
+    async def to_hosts(self, meeting_id: str, message: dict[str, Any]) -> None:
+        for connection in self.present(meeting_id):
+            if connection.participant and connection.participant.is_host:
                 await connection.send(message)
 
     async def publish_events(self, meeting_id: str, events: list[RoomEvent]) -> None:
@@ -93,24 +98,30 @@ class Signaling:
         room = self.rooms.get(meeting_id)
         present = [p.name for p in room.participants.values()] if room else []
         for event in events:
-            if isinstance(event, Joined):
-                await self.broadcast(meeting_id, {"type": "participant-joined",
-                                                  "participant": event.participant.public()},
-                                     skip=event.participant.id)
-            elif isinstance(event, Left):
-                await self.broadcast(meeting_id, {"type": "participant-left",
-                                                  "id": event.participant.id})
-            elif isinstance(event, Updated):
-                await self.broadcast(meeting_id, {"type": "participant-updated",
-                                                  "participant": event.participant.public()})
-            elif isinstance(event, Ended):
-                log.info("meeting ended %s", kv(meeting=ids.short(meeting_id),
-                                                 minutes=round(event.duration.total_seconds() / 60, 1)))
+            await self._tell_room(meeting_id, event)
             for listener in self.listeners:
                 try:
                     await listener(meeting_id, event, present)
                 except Exception:  # telling chat must never break the meeting
                     log.exception("room event listener failed")
+
+    async def _tell_room(self, meeting_id: str, event: RoomEvent) -> None:
+        if isinstance(event, Joined):
+            await self.broadcast(meeting_id, {"type": "participant-joined",
+                                              "participant": event.participant.public()},
+                                 skip=event.participant.id)
+        elif isinstance(event, Left):
+            await self.broadcast(meeting_id, {"type": "participant-left", "id": event.participant.id})
+        elif isinstance(event, Updated):
+            await self.broadcast(meeting_id, {"type": "participant-updated",
+                                              "participant": event.participant.public()})
+        elif isinstance(event, LockChanged):
+            await self.broadcast(meeting_id, {"type": "locked", "locked": event.locked})
+        elif isinstance(event, LobbyChanged):
+            await self.to_hosts(meeting_id, lobby_message(event.waiting))
+        elif isinstance(event, Ended):
+            log.info("meeting ended %s", kv(meeting=ids.short(meeting_id),
+                                             minutes=round(event.duration.total_seconds() / 60, 1)))
 
     def new_resume_token(self, participant_id: str) -> str:
         token = secrets.token_urlsafe(16)
@@ -126,17 +137,27 @@ class Signaling:
                 del self._resume[token]
 
 
-class Connection:
-    """One participant's websocket and, once joined, their place in the room and SFU."""
+def lobby_message(waiting: Any) -> dict[str, Any]:
+    return {"type": "lobby", "waiting": [{"id": w.id, "name": w.name} for w in waiting]}
 
-    def __init__(self, signaling: Signaling, meeting_id: str, ws: web.WebSocketResponse) -> None:
+
+class Connection:
+    """One browser's websocket and, once joined, its place in the room and the SFU."""
+
+    def __init__(self, signaling: Signaling, meeting: Meeting, ws: web.WebSocketResponse,
+                 address: str) -> None:
         self.signaling = signaling
-        self.meeting_id = meeting_id
+        self.meeting = meeting
+        self.meeting_id = meeting.id
         self.ws = ws
+        self.address = address
+        self.state = "new"
         self.participant: Participant | None = None
         self.peer: Peer | None = None
+        self.waiting_id: str | None = None
+        self.pending: Join | None = None
         self.budget = TokenBucket(signaling.rate_per_second, signaling.rate_burst)
-        self._closed = False
+        self.chat_budget = TokenBucket(CHAT_PER_SECOND, CHAT_BURST)
 
     async def send(self, message: dict[str, Any]) -> None:
         if not self.ws.closed:
@@ -150,12 +171,11 @@ class Connection:
 
     async def handle(self, raw: str) -> None:
         """Act on one text frame; bad input is answered with an error and changes nothing."""
-        if not self.budget.take():
+        if not (self.budget.take() and self.signaling.ip_messages.take(self.address)):
             await self.error("rate-limited", "too many messages; slow down")
             return
         try:
-            message = parse_message(raw)
-            await self._dispatch(message)
+            await self._dispatch(parse_message(raw))
         except SignalingError as exc:
             await self.error(exc.code, str(exc))
         except SdpError as exc:
@@ -171,52 +191,99 @@ class Connection:
             await self.send({"type": "pong"})
         elif isinstance(message, Join):
             await self._join(message)
-        elif self.participant is None or self.peer is None:
+        elif isinstance(message, Leave):
+            await self.close()
+            await self.ws.close()
+        elif self.state != "joined" or self.participant is None or self.peer is None:
             raise SignalingError("not-joined", "join first")
         elif isinstance(message, Answer):
             await self.peer.accept_answer(message.sdp)
         elif isinstance(message, Candidate):
             await self.peer.add_candidate(message.candidate, message.sdp_mid, message.sdp_mline_index)
         elif isinstance(message, MediaState):
-            events = self._room().update(self.participant.id, audio_muted=message.audio_muted,
-                                         video_muted=message.video_muted)
-            await self.signaling.publish_events(self.meeting_id, events)
-        elif isinstance(message, Leave):
-            await self.close()
-            await self.ws.close()
+            await self._update(audio_muted=message.audio_muted, video_muted=message.video_muted)
+        elif isinstance(message, Chat):
+            await self._chat(message)
+        elif isinstance(message, Publish):
+            await self._publish(message)
+        elif isinstance(message, HostAction):
+            await self._host_action(message)
+
+    # ---- joining
 
     async def _join(self, message: Join) -> None:
-        if self.participant is not None:
+        if self.state != "new":
             raise SignalingError("already-joined", "this connection has joined already")
-        stale = self.signaling.resumed_participant(message.resume)
-        if stale is not None:
-            previous = self.signaling.connections.get(self.meeting_id, {}).get(stale)
-            if previous is not None:
-                await previous.close()
+        if not self.signaling.joins.take(self.address):
+            await self.error("rate-limited", "Too many join attempts from your address; wait a moment.")
+            await self.ws.close()
+            return
+        is_host = await self._check_host_key(message.host_key)
+        await self._evict_resumed(message.resume)
         room = self.signaling.rooms.open(self.meeting_id)
+        if room.locked and not is_host:
+            waiting, events = room.knock(message.name)
+            self.state, self.waiting_id, self.pending = "waiting", waiting.id, message
+            self.signaling.waiting.setdefault(self.meeting_id, {})[waiting.id] = self
+            await self.send({"type": "waiting",
+                             "message": "This meeting is locked. A host will let you in shortly."})
+            await self.signaling.publish_events(self.meeting_id, events)
+            return
+        await self._enter(room, message, is_host)
+
+    async def _check_host_key(self, host_key: str | None) -> bool:
+        if not host_key:
+            return False
+        if await self.signaling.meetings.is_host(self.meeting_id, host_key):
+            return True
+        log.warning("host key refused %s", kv(meeting=ids.short(self.meeting_id)))
+        await self.send({"type": "notice", "text": "This host link is not valid for this meeting. "
+                                                   "You join as a guest."})
+        return False
+
+    async def _evict_resumed(self, token: str | None) -> None:
+        stale = self.signaling.resumed_participant(token)
+        previous = self.signaling.connections.get(self.meeting_id, {}).get(stale or "")
+        if previous is not None:
+            await previous.close()
+
+    async def _enter(self, room: Room, message: Join, is_host: bool) -> None:
         try:
-            participant, events = room.join(message.name, message.publish)
+            participant, events = room.join(message.name, message.publish, is_host=is_host)
         except RoomFull:
             self.signaling.rooms.discard_if_empty(self.meeting_id)
             await self.error("meeting-full", f"This meeting is full ({room.capacity} people).")
             await self.ws.close()
             return
-        self.participant = participant
+        self.state, self.participant = "joined", participant
         self.signaling.connections.setdefault(self.meeting_id, {})[participant.id] = self
         log.info("joined %s", kv(meeting=ids.short(self.meeting_id), participant=participant.id[:4],
-                                 present=len(room.participants)))
+                                 host=is_host, present=len(room.participants)))
         await self.send({
             "type": "welcome",
             "you": participant.public(),
             "participants": [p.public() for p in room.others(participant.id)],
             "ice_servers": self.signaling.ice_servers(),
             "resume": self.signaling.new_resume_token(participant.id),
+            "locked": room.locked,
+            "e2ee": self.meeting.e2ee,
         })
+        if is_host and room.lobby:
+            await self.send(lobby_message(room.lobby.values()))
         await self.signaling.publish_events(self.meeting_id, events)
         self.peer = await self.signaling.sfu.join(
-            self.meeting_id, participant.id, self._send_offer, publish=sorted(message.publish),
+            self.meeting_id, participant.id, self._send_offer, publish=sorted(participant.publishes),
             on_state=self._on_peer_state,
         )
+
+    async def admit(self) -> None:
+        """Let this lobby connection in (a host decided)."""
+        room = self.signaling.rooms.get(self.meeting_id)
+        if self.state != "waiting" or room is None or self.pending is None:
+            return
+        self._leave_lobby_registry()
+        await self.signaling.publish_events(self.meeting_id, room.unknock(self.waiting_id or ""))
+        await self._enter(room, self.pending, is_host=False)
 
     async def _send_offer(self, offer: Offer) -> None:
         await self.send({
@@ -230,25 +297,112 @@ class Connection:
         })
 
     def _on_peer_state(self, state: str) -> None:
-        if state in ("failed", "closed") and not self._closed:
+        if state in ("failed", "closed") and self.state == "joined":
             log.info("peer %s %s", state, kv(meeting=ids.short(self.meeting_id)))
-            asyncio.ensure_future(self._close_both())
+            asyncio.ensure_future(self.close_with({"type": "error", "code": "media-failed",
+                                                   "message": "The media connection failed."}))
 
-    async def _close_both(self) -> None:
-        await self.close()
-        await self.ws.close()
+    # ---- in the meeting
 
     def _room(self) -> Room:
         room = self.signaling.rooms.get(self.meeting_id)
         assert room is not None, "a joined participant's room exists"
         return room
 
+    async def _update(self, **changes: Any) -> None:
+        assert self.participant is not None
+        events = self._room().update(self.participant.id, **changes)
+        self.participant = self._room().participants[self.participant.id]
+        await self.signaling.publish_events(self.meeting_id, events)
+
+    async def _chat(self, message: Chat) -> None:
+        assert self.participant is not None
+        if self.meeting.e2ee != (message.ciphertext is not None):
+            raise SignalingError("bad-message", "this meeting's chat is "
+                                 + ("end-to-end encrypted" if self.meeting.e2ee else "not encrypted"))
+        if not self.chat_budget.take():
+            raise SignalingError("chat-rate-limited", "You are sending messages too fast.")
+        body = {"text": message.text} if message.text is not None else {"ciphertext": message.ciphertext}
+        await self.signaling.broadcast(self.meeting_id, {
+            "type": "chat", "from": self.participant.id, "name": self.participant.name,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **body,
+        })
+
+    async def _publish(self, message: Publish) -> None:
+        assert self.participant is not None and self.peer is not None
+        if message.on:
+            await self.peer.publish(message.source)
+            publishes = self.participant.publishes | {message.source}
+        else:
+            await self.peer.unpublish(message.source)
+            publishes = self.participant.publishes - {message.source}
+        await self._update(publishes=frozenset(publishes))
+
+    # ---- host actions
+
+    async def _host_action(self, message: HostAction) -> None:
+        assert self.participant is not None
+        if not self.participant.is_host:
+            log.warning("host action refused %s", kv(meeting=ids.short(self.meeting_id),
+                                                      action=message.action))
+            raise SignalingError("not-host", "only hosts can do that")
+        room = self._room()
+        if message.action == "lock":
+            await self.signaling.publish_events(self.meeting_id, room.lock(bool(message.locked)))
+            if not message.locked:  # unlocking lets everyone waiting in
+                for waiting in list(self.signaling.waiting.get(self.meeting_id, {}).values()):
+                    await waiting.admit()
+        elif message.action == "admit":
+            target = self.signaling.waiting.get(self.meeting_id, {}).get(message.target or "")
+            if target is not None:
+                await target.admit()
+        elif message.action == "deny":
+            target = self.signaling.waiting.get(self.meeting_id, {}).get(message.target or "")
+            if target is not None:
+                await target.close_with({"type": "denied", "message": "A host did not let you in."})
+        elif message.action == "remove":
+            target = self.signaling.connections.get(self.meeting_id, {}).get(message.target or "")
+            if target is not None and target is not self:
+                await target.close_with({"type": "removed", "message": "A host removed you from the meeting."})
+        elif message.action == "ask-mute":
+            target = self.signaling.connections.get(self.meeting_id, {}).get(message.target or "")
+            if target is not None:
+                await target.send({"type": "mute-request", "by": self.participant.name})
+        elif message.action == "end-meeting":
+            await self._end_for_all()
+
+    async def _end_for_all(self) -> None:
+        log.info("meeting ended by a host %s", kv(meeting=ids.short(self.meeting_id)))
+        for waiting in list(self.signaling.waiting.get(self.meeting_id, {}).values()):
+            await waiting.close_with({"type": "meeting-ended", "message": "The host ended the meeting."})
+        for connection in self.signaling.present(self.meeting_id):
+            await connection.close_with({"type": "meeting-ended", "message": "The host ended the meeting."})
+
+    # ---- leaving
+
+    async def close_with(self, message: dict[str, Any]) -> None:
+        """Tell the browser why, then leave and close its socket."""
+        await self.send(message)
+        await self.close()
+        await self.ws.close()
+
+    def _leave_lobby_registry(self) -> None:
+        lobby = self.signaling.waiting.get(self.meeting_id, {})
+        if lobby.get(self.waiting_id or "") is self:
+            del lobby[self.waiting_id or ""]
+        if not lobby:
+            self.signaling.waiting.pop(self.meeting_id, None)
+
     async def close(self) -> None:
-        """Leave the room and the SFU; safe to call more than once."""
-        if self._closed or self.participant is None:
-            self._closed = True
+        """Leave the lobby, the room and the SFU; safe to call more than once."""
+        state, self.state = self.state, "closed"
+        room = self.signaling.rooms.get(self.meeting_id)
+        if state == "waiting" and room is not None:
+            self._leave_lobby_registry()
+            await self.signaling.publish_events(self.meeting_id, room.unknock(self.waiting_id or ""))
+            self.signaling.rooms.discard_if_empty(self.meeting_id)
+        if state != "joined" or self.participant is None or room is None:
             return
-        self._closed = True
         pid = self.participant.id
         connections = self.signaling.connections.get(self.meeting_id, {})
         if connections.get(pid) is self:
@@ -257,7 +411,7 @@ class Connection:
             self.signaling.connections.pop(self.meeting_id, None)
         self.signaling.forget_resume(pid)
         # The room is told first: whatever the media plane does, nobody stays as a ghost.
-        events = self._room().leave(pid)
+        events = room.leave(pid)
         try:
             await self.signaling.sfu.leave(self.meeting_id, pid)
         except Exception:
@@ -270,9 +424,10 @@ class Connection:
 async def close_all(app: web.Application) -> None:
     """``on_shutdown``: tell every browser the server is going away, then stop the media."""
     signaling = app[SIGNALING]
-    for connections in list(signaling.connections.values()):
-        for connection in list(connections.values()):
-            await connection.ws.close(code=1001, message=b"server shutting down")
+    for group in (signaling.connections, signaling.waiting):
+        for connections in list(group.values()):
+            for connection in list(connections.values()):
+                await connection.ws.close(code=1001, message=b"server shutting down")
     await signaling.sfu.close()
 
 
@@ -284,7 +439,7 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
     # aiohttp's own cap sits above ours so an oversized message gets an error reply, not a drop.
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=4 * MAX_MESSAGE_BYTES)
     await ws.prepare(request)
-    connection = Connection(request.app[SIGNALING], meeting.id, ws)
+    connection = Connection(request.app[SIGNALING], meeting, ws, request.remote or "")
     try:
         async for frame in ws:
             if frame.type == WSMsgType.TEXT:

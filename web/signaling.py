@@ -14,17 +14,33 @@ from typing import Any, Union
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP_BYTES = 48 * 1024
 MAX_CANDIDATE_BYTES = 1024
+MAX_CHAT_CHARS = 1000
+# E2EE chat carries base64 AES-GCM of up to MAX_CHAT_CHARS characters (4 bytes each at most).
+MAX_CHAT_CIPHERTEXT = 6000
+ID_FIELD: dict[str, tuple[type | tuple[type, ...], bool]] = {"id": (str, True)}
 
 # type -> field -> (python type, required)
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
-    "join": {"name": (str, True), "publish": (list, False), "resume": (str, False)},
+    "join": {"name": (str, True), "publish": (list, False), "resume": (str, False),
+             "host_key": (str, False)},
     "answer": {"sdp": (str, True)},
     "candidate": {"candidate": (str, True), "sdpMid": ((str, type(None)), False),
                   "sdpMLineIndex": ((int, type(None)), False)},
     "media": {"audio_muted": (bool, True), "video_muted": (bool, True)},
     "ping": {},
     "leave": {},
+    "chat": {"text": (str, False), "ciphertext": (str, False)},
+    "publish": {"source": (str, True)},
+    "unpublish": {"source": (str, True)},
+    # host actions
+    "lock": {"locked": (bool, True)},
+    "admit": ID_FIELD,
+    "deny": ID_FIELD,
+    "remove": ID_FIELD,
+    "ask-mute": ID_FIELD,
+    "end-meeting": {},
 }
+HOST_ACTIONS = ("lock", "admit", "deny", "remove", "ask-mute", "end-meeting")
 
 
 class SignalingError(ValueError):
@@ -40,6 +56,7 @@ class Join:
     name: str
     publish: frozenset[str]
     resume: str | None
+    host_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +87,28 @@ class Leave:
     pass
 
 
-ClientMessage = Union[Join, Answer, Candidate, MediaState, Ping, Leave]
+@dataclass(frozen=True)
+class Chat:
+    text: str | None  # plain meetings
+    ciphertext: str | None  # end-to-end encrypted meetings: the server cannot read it
+
+
+@dataclass(frozen=True)
+class Publish:
+    source: str
+    on: bool
+
+
+@dataclass(frozen=True)
+class HostAction:
+    """A host's command: ``action`` is one of HOST_ACTIONS; ``target`` a participant or lobby id."""
+
+    action: str
+    target: str | None = None
+    locked: bool | None = None
+
+
+ClientMessage = Union[Join, Answer, Candidate, MediaState, Ping, Leave, Chat, Publish, HostAction]
 
 
 def parse_message(text: str | bytes) -> ClientMessage:
@@ -110,7 +148,7 @@ def _build(kind: str, data: dict[str, Any]) -> ClientMessage:
         publish = data.get("publish", ["mic", "camera"])
         if not all(isinstance(s, str) and s in ("mic", "camera") for s in publish):
             raise SignalingError("bad-message", "join: publish lists only mic and camera")
-        return Join(data["name"], frozenset(publish), data.get("resume"))
+        return Join(data["name"], frozenset(publish), data.get("resume"), data.get("host_key"))
     if kind == "answer":
         if len(data["sdp"]) > MAX_SDP_BYTES or not data["sdp"].startswith("v=0"):
             raise SignalingError("bad-sdp", "answer: not a session description")
@@ -123,4 +161,29 @@ def _build(kind: str, data: dict[str, Any]) -> ClientMessage:
         return MediaState(data["audio_muted"], data["video_muted"])
     if kind == "ping":
         return Ping()
-    return Leave()
+    if kind == "leave":
+        return Leave()
+    if kind == "chat":
+        return _chat(data)
+    if kind in ("publish", "unpublish"):
+        if data["source"] != "screen":
+            raise SignalingError("bad-message", f"{kind}: only screen can be added or removed")
+        return Publish("screen", kind == "publish")
+    if kind == "lock":
+        return HostAction("lock", locked=data["locked"])
+    return HostAction(kind, target=data.get("id"))
+
+
+def _chat(data: dict[str, Any]) -> Chat:
+    text, ciphertext = data.get("text"), data.get("ciphertext")
+    if (text is None) == (ciphertext is None):
+        raise SignalingError("bad-message", "chat: send text or ciphertext")
+    if text is not None:
+        text = text.strip()
+        if not text:
+            raise SignalingError("bad-message", "chat: empty message")
+        if len(text) > MAX_CHAT_CHARS:
+            raise SignalingError("chat-too-long", f"messages are limited to {MAX_CHAT_CHARS} characters")
+    elif len(ciphertext) > MAX_CHAT_CIPHERTEXT:  # type: ignore[arg-type]
+        raise SignalingError("chat-too-long", f"messages are limited to {MAX_CHAT_CHARS} characters")
+    return Chat(text, ciphertext)

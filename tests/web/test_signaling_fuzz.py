@@ -17,6 +17,7 @@ from playwright.async_api import Browser
 from tests.conftest import wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, meeting_url  # noqa: F401
 from web.keys import SIGNALING
+from web.ratelimit import KeyedLimiter
 from web.signaling import SCHEMA
 
 pytestmark = pytest.mark.browser
@@ -85,7 +86,10 @@ async def test_fuzzed_signaling_never_crashes_or_disturbs_a_meeting(
         "candidate": "candidate:842163049 1 udp 1677729535 127.0.0.1 52000 typ srflx raddr 0.0.0.0 rport 0",
     }
     signaling = client.server.app[SIGNALING]
-    signaling.rate_per_second = signaling.rate_burst = 10_000.0  # let the fuzz through to the parser
+    # Let the fuzz through to the parser: the limits have tests of their own.
+    signaling.rate_per_second = signaling.rate_burst = 10_000.0
+    signaling.joins = KeyedLimiter(10_000.0, 10_000.0)
+    signaling.ip_messages = KeyedLimiter(10_000.0, 10_000.0)
     ws_url = meeting_url.replace("http://", "ws://") + "/ws"
     codes: dict[str, int] = {}
     sent = 0
