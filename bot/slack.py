@@ -142,8 +142,7 @@ class SlackBot:
                 timeout=aiohttp.ClientTimeout(total=API_TIMEOUT_S))
             self._owns_session = True
         try:
-            if not await self._check_bot_token():
-                return
+            await self._check_bot_token()
             if self.config.socket_mode:
                 await self._start_socket_mode()
         except Exception:  # a bug here must not take the web server down with it
@@ -173,23 +172,25 @@ class SlackBot:
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
-    async def _check_bot_token(self) -> bool:
-        """auth.test once at start, so a wrong token is one clear line, not silence later."""
+    async def _check_bot_token(self) -> None:
+        """auth.test once at start, so a wrong token is one clear line, not silence later.
+
+        Commands keep working either way: people get their links, and each post that
+        fails tells its person why through the command's response_url.
+        """
         try:
             found = await self.client.auth_test()
             self._identity = {"bot_user_id": found.get("user_id") or "", "bot_id": found.get("bot_id") or ""}
+            return
         except SlackApiError as exc:
             error = slack_error(exc)[0]
-            if error in TRANSIENT_ERRORS:
-                log.warning("slack not reachable at start; will retry on use %s", kv(error=error))
-                return True
-            log.error("slack disabled: the bot token was refused %s",
-                      kv(error=error, hint="check slack.bot_token (xoxb-...)"))
-            return False
+            if error not in TRANSIENT_ERRORS:
+                log.error("slack bot token was refused; channel posts will fail %s",
+                          kv(error=error, hint="check slack.bot_token (xoxb-...)"))
+                return
         except NETWORK_ERRORS as exc:
-            log.warning("slack not reachable at start; will retry on use %s",
-                        kv(error=type(exc).__name__))
-        return True
+            error = type(exc).__name__
+        log.warning("slack not reachable at start; posts wait in the outbox %s", kv(error=error))
 
     def _authorize(self, enterprise_id: str | None, team_id: str | None,
                    user_id: str | None) -> AuthorizeResult:

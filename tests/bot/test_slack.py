@@ -345,6 +345,13 @@ async def test_recording_ready_replies_in_the_meeting_thread(
         reply = fake.done("chat.postMessage")[1]
         assert reply["thread_ts"] == "1700000000.000001"  # the meeting message's ts
         assert reply["text"] == text.recording_ready_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await wait_for(lambda: len(fake.done("chat.postMessage")) == 3)
+        await wait_for(lambda: settled(store))
+        [warning] = fake.done("chat.postMessage")[2:]  # the reminder goes out once
+        assert warning["thread_ts"] == "1700000000.000001"
+        assert warning["text"] == text.recording_expiring_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
 
 
 # -- delivery that survives trouble --------------------------------------------------------
