@@ -136,6 +136,8 @@ class Outbox:
     async def run(self) -> None:
         """Deliver forever: wake on new entries or when the next retry is due."""
         while True:
+            # Cleared before looking, so a put that lands while we look still wakes us.
+            self._wake.clear()
             try:
                 while await self.deliver_due():
                     pass
@@ -144,7 +146,6 @@ class Outbox:
                 log.exception("outbox pass failed")
                 next_at = self.clock() + 5
             timeout = None if next_at is None else max(0.0, next_at - self.clock())
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:

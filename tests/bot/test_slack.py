@@ -37,36 +37,6 @@ HOST_MARK = "#host="
 URL = re.compile(r"https?://[^\s<>|]+/m/[A-Za-z0-9_-]+")
 
 
-async def _run_without_lost_wakeups(self: Outbox) -> None:
-    """``Outbox.run`` with its wake event cleared *before* each pass rather than after it.
-
-    The shipped loop clears the event after its last query of a pass. That query takes
-    several store round trips (execute, fetchone, close); a put that commits in between
-    sets the event, the clear erases it, and a due entry then sleeps until some unrelated
-    wake (seen here as a command whose channel post never left). Same loop otherwise;
-    drop this once meeting/outbox.py clears first.
-    """
-    while True:
-        self._wake.clear()
-        try:
-            while await self.deliver_due():
-                pass
-            next_at = await self.store.outbox_next_due(sorted(self.couriers))
-        except Exception:
-            outbox_module.log.exception("outbox pass failed")
-            next_at = self.clock() + 5
-        timeout = None if next_at is None else max(0.0, next_at - self.clock())
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
-
-
-@pytest.fixture(autouse=True)
-def outbox_wakes_reliably(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Outbox, "run", _run_without_lost_wakeups)
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
     fake = await FakeSlack().start()

@@ -1,30 +1,37 @@
 // Meeting page: pre-join, then one peer connection to the server, which always offers.
-// The page answers offers, trickles its candidates, and shows a tile per participant.
+// The page answers offers, trickles its candidates, and shows a tile per participant,
+// a stage for screen shares, the people and chat panels, and the host's controls.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const app = $("app");
 const meetingId = app.dataset.meetingId;
+const fragment = new URLSearchParams(location.hash.slice(1));
 
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;  // no message for this long: the connection is dead
+const SPEAKER_EVERY_MS = 400;
+const SPEAKING_LEVEL = 0.02;     // audioLevel (0..1) above which someone counts as speaking
 
 const state = {
   name: "",
   local: new MediaStream(),   // what this browser can publish (may be empty: listen-only)
+  screen: null,               // the display capture while sharing
   audioMuted: false,
   videoMuted: false,
   ws: null,
   pc: null,
   you: null,
   resume: null,
-  participants: new Map(),    // id -> {info, tile}
+  participants: new Map(),    // id -> {info, tile, row}
   slots: [],                  // the m-lines of the last offer
   chain: Promise.resolve(),   // signaling messages are handled strictly in order
   left: false,
   retries: 0,
   lastMessage: 0,
-  pinger: null,
+  timers: [],
+  hostKey: fragment.get("host"),
+  e2ee: null,                 // E2EE.Session when the meeting is end-to-end encrypted and we hold its key
 };
 
 // ---------------------------------------------------------------- pre-join
@@ -49,10 +56,35 @@ async function acquireMedia() {
   return { stream: new MediaStream(), note: `Camera and microphone unavailable (${why}): you will join listen-only.` };
 }
 
+function prepareE2ee() {
+  if (app.dataset.e2ee !== "true") return true;
+  const note = $("e2ee-note");
+  note.hidden = false;
+  if (!E2EE.supported()) {
+    note.textContent = "This meeting is end-to-end encrypted, and this browser cannot encrypt media "
+      + "(no WebRTC encoded transforms). Use a current Chrome, Edge, Firefox or Safari to join.";
+    return false;
+  }
+  const key = fragment.get("key");
+  if (!key) {
+    note.textContent = "This meeting is end-to-end encrypted, but your link has no key (the part after #key=). "
+      + "You will not be able to see, hear or read anyone. Ask for the full link.";
+    return true;
+  }
+  state.e2ee = new E2EE.Session(key);
+  note.textContent = "End-to-end encrypted: media and chat are encrypted in the browsers. "
+    + "Anyone with this full link can join.";
+  return true;
+}
+
 async function prepare() {
   $("name").value = localStorage.getItem("meetnow.name") || "";
   if (!navigator.mediaDevices || !window.RTCPeerConnection) {
     showNote("This browser cannot join meetings (no WebRTC).");
+    $("join").disabled = true;
+    return;
+  }
+  if (!prepareE2ee()) {
     $("join").disabled = true;
     return;
   }
@@ -84,7 +116,11 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     state.lastMessage = Date.now();
-    send({ type: "join", name: state.name, publish: published(), ...(state.resume ? { resume: state.resume } : {}) });
+    send({
+      type: "join", name: state.name, publish: published(),
+      ...(state.resume ? { resume: state.resume } : {}),
+      ...(state.hostKey ? { host_key: state.hostKey } : {}),
+    });
   };
   ws.onmessage = (event) => {
     state.lastMessage = Date.now();
@@ -94,15 +130,20 @@ function connect() {
   ws.onclose = () => {
     if (state.ws === ws) lostConnection();
   };
-  clearInterval(state.pinger);
-  state.pinger = setInterval(() => {
+  stopTimers();
+  state.timers.push(setInterval(() => {
     if (Date.now() - state.lastMessage > SILENCE_LIMIT_MS) ws.close();
     else send({ type: "ping" });
-  }, PING_EVERY_MS);
+  }, PING_EVERY_MS));
 }
 
 function send(message) {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(message));
+}
+
+function stopTimers() {
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
 }
 
 function lostConnection() {
@@ -115,20 +156,30 @@ function lostConnection() {
 }
 
 function teardown() {
-  clearInterval(state.pinger);
+  stopTimers();
   if (state.pc) state.pc.close();
   state.pc = null;
   state.slots = [];
   for (const id of [...state.participants.keys()]) removeParticipant(id);
+  showStage(null, "");
 }
 
 async function handle(message) {
   switch (message.type) {
     case "welcome": return welcome(message);
     case "offer": return answer(message);
-    case "participant-joined": return addParticipant(message.participant, false);
+    case "participant-joined": return addParticipant(message.participant);
     case "participant-updated": return updateParticipant(message.participant);
     case "participant-left": return removeParticipant(message.id);
+    case "chat": return showChat(message);
+    case "locked": return showLocked(message.locked);
+    case "lobby": return showLobby(message.waiting);
+    case "waiting": return showWaiting(message.message);
+    case "mute-request": return muteRequested(message.by);
+    case "notice": return notice(message.text);
+    case "denied":
+    case "removed":
+    case "meeting-ended": return ended(message.message);
     case "error": return serverError(message);
     case "pong": return undefined;
     default: console.warn("unknown message", message.type);
@@ -140,14 +191,20 @@ function welcome(message) {
   state.you = message.you;
   state.resume = message.resume;
   setStatus("");
+  show("room");
   state.pc = newPeerConnection(message.ice_servers);
-  addParticipant(message.you, true);
-  for (const participant of message.participants) addParticipant(participant, false);
+  addParticipant(message.you);
+  for (const participant of message.participants) addParticipant(participant);
+  for (const el of document.querySelectorAll(".host-only")) el.hidden = !message.you.host;
+  showLocked(message.locked);
   sendMediaState();
+  state.timers.push(setInterval(highlightSpeakers, SPEAKER_EVERY_MS));
 }
 
 function newPeerConnection(iceServers) {
-  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: "max-bundle" });
+  const pc = new RTCPeerConnection({
+    iceServers, bundlePolicy: "max-bundle", ...(state.e2ee ? state.e2ee.peerConfig() : {}),
+  });
   pc.onicecandidate = (event) => {
     const c = event.candidate;
     send({ type: "candidate", candidate: c ? c.candidate : "", sdpMid: c ? c.sdpMid : null,
@@ -172,9 +229,11 @@ async function answer(offer) {
     } else if (slot.direction === "publish") {
       const track = localTrack(slot.source);
       transceiver.direction = track ? "sendonly" : "inactive";
+      if (state.e2ee) state.e2ee.attach(transceiver.sender, "send", slot.kind);
       await transceiver.sender.replaceTrack(track);
     } else {
       transceiver.direction = "recvonly";
+      if (state.e2ee) state.e2ee.attach(transceiver.receiver, "receive", slot.kind);
     }
   }
   await pc.setLocalDescription(await pc.createAnswer());
@@ -185,41 +244,68 @@ async function answer(offer) {
 function localTrack(source) {
   if (source === "mic") return state.local.getAudioTracks()[0] || null;
   if (source === "camera") return state.local.getVideoTracks()[0] || null;
+  if (source === "screen") return state.screen ? state.screen.getVideoTracks()[0] : null;
   return null;
 }
 
-function attachRemoteMedia() {
-  const tracks = new Map();  // participant id -> [tracks]
+function receivedTracks() {
+  const camera = new Map();  // participant id -> [tracks]
+  let screen = null;
   for (const transceiver of state.pc.getTransceivers()) {
     const slot = state.slots.find((s) => s.mid === transceiver.mid && s.direction === "receive");
     if (!slot) continue;
-    if (!tracks.has(slot.participant)) tracks.set(slot.participant, []);
-    tracks.get(slot.participant).push(transceiver.receiver.track);
+    if (slot.source === "screen") {
+      screen = { participant: slot.participant, track: transceiver.receiver.track };
+    } else {
+      if (!camera.has(slot.participant)) camera.set(slot.participant, []);
+      camera.get(slot.participant).push(transceiver.receiver.track);
+    }
   }
+  return { camera, screen };
+}
+
+function attachRemoteMedia() {
+  const { camera, screen } = receivedTracks();
   for (const [id, entry] of state.participants) {
     if (id === state.you.id) continue;
-    const wanted = tracks.get(id) || [];
-    const video = entry.tile.querySelector("video");
-    const current = video.srcObject ? video.srcObject.getTracks() : [];
-    if (wanted.length !== current.length || wanted.some((t) => !current.includes(t))) {
-      video.srcObject = wanted.length ? new MediaStream(wanted) : null;
-    }
+    setTracks(entry.tile.querySelector("video"), camera.get(id) || []);
+  }
+  if (state.screen) showStage(state.screen.getVideoTracks()[0], "You are sharing your screen");
+  else if (screen) showStage(screen.track, `${nameOf(screen.participant)} is sharing their screen`);
+  else showStage(null, "");
+}
+
+function setTracks(video, wanted) {
+  const current = video.srcObject ? video.srcObject.getTracks() : [];
+  if (wanted.length !== current.length || wanted.some((t) => !current.includes(t))) {
+    video.srcObject = wanted.length ? new MediaStream(wanted) : null;
   }
 }
 
+function showStage(track, label) {
+  $("stage").hidden = !track;
+  setTracks($("stage-video"), track ? [track] : []);
+  $("stage-name").textContent = label;
+}
+
+function nameOf(id) {
+  const entry = state.participants.get(id);
+  return entry ? entry.info.name : "Someone";
+}
+
 function serverError(message) {
-  if (message.code === "meeting-full") {
-    state.left = true;
-    showLeft(message.message);
-    return;
+  if (message.code === "meeting-full") return ended(message.message);
+  if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited"].includes(message.code)) {
+    notice(message.message);
   }
   console.warn("server refused a message:", message.code, message.message);
 }
 
-// ---------------------------------------------------------------- tiles
+// ---------------------------------------------------------------- people
 
-function addParticipant(info, isSelf) {
+function addParticipant(info) {
   if (state.participants.has(info.id)) return updateParticipant(info);
+  const isSelf = state.you && info.id === state.you.id;
   const tile = document.createElement("div");
   tile.className = "tile";
   tile.dataset.participant = info.id;
@@ -235,7 +321,10 @@ function addParticipant(info, isSelf) {
   label.className = "name";
   tile.append(video, label);
   $("grid").append(tile);
-  state.participants.set(info.id, { info, tile });
+  const row = document.createElement("li");
+  row.dataset.participant = info.id;
+  $("people").append(row);
+  state.participants.set(info.id, { info, tile, row });
   updateParticipant(info);
   if (state.pc && state.slots.length) attachRemoteMedia();
 }
@@ -245,25 +334,181 @@ function updateParticipant(info) {
   if (!entry) return;
   entry.info = info;
   const isSelf = state.you && info.id === state.you.id;
+  const micOff = info.audio_muted || !info.publishes.includes("mic");
+  const camOff = info.video_muted || !info.publishes.includes("camera");
+  // Names are text, never HTML: textContent everywhere.
   const label = entry.tile.querySelector(".name");
-  label.textContent = isSelf ? `${info.name} (you)` : info.name;  // textContent: names are never HTML
-  if (info.audio_muted || !info.publishes.includes("mic")) {
-    const flag = document.createElement("span");
-    flag.className = "muted-flag";
-    flag.textContent = "muted";
-    flag.title = "Microphone off";
-    label.append(flag);
-  }
-  const noVideo = info.video_muted || !info.publishes.includes("camera");
-  entry.tile.classList.toggle("no-video", noVideo);
+  label.textContent = isSelf ? `${info.name} (you)` : info.name;
+  if (micOff) label.append(flag("muted", "Microphone off"));
+  entry.tile.classList.toggle("no-video", camOff);
   entry.tile.dataset.initial = (info.name[0] || "?").toUpperCase();
+  renderRow(entry, info, isSelf, micOff, camOff);
+  $("people-count").textContent = `(${state.participants.size})`;
+  if (state.pc) attachRemoteMedia();
+}
+
+function flag(text, title) {
+  const el = document.createElement("span");
+  el.className = "muted-flag";
+  el.textContent = text;
+  el.title = title;
+  return el;
+}
+
+function renderRow(entry, info, isSelf, micOff, camOff) {
+  const row = entry.row;
+  row.replaceChildren();
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = (isSelf ? `${info.name} (you)` : info.name) + (info.host ? " · host" : "");
+  const status = document.createElement("span");
+  status.className = "state";
+  status.textContent = `${micOff ? "mic off" : "mic on"} · ${camOff ? "camera off" : "camera on"}`
+    + (info.publishes.includes("screen") ? " · sharing" : "");
+  row.append(who, status);
+  if (state.you && state.you.host && !isSelf) {
+    row.append(button("Ask to mute", () => send({ type: "ask-mute", id: info.id })));
+    row.append(button("Remove", () => send({ type: "remove", id: info.id })));
+  }
+}
+
+function button(text, onClick) {
+  const el = document.createElement("button");
+  el.type = "button";
+  el.textContent = text;
+  el.addEventListener("click", onClick);
+  return el;
 }
 
 function removeParticipant(id) {
   const entry = state.participants.get(id);
   if (!entry) return;
   entry.tile.remove();
+  entry.row.remove();
   state.participants.delete(id);
+  $("people-count").textContent = state.participants.size ? `(${state.participants.size})` : "";
+  if (state.pc) attachRemoteMedia();
+}
+
+async function highlightSpeakers() {
+  const pc = state.pc;
+  if (!pc) return;
+  // Levels come from each browser's own audio pipeline (getStats), so this works the same in
+  // end-to-end encrypted meetings and costs the server nothing.
+  const levels = new Map();
+  const stats = await pc.getStats();
+  stats.forEach((report) => {
+    if (report.kind !== "audio") return;
+    if (report.type === "inbound-rtp") {
+      const slot = state.slots.find((s) => s.mid === report.mid && s.direction === "receive");
+      if (slot) levels.set(slot.participant, report.audioLevel || 0);
+    } else if (report.type === "media-source" && state.you && !state.audioMuted) {
+      levels.set(state.you.id, report.audioLevel || 0);
+    }
+  });
+  let loudest = null;
+  for (const [id, level] of levels) {
+    if (level >= SPEAKING_LEVEL && (!loudest || level > levels.get(loudest))) loudest = id;
+  }
+  for (const [id, entry] of state.participants) {
+    entry.tile.classList.toggle("speaking", id === loudest);
+    entry.row.classList.toggle("speaking", id === loudest);
+  }
+}
+
+// ---------------------------------------------------------------- lobby and host
+
+function showLocked(locked) {
+  $("locked-badge").hidden = !locked;
+  $("lock").textContent = locked ? "Unlock meeting" : "Lock meeting";
+  $("lock").dataset.locked = locked ? "true" : "false";
+}
+
+function showLobby(waiting) {
+  $("lobby-panel").hidden = !waiting.length;
+  const list = $("lobby");
+  list.replaceChildren();
+  for (const person of waiting) {
+    const row = document.createElement("li");
+    const who = document.createElement("span");
+    who.className = "who";
+    who.textContent = person.name;
+    row.append(who,
+      button("Admit", () => send({ type: "admit", id: person.id })),
+      button("Deny", () => send({ type: "deny", id: person.id })));
+    list.append(row);
+  }
+  if (waiting.length) notice(`${waiting[waiting.length - 1].name} is waiting to join.`);
+}
+
+function showWaiting(text) {
+  $("waiting-message").textContent = text;
+  show("waiting");
+  setStatus("");
+}
+
+function muteRequested(by) {
+  if (!state.audioMuted && state.local.getAudioTracks().length) toggleAudio();
+  notice(`${by} asked you to mute. You are muted; unmute when you want to speak.`);
+}
+
+function ended(text) {
+  state.left = true;
+  const ws = state.ws;
+  state.ws = null;
+  if (ws) ws.close();
+  teardown();
+  stopScreen(false);
+  show("left");
+  $("left-message").textContent = text;
+  setStatus("");
+}
+
+let noticeTimer = null;
+function notice(text) {
+  const el = $("notice");
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { el.hidden = true; }, 6000);
+}
+
+// ---------------------------------------------------------------- chat
+
+async function sendChat(event) {
+  event.preventDefault();
+  const input = $("message");
+  const text = input.value.trim();
+  if (!text) return;
+  if (app.dataset.e2ee === "true") {
+    if (!state.e2ee) return notice("You cannot write here: your link has no key.");
+    send({ type: "chat", ciphertext: await state.e2ee.encryptChat(text) });
+  } else {
+    send({ type: "chat", text });
+  }
+  input.value = "";
+}
+
+async function showChat(message) {
+  let text = message.text;
+  if (message.ciphertext !== undefined) {
+    text = state.e2ee ? await state.e2ee.decryptChat(message.ciphertext) : null;
+    if (text === null) text = "(an encrypted message you cannot read)";
+  }
+  const item = document.createElement("li");
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  meta.textContent = new Date(message.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const sender = document.createElement("span");
+  sender.className = "sender";
+  sender.textContent = message.name;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;  // chat is text, never HTML
+  item.append(meta, sender, body);
+  const list = $("messages");
+  list.append(item);
+  list.scrollTop = list.scrollHeight;
 }
 
 // ---------------------------------------------------------------- controls
@@ -286,22 +531,36 @@ function toggleVideo() {
   sendMediaState();
 }
 
-function leave() {
-  state.left = true;
-  send({ type: "leave" });
-  const ws = state.ws;
-  state.ws = null;
-  if (ws) ws.close();
-  teardown();
-  showLeft("You left the meeting.");
+async function toggleScreen() {
+  if (state.screen) return stopScreen(true);
+  try {
+    state.screen = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: false });
+  } catch (err) {
+    return notice(`Screen sharing did not start (${err.name}).`);
+  }
+  // The browser's own "Stop sharing" ends the track: treat it like our button.
+  state.screen.getVideoTracks()[0].addEventListener("ended", () => stopScreen(true));
+  $("share").textContent = "Stop sharing";
+  send({ type: "publish", source: "screen" });
+  attachRemoteMedia();
 }
 
-function showLeft(text) {
-  $("room").hidden = true;
-  $("prejoin").hidden = true;
-  $("left").hidden = false;
-  $("left-message").textContent = text;
-  setStatus("");
+function stopScreen(tell) {
+  if (!state.screen) return;
+  for (const track of state.screen.getTracks()) track.stop();
+  state.screen = null;
+  $("share").textContent = "Share screen";
+  if (tell) send({ type: "unpublish", source: "screen" });
+  if (state.pc) attachRemoteMedia();
+}
+
+function leave() {
+  send({ type: "leave" });
+  ended("You left the meeting.");
+}
+
+function show(section) {
+  for (const id of ["prejoin", "waiting", "room", "left"]) $(id).hidden = id !== section;
 }
 
 function setStatus(text) {
@@ -317,23 +576,26 @@ async function join(event) {
   localStorage.setItem("meetnow.name", state.name);
   state.left = false;
   state.resume = null;
-  $("prejoin").hidden = true;
-  $("left").hidden = true;
-  $("room").hidden = false;
+  $("messages").replaceChildren();
   $("mute").disabled = !state.local.getAudioTracks().length;
   $("camera").disabled = !state.local.getVideoTracks().length;
+  $("share").disabled = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
   setStatus("Connecting…");
   connect();
 }
 
 $("join-form").addEventListener("submit", join);
+$("chat-form").addEventListener("submit", sendChat);
 $("mute").addEventListener("click", toggleAudio);
 $("camera").addEventListener("click", toggleVideo);
-$("leave").addEventListener("click", leave);
-$("rejoin").addEventListener("click", () => {
-  $("left").hidden = true;
-  $("prejoin").hidden = false;
+$("share").addEventListener("click", toggleScreen);
+$("lock").addEventListener("click", () => send({ type: "lock", locked: $("lock").dataset.locked !== "true" }));
+$("end").addEventListener("click", () => {
+  if (confirm("End the meeting for everyone?")) send({ type: "end-meeting" });
 });
+$("leave").addEventListener("click", leave);
+$("cancel-wait").addEventListener("click", leave);
+$("rejoin").addEventListener("click", () => show("prejoin"));
 window.addEventListener("pagehide", () => send({ type: "leave" }));
 
 // For debugging from the console (and for tests): the live connection and who is shown.

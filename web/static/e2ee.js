@@ -1,0 +1,90 @@
+// End-to-end encryption for meetings that ask for it. The key lives only in the URL fragment
+// (#key=...), which browsers never send to a server. Media frames are encrypted in a worker
+// with WebRTC encoded transforms (AES-GCM), keeping the few codec header bytes the forwarding
+// server and the decoders need in clear; chat is encrypted with a key derived from the same
+// secret. The server forwards what it cannot read.
+"use strict";
+
+const E2EE = (() => {
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder();
+
+  function supported() {
+    return "RTCRtpScriptTransform" in window || "createEncodedStreams" in RTCRtpSender.prototype;
+  }
+
+  function newKey() {
+    const bytes = crypto.getRandomValues(new Uint8Array(32));
+    return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function keyBytes(text) {
+    const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    const raw = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
+    return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+  }
+
+  async function deriveKey(secret, purpose) {
+    const base = await crypto.subtle.importKey("raw", keyBytes(secret), "HKDF", false, ["deriveKey"]);
+    return crypto.subtle.deriveKey(
+      { name: "HKDF", hash: "SHA-256", salt: encoder.encode("meetnow-e2ee-v1"), info: encoder.encode(purpose) },
+      base, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+  }
+
+  function toBase64(bytes) {
+    let text = "";
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+  }
+
+  class Session {
+    constructor(secret) {
+      this.secret = secret;
+      this.chatKey = deriveKey(secret, "chat");
+      this.worker = new Worker("/static/e2ee-worker.js");
+      this.worker.postMessage({ type: "key", secret });
+      this.attached = new WeakSet();
+      this.useScriptTransform = "RTCRtpScriptTransform" in window;
+    }
+
+    // Only the legacy path needs a flag on the peer connection.
+    peerConfig() {
+      return this.useScriptTransform ? {} : { encodedInsertableStreams: true };
+    }
+
+    attach(endpoint, direction, kind) {
+      if (this.attached.has(endpoint)) return;
+      this.attached.add(endpoint);
+      const options = { direction, kind };
+      if (this.useScriptTransform) {
+        endpoint.transform = new RTCRtpScriptTransform(this.worker, options);
+      } else {
+        const { readable, writable } = endpoint.createEncodedStreams();
+        this.worker.postMessage({ type: "streams", readable, writable, ...options }, [readable, writable]);
+      }
+    }
+
+    async encryptChat(text) {
+      const iv = crypto.getRandomValues(new Uint8Array(12));
+      const sealed = new Uint8Array(await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv }, await this.chatKey, encoder.encode(text)));
+      const out = new Uint8Array(12 + sealed.length);
+      out.set(iv);
+      out.set(sealed, 12);
+      return toBase64(out);
+    }
+
+    async decryptChat(ciphertext) {
+      try {
+        const raw = Uint8Array.from(atob(ciphertext), (c) => c.charCodeAt(0));
+        const plain = await crypto.subtle.decrypt(
+          { name: "AES-GCM", iv: raw.subarray(0, 12) }, await this.chatKey, raw.subarray(12));
+        return decoder.decode(plain);
+      } catch (err) {
+        return null;
+      }
+    }
+  }
+
+  return { supported, newKey, Session };
+})();
