@@ -78,13 +78,16 @@ async def serve(receive_loss: float) -> None:
                     peers[(room, pid)] = await sfu.join(room, pid, send_offer, publish=msg["publish"])
                     await send({"op": "ok", "id": msg["id"]})
                 elif op == "answer":
-                    await peers[(msg["room"], msg["pid"])].accept_answer(msg["sdp"])
+                    peer = peers.get((msg["room"], msg["pid"]))
+                    if peer is not None:  # else it left while its answer was on the way
+                        await peer.accept_answer(msg["sdp"])
                 elif op == "leave":
                     await sfu.leave(msg["room"], msg["pid"])
                     peers.pop((msg["room"], msg["pid"]), None)
                     await send({"op": "ok", "id": msg["id"]})
                 elif op == "stats":
-                    await send({"op": "ok", "id": msg["id"], "stats": sfu.stats(detail=True)})
+                    stats = sfu.stats(detail=True, reset_peaks=msg.get("reset_peaks", False))
+                    await send({"op": "ok", "id": msg["id"], "stats": stats})
                 elif op == "quit":
                     await sfu.close()
                     await send({"op": "ok", "id": msg["id"]})
@@ -226,6 +229,7 @@ async def run_room(
     from meeting.synthetic import LatencyStamps, SyntheticParticipant
 
     stamps = LatencyStamps()
+    control.errors.clear()
     people: list[SyntheticParticipant] = []
     sent: dict[str, int] = {}
     try:
@@ -259,7 +263,7 @@ async def run_room(
 
         sent_before = {p.name: _sent_packets(p) for p in people[:publishers]}
         frames_before = snapshot()
-        stats_before = (await control.request("stats"))["stats"]
+        stats_before = (await control.request("stats", reset_peaks=True))["stats"]
         totals_before = stats_before["totals"]
         for samples in stamps.samples.values():
             samples.clear()
@@ -283,7 +287,12 @@ async def run_room(
         row.client_cpu_percent = 100 * (client_after - client_before) / elapsed
         row.load_average = os.getloadavg()[0]
         row.packets_sent = sum(sent_after[p] - sent_before[p] for p in sent_after)
-        row.server = {k: v - totals_before.get(k, 0) for k, v in totals_after.items() if k not in ("rooms", "participants")}
+        row.server = {
+            k: v - totals_before.get(k, 0)
+            for k, v in totals_after.items()
+            if k not in ("rooms", "participants", "loop_lag_ms_max")
+        }
+        row.server["loop_lag_ms_max"] = totals_after["loop_lag_ms_max"]
         row.packets_forwarded = row.server["packets_forwarded"]
         if row.packets_forwarded:
             row.us_per_packet = 1e6 * (cpu_after - cpu_before) / row.packets_forwarded

@@ -82,6 +82,9 @@ _CODEC_PREFERENCES = {
 
 _OFFERED_EXTENSION_IDS = {kind: {x.id for x in HEADER_EXTENSIONS[kind]} for kind in ("audio", "video")}
 
+# Datagrams a peer connection may have waiting for the event loop (~1 s of one publisher).
+MAX_BACKLOG = 150
+
 _MSID_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
@@ -143,6 +146,8 @@ class _Room:
         self.id = room_id
         self.peers: dict[str, Peer] = {}
         self.dropped = 0  # packets dropped by the receive-loss test hook
+        self.overload_drops = 0  # datagrams dropped because the server fell behind
+        self.loop_lag_ms_max = 0  # worst event-loop lateness seen by the RTCP timers
         self.retired: dict[str, int] = {}  # counters of publications that ended
 
     def publications(self) -> Iterable[tuple[str, str, str]]:
@@ -268,10 +273,12 @@ class Sfu:
         room = self._rooms.get(room_id)
         return room.peers.get(participant_id) if room else None
 
-    def stats(self, detail: bool = False) -> dict:
+    def stats(self, detail: bool = False, reset_peaks: bool = False) -> dict:
         """Counters per room and in total (rooms that ended count in the totals).
 
         With ``detail`` each room also lists its current publications' counters.
+        ``loop_lag_ms_max`` is the worst lateness of the event loop seen by the periodic
+        RTCP timers (the server's own queueing delay); ``reset_peaks`` restarts it.
         """
         rooms = {}
         totals = dict(self._retired)
@@ -289,6 +296,10 @@ class Sfu:
                     totals[name] = totals.get(name, 0) + value
         for name in ("participants", "publications", "viewer_streams"):
             totals.pop(name, None)
+        totals["loop_lag_ms_max"] = max((r["loop_lag_ms_max"] for r in rooms.values()), default=0)
+        if reset_peaks:
+            for room in self._rooms.values():
+                room.loop_lag_ms_max = 0
         totals["rooms"] = len(rooms)
         totals["participants"] = sum(r["participants"] for r in rooms.values())
         return {"rooms": rooms, "totals": totals}
@@ -305,6 +316,8 @@ class Sfu:
                 for name, value in _publication_counters(pub).items():
                     counters[name] += value
         counters["packets_dropped_by_hook"] = room.dropped
+        counters["packets_dropped_overload"] = room.overload_drops
+        counters["loop_lag_ms_max"] = room.loop_lag_ms_max
         counters["participants"] = len(room.peers)
         counters["publications"] = publications
         counters["viewer_streams"] = streams
@@ -314,7 +327,7 @@ class Sfu:
         if self._rooms.get(room.id) is room and not room.peers:
             del self._rooms[room.id]
             for name, value in self._room_counters(room).items():
-                if name not in ("participants", "publications", "viewer_streams"):
+                if name not in ("participants", "publications", "viewer_streams", "loop_lag_ms_max"):
                     self._retired[name] = self._retired.get(name, 0) + value
 
 
@@ -723,10 +736,32 @@ class Peer:
     def _install_transport(self, transceiver: RTCRtpTransceiver) -> None:
         dtls = transceiver.receiver.transport
         self._dtls = dtls
-        apply_ice_policy(dtls.transport.iceGatherer._connection, self._sfu.announce, self._sfu.policy)
+        connection = dtls.transport.iceGatherer._connection
+        apply_ice_policy(connection, self._sfu.announce, self._sfu.policy)
+        self._bound_backlog(connection)
         dtls._handle_rtp_data = self._on_rtp
         dtls._handle_rtcp_data = self._on_rtcp
         dtls.on("statechange", self._on_dtls_state)
+
+    def _bound_backlog(self, connection: Any) -> None:
+        """Drop incoming datagrams when the event loop is this far behind.
+
+        aioice queues every datagram in an unbounded asyncio.Queue until the DTLS loop
+        reads it. When the server is overloaded that queue holds seconds of media, which
+        viewers would then get late; dropping at the door keeps latency bounded and lets
+        NACK/PLI repair the gap.
+        """
+        queue = connection._queue
+        original = connection.data_received
+        room = self._room
+
+        def data_received(data: bytes, component: int) -> None:
+            if queue.qsize() >= MAX_BACKLOG:
+                room.overload_drops += 1
+                return
+            original(data, component)
+
+        connection.data_received = data_received
 
     async def _send_rtcp(self, data: bytes) -> None:
         if self._connected:
@@ -830,8 +865,14 @@ class Peer:
         try:
             while not self._closed:
                 # RFC 3550 randomizes the interval over [0.5, 1.5] times its nominal value.
-                await asyncio.sleep(0.5 + jitter.random())
+                delay = 0.5 + jitter.random()
+                due = time.monotonic() + delay
+                await asyncio.sleep(delay)
                 now = time.monotonic()
+                # How late the event loop woke us: the server's own queueing delay.
+                lag_ms = int((now - due) * 1000)
+                if lag_ms > self._room.loop_lag_ms_max:
+                    self._room.loop_lag_ms_max = lag_ms
                 for pub in list(self._publications.values()):
                     await pub.service(now)
                     rr = pub.receiver_report(now)

@@ -35,7 +35,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from meeting.feedback import ReceptionStats
 from meeting.ice import CandidatePolicy, apply_ice_policy, ice_connections
-from meeting.rtp import RtpError, parse_rtp
+from meeting.rtp import RtpError, parse_rtp, seq_diff
 
 logger = logging.getLogger(__name__)
 
@@ -415,17 +415,38 @@ class SyntheticParticipant:
 
             dtls._send_rtp = send_rtp
         if not self.decode:
-            dtls._handle_rtp_data = self._count_rtp
+            # Count from the SRTP header, which is cleartext, before anything is
+            # decrypted; only a sample (1 packet in 8) is decrypted, to time it.
+            connection = dtls.transport._connection
+            original_data = connection.data_received
+
+            def data_received(data: bytes, component: int) -> None:
+                if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223:
+                    stream = self._count(data)
+                    # marker: the last packet of a frame (counted once, not for repeats)
+                    if stream is not None and data[1] & 0x80:
+                        stream.frame(time.monotonic())
+                    if self.stamps is None or data[3] & 7:
+                        return
+                original_data(data, component)
+
+            connection.data_received = data_received
+            dtls._handle_rtp_data = self._stamp_rtp
         elif self.stamps is not None:
             original_handle = dtls._handle_rtp_data
 
             async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
-                self._observe(data)
+                self._count(data)
+                await self._stamp_rtp(data)
                 await original_handle(data, arrival_time_ms=arrival_time_ms)
 
             dtls._handle_rtp_data = handle_rtp
 
-    def _observe(self, data: bytes) -> ReceivedStream | None:
+    def _count(self, data: bytes) -> ReceivedStream | None:
+        """Count a packet by its (cleartext) header: per m-line packets and sequence.
+
+        Returns the stream when the packet is new media (not a repeat or an RTX).
+        """
         ssrc = int.from_bytes(data[8:12], "big")
         mid = self._ssrc_mid.get(ssrc)
         if mid is None:
@@ -434,21 +455,24 @@ class SyntheticParticipant:
         if stream is None:
             return None
         stream.packets += 1
-        if ssrc in self._media_ssrcs:
-            stream.sequence.add((data[2] << 8) | data[3], 0, 0.0, True)
-        if self.stamps is not None:
-            slot = self.slots.get(mid)
-            try:
-                view = parse_rtp(data)
-            except RtpError:
-                return stream
-            self.stamps.observe(slot.kind if slot else "video", view.body, time.monotonic())
-        return stream
+        if ssrc not in self._media_ssrcs:
+            return None
+        sequence = stream.sequence
+        seq = (data[2] << 8) | data[3]
+        new = sequence.base_seq is None or seq_diff(seq, sequence.max_seq) > 0
+        sequence.add(seq, 0, 0.0, True)
+        return stream if new else None
 
-    async def _count_rtp(self, data: bytes, arrival_time_ms: int = 0) -> None:
-        stream = self._observe(data)
-        if stream is not None and data[1] & 0x80:  # marker: last packet of a frame
-            stream.frame(time.monotonic())
+    async def _stamp_rtp(self, data: bytes, arrival_time_ms: int = 0) -> None:
+        """Time a decrypted packet against its publisher's send stamp."""
+        if self.stamps is None:
+            return
+        slot = self.slots.get(self._ssrc_mid.get(int.from_bytes(data[8:12], "big"), ""))
+        try:
+            view = parse_rtp(data)
+        except RtpError:
+            return
+        self.stamps.observe(slot.kind if slot else "video", view.body, time.monotonic())
 
     def _start_consumers(self) -> None:
         for transceiver in self.pc.getTransceivers():
