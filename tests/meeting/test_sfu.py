@@ -417,3 +417,26 @@ async def test_republishing_before_the_next_offer_keeps_streams_on_their_m_lines
     await wait_for(lambda: camera.frames >= frames + 20, 8, "the camera to come back")
     assert bob.stream_from("alice", "camera") is camera
     assert bob.offers == offers
+
+
+async def test_receive_backlog_is_bounded(meeting):
+    from meeting.sfu import MAX_BACKLOG
+
+    alice = await meeting.join("alice")
+
+    class FakeConnection:
+        def __init__(self) -> None:
+            self._queue: asyncio.Queue = asyncio.Queue()
+
+        def data_received(self, data: bytes, component: int) -> None:
+            self._queue.put_nowait((data, component))
+
+    fake = FakeConnection()
+    alice.peer._bound_backlog(fake)
+    for _ in range(MAX_BACKLOG + 25):
+        fake.data_received(b"\x80" * 20, 1)
+    assert fake._queue.qsize() == MAX_BACKLOG
+    assert meeting.sfu.stats()["rooms"]["room"]["packets_dropped_overload"] == 25
+    # the real connection is wrapped the same way
+    assert alice.peer._dtls.transport._connection.data_received.__name__ == "data_received"
+    assert alice.peer._dtls.transport._connection.data_received.__qualname__.startswith("Peer._bound_backlog")
