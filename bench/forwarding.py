@@ -398,6 +398,7 @@ async def bench(args: argparse.Namespace) -> dict:
                 row.added_video_ms = row.latency_video_ms - direct_video
             if row.latency_audio_ms is not None and direct_audio is not None:
                 row.added_audio_ms = row.latency_audio_ms - direct_audio
+        fit = _fit_us_per_packet([r for r in rows if r.publishers == 1])
         await control.request("quit")
         control.task.cancel()
         writer.close()
@@ -411,6 +412,7 @@ async def bench(args: argparse.Namespace) -> dict:
                 "receive_loss": args.receive_loss,
             },
             "direct_latency_ms": {"video": direct_video, "audio": direct_audio},
+            "fit_us_per_packet_one_publisher": fit,
             "rows": [asdict(r) for r in rows],
         }
     finally:
@@ -419,6 +421,19 @@ async def bench(args: argparse.Namespace) -> dict:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def _fit_us_per_packet(rows: list[Row]) -> float | None:
+    """Least-squares slope of server CPU against forwarded packets over the K rows."""
+    points = [(r.packets_forwarded / r.seconds, r.cpu_percent / 100) for r in rows if r.seconds]
+    if len(points) < 2:
+        return None
+    mx = statistics.mean(x for x, _ in points)
+    my = statistics.mean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    if not sxx:
+        return None
+    return 1e6 * sum((x - mx) * (y - my) for x, y in points) / sxx
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -446,6 +461,8 @@ def table(result: dict) -> str:
             )
             + " |"
         )
+    if result.get("fit_us_per_packet_one_publisher") is not None:
+        lines.append(f"\nfit over the one-publisher rows: {result['fit_us_per_packet_one_publisher']:.1f} us of server CPU per forwarded packet")
     d = result["direct_latency_ms"]
     lines.append(f"\ndirect aiortc-to-aiortc latency p50: video {fmt(d['video'], '.1f')} ms, audio {fmt(d['audio'], '.1f')} ms")
     return "\n".join(lines)
