@@ -15,7 +15,8 @@ transceiver the server creates:
   its SSRC (:mod:`meeting.forwarder`), RTCP to the publication or viewer stream it is
   about; forwarded packets leave through the viewer's ``_send_rtp`` (SRTP protect);
 - the aioice connection gets the announce-address and remote-candidate policy of
-  :mod:`meeting.ice`.
+  :mod:`meeting.ice`, and its ``data_received`` is wrapped to drop datagrams when the
+  event loop is far behind (aioice's receive queue is unbounded).
 
 All of these are private aiortc/aioice names; aiortc is pinned to 1.16.0 and the tests
 in ``tests/meeting`` fail if any of them changes shape.
