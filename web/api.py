@@ -13,7 +13,7 @@ from meeting.service import TitleError
 from .errors import json_error
 from .keys import CONFIG, MEETINGS
 
-MINT_FIELDS = {"title"}
+MINT_FIELDS = {"title", "e2ee"}
 
 
 class BadRequest(ValueError):
@@ -40,16 +40,21 @@ async def read_json_object(request: web.Request, allowed: set[str]) -> dict[str,
 
 
 async def create_meeting(request: web.Request) -> web.Response:
-    """``POST /api/meetings``: mint a meeting; 201 with its id, title and both links."""
+    """``POST /api/meetings``: mint a meeting; 201 with its id, title, both links, e2ee."""
     if not request.app[CONFIG].server.allow_web_minting:
         return json_error(403, "minting meetings over HTTP is switched off on this server")
     try:
         data = await read_json_object(request, MINT_FIELDS)
-        minted = await request.app[MEETINGS].mint(data.get("title"), Origin("web"))
+        e2ee = data.get("e2ee", False)
+        if not isinstance(e2ee, bool):
+            raise BadRequest("e2ee must be true or false")
+        minted = await request.app[MEETINGS].mint(data.get("title"), Origin("web"), e2ee=e2ee)
     except (BadRequest, TitleError) as exc:
         return json_error(400, str(exc))
     meeting = minted.meeting
+    # For an E2EE meeting the caller makes the key and adds it to both links' fragments.
     return web.json_response(
-        {"id": meeting.id, "title": meeting.title, "url": minted.url, "host_url": minted.host_url},
+        {"id": meeting.id, "title": meeting.title, "url": minted.url, "host_url": minted.host_url,
+         "e2ee": meeting.e2ee},
         status=201,
     )

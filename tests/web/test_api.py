@@ -20,7 +20,8 @@ async def test_mint_with_title(client: TestClient, store: SqliteStore) -> None:
     response = await client.post("/api/meetings", json={"title": "Design review"})
     assert response.status == 201
     body = await response.json()
-    assert set(body) == {"id", "title", "url", "host_url"}
+    assert set(body) == {"id", "title", "url", "host_url", "e2ee"}
+    assert body["e2ee"] is False
     assert body["title"] == "Design review"
     assert body["url"].endswith(f"/m/{body['id']}")
     assert body["host_url"].startswith(body["url"] + "#host=")
@@ -47,6 +48,7 @@ async def test_mint_without_body_or_title(client: TestClient) -> None:
         ('{"title": null, "x": 1}', {"Content-Type": "application/json"}, 400, "unknown field: x"),
         (json.dumps({"title": "a" * 201}), {"Content-Type": "application/json"}, 400, "200"),
         ('{"title": "x"}', {"Content-Type": "text/plain"}, 400, "application/json"),
+        ('{"e2ee": "yes"}', {"Content-Type": "application/json"}, 400, "e2ee"),
         (b"\xff\xfe", {"Content-Type": "application/json"}, 400, "not valid JSON"),
         ("x" * 70_000, {"Content-Type": "application/json"}, 413, "too large"),
     ],
@@ -85,3 +87,11 @@ async def test_unknown_api_route_is_json_404(client: TestClient) -> None:
     response = await client.get(f"/api/meetings/{ids.new_id()}")
     assert response.status == 404
     assert (await response.json())["error"] == "not found"
+
+
+async def test_mint_end_to_end_encrypted(client: TestClient, store: SqliteStore) -> None:
+    response = await client.post("/api/meetings", json={"title": "Secret", "e2ee": True})
+    body = await response.json()
+    assert response.status == 201 and body["e2ee"] is True
+    assert "key=" not in body["url"] + body["host_url"]  # the server never makes or sees the key
+    assert (await store.get_meeting(body["id"])).e2ee is True

@@ -44,7 +44,10 @@ const E2EE = (() => {
       this.worker = new Worker("/static/e2ee-worker.js");
       this.worker.postMessage({ type: "key", secret });
       this.attached = new WeakSet();
-      this.useScriptTransform = "RTCRtpScriptTransform" in window;
+      // Chromium's older createEncodedStreams path is used where it exists: on Chromium 156 a
+      // receiver's RTCRtpScriptTransform was seen to get no frames at all from this server.
+      // Firefox and Safari have only RTCRtpScriptTransform.
+      this.useScriptTransform = !("createEncodedStreams" in RTCRtpSender.prototype);
     }
 
     // Only the legacy path needs a flag on the peer connection.

@@ -1,0 +1,142 @@
+"""End-to-end encrypted meetings in Chromium: only key holders see anything; the server cannot."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import av
+import pytest
+from aiohttp.test_utils import TestClient
+from aiortc.codecs.vpx import VpxPayloadDescriptor
+from aiortc.rtp import RtpPacket
+from playwright.async_api import Browser
+
+from meeting import ids
+from meeting.models import Origin
+from meeting.service import MeetingService
+from meeting.sfu import Peer
+from tests.conftest import wait_for
+from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, new_page, remote_media
+
+pytestmark = pytest.mark.browser
+
+VP8 = 97  # the payload type the server offers for VP8
+
+
+class ServerTap:
+    """Records the VP8 frames the server receives, reassembled from RTP, per publisher."""
+
+    def __init__(self) -> None:
+        self.packets: dict[str, list[RtpPacket]] = defaultdict(list)
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        original = Peer._on_rtp
+        tap = self
+
+        async def on_rtp(peer: Peer, data: bytes, *args: Any, **kwargs: Any) -> None:
+            if len(data) > 12 and data[1] & 0x7F == VP8 and len(tap.packets[peer.participant_id]) < 3000:
+                tap.packets[peer.participant_id].append(RtpPacket.parse(data))
+            await original(peer, data, *args, **kwargs)
+
+        monkeypatch.setattr(Peer, "_on_rtp", on_rtp)
+
+    def frames(self, participant_id: str) -> list[bytes]:
+        """Whole VP8 frames (payload descriptors removed), complete ones only."""
+        by_ts: dict[int, dict[int, RtpPacket]] = defaultdict(dict)
+        for packet in self.packets[participant_id]:
+            by_ts[packet.timestamp][packet.sequence_number] = packet
+        frames = []
+        for packets in by_ts.values():
+            ordered = [packets[s] for s in sorted(packets)]
+            seqs = [p.sequence_number for p in ordered]
+            if not ordered[-1].marker or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+                continue
+            parts = [VpxPayloadDescriptor.parse(p.payload) for p in ordered]
+            if not parts[0][0].partition_start:
+                continue
+            frames.append(b"".join(rest for _, rest in parts))
+        return frames
+
+
+def decodable(frames: list[bytes]) -> int:
+    """How many pictures libvpx (through PyAV) makes of these frames."""
+    codec = av.CodecContext.create("vp8", "r")
+    pictures = 0
+    for frame in frames:
+        try:
+            pictures += len(codec.decode(av.Packet(frame)))
+        except av.error.FFmpegError:
+            pass
+    return pictures
+
+
+async def test_only_key_holders_see_and_the_server_sees_ciphertext(
+    browser: Browser, client: TestClient, meetings: MeetingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tap = ServerTap()
+    tap.install(monkeypatch)
+    minted = await meetings.mint("Private", Origin("web"), e2ee=True)
+    link = str(client.make_url(f"/m/{minted.meeting.id}"))
+    key = ids.new_media_key()
+    ann, ben, cat = await new_page(browser), await new_page(browser), await new_page(browser)
+    await join_meeting(ann, f"{link}#key={key}", "Ann")
+    await join_meeting(ben, f"{link}#key={key}", "Ben")
+    assert "End-to-end encrypted" in await ann.text_content(".badge.secure")
+
+    # Both key holders decode each other's video and hear each other.
+    await frames_keep_rising(ann, 1, timeout=15)
+    await frames_keep_rising(ben, 1, timeout=15)
+
+    # A third with the link minus its fragment is warned, and decodes no valid frame.
+    await cat.goto(link)
+    assert "has no key" in await cat.text_content("#e2ee-note")
+    await cat.fill("#name", "Cat")
+    await cat.click("button:has-text('Join')")
+    await cat.wait_for_selector(".tile.self")
+
+    async def cat_receives_packets() -> bool:
+        stats = await cat.evaluate("""async () => { let n = 0;
+            (await window.meetnow.pc.getStats()).forEach(r => { if (r.type === 'inbound-rtp'
+              && r.kind === 'video') n += r.packetsReceived || 0; }); return n; }""")
+        return stats > 100
+    await wait_for(cat_receives_packets, timeout=10, interval=0.2)
+    media = await remote_media(cat)
+    assert media and all(m["frames"] == 0 for m in media.values()), media
+
+    # What the server forwarded is not what the senders' encoders made: libvpx cannot
+    # decode it, while the key holders above decode the same streams.
+    await wait_for(lambda: any(len(p) > 300 for p in tap.packets.values()), timeout=10)
+    ann_id = next(pid for pid, pkts in tap.packets.items() if len(pkts) > 300)
+    frames = tap.frames(ann_id)
+    assert len(frames) >= 20
+    assert decodable(frames) == 0
+    ann_frames = await ann.evaluate("""async () => { let n = 0;
+        (await window.meetnow.pc.getStats()).forEach(r => { if (r.type === 'outbound-rtp'
+          && r.kind === 'video') n += r.framesEncoded || 0; }); return n; }""")
+    assert ann_frames > 20
+
+    # The chat is encrypted as well: the server relays ciphertext only.
+    await ann.fill("#message", "the plan is secret")
+    await ann.click("button:has-text('Send')")
+    await ben.wait_for_selector("#messages li .text:has-text('the plan is secret')")
+    await cat.wait_for_selector("#messages li .text:has-text('cannot read')")
+
+
+async def test_the_same_tap_decodes_a_plain_meeting(
+    browser: Browser, client: TestClient, meetings: MeetingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Control for the test above: unencrypted media through the same tap decodes."""
+    tap = ServerTap()
+    tap.install(monkeypatch)
+    minted = await meetings.mint("Open", Origin("web"))
+    link = str(client.make_url(f"/m/{minted.meeting.id}"))
+    ann, ben = await new_page(browser), await new_page(browser)
+    await join_meeting(ann, link, "Ann")
+    await join_meeting(ben, link, "Ben")
+    await frames_keep_rising(ben, 1, timeout=15)
+    await wait_for(lambda: any(len(p) > 300 for p in tap.packets.values()), timeout=10)
+    ann_id = next(pid for pid, pkts in tap.packets.items() if len(pkts) > 300)
+    frames = tap.frames(ann_id)
+    assert len(frames) >= 20
+    assert decodable(frames) >= len(frames) // 2
