@@ -26,7 +26,7 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.text import host_link_text
+from bot.text import E2EE_STATUS, host_link_text
 from meeting import ids
 from meeting.announcer import Announcer
 from meeting.config import DiscordConfig
@@ -159,13 +159,18 @@ async def answer_error(interaction: discord.Interaction, error: app_commands.App
         log.warning("discord error reply failed %s", kv(error=type(exc).__name__))
 
 
-def checked_options(title: Any, channel: Any) -> tuple[str | None, bool]:
+def checked_options(title: Any, channel: Any, e2ee: Any = False) -> tuple[str | None, bool, bool]:
     """The command's options, or UserError when Discord sent values of the wrong type."""
     if title is not None and not isinstance(title, str):
         raise UserError("The title must be text.")
     if not isinstance(channel, bool):
         raise UserError("The channel option must be True or False.")
-    return (cut_title(title) if title else None), channel
+    if not isinstance(e2ee, bool):
+        raise UserError("The e2ee option must be True or False.")
+    if channel and e2ee:
+        raise UserError("A channel's standing room cannot be end-to-end encrypted: its link "
+                        "would have to keep the key. Use e2ee:True without channel.")
+    return (cut_title(title) if title else None), channel, e2ee
 
 
 def origin_of(interaction: discord.Interaction) -> Origin:
@@ -257,20 +262,25 @@ class DiscordBot:
         @app_commands.describe(
             title="What the meeting is about",
             channel="Use this channel's standing room: the same link every time",
+            e2ee="End-to-end encrypted: the key is in the link; no live status or recording",
         )
         @app_commands.allowed_installs(guilds=True, users=False)
         @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
         async def meetnow(interaction: discord.Interaction, title: Optional[str] = None,
-                          channel: bool = False) -> None:
-            await self.handle_meetnow(interaction, title, channel)
+                          channel: bool = False, e2ee: bool = False) -> None:
+            await self.handle_meetnow(interaction, title, channel, e2ee)
 
         client.tree.add_command(meetnow)
         return client
 
-    async def handle_meetnow(self, interaction: discord.Interaction, title: Any, channel: Any) -> None:
+    async def handle_meetnow(self, interaction: discord.Interaction, title: Any, channel: Any,
+                             e2ee: Any = False) -> None:
         """Mint (or find the standing room), reply with the card, record it, send the host link."""
-        clean_title, standing = checked_options(title, channel)
+        clean_title, standing, encrypted = checked_options(title, channel, e2ee)
         origin = origin_of(interaction)
+        if encrypted:
+            await self._meet_e2ee(interaction, clean_title, origin)
+            return
         if standing:
             minted = await self.meetings.channel_room(origin, clean_title or room_title(interaction))
         else:
@@ -285,9 +295,19 @@ class DiscordBot:
             meeting=ids.short(minted.meeting.id), guild=origin.workspace_id or "dm", standing=standing,
             replied=message_id is not None))
 
-    async def _reply(self, interaction: discord.Interaction, minted: MintedMeeting) -> str | None:
+    async def _meet_e2ee(self, interaction: discord.Interaction, title: str | None, origin: Origin) -> None:
+        """An end-to-end encrypted meeting: its link holds the key, so the card is the reply
+        itself and nothing about it is stored for later edits."""
+        minted = MeetingService.with_media_key(await self.meetings.mint(title, origin, e2ee=True))
+        if await self._reply(interaction, minted, E2EE_STATUS) is None:
+            raise UserError("I could not post the meeting here.")
+        await self._send_host_link(interaction, minted)
+        log.info("discord e2ee meeting posted %s", kv(meeting=ids.short(minted.meeting.id)))
+
+    async def _reply(self, interaction: discord.Interaction, minted: MintedMeeting,
+                     status: dict[str, Any] = FIRST_STATUS) -> str | None:
         """Answer the interaction with the meeting's card; the message id, or None if it failed."""
-        embed = discord.Embed.from_dict(meeting_embed(minted.meeting.title, minted.url, FIRST_STATUS))
+        embed = discord.Embed.from_dict(meeting_embed(minted.meeting.title, minted.url, status))
         view = discord.ui.View(timeout=None)
         view.add_item(discord.ui.Button(style=discord.ButtonStyle.link, label=JOIN_LABEL, url=minted.url))
         try:

@@ -30,8 +30,9 @@ from meeting.outbox import Outbox
 from meeting.service import MeetingService, MintedMeeting, cut_title
 
 from . import text
+from . import slack_blocks as blocks
 from .slack_blocks import JOIN_ACTION
-from .slack_courier import NETWORK_ERRORS, TRANSIENT_ERRORS, SlackCourier, slack_error
+from .slack_courier import NETWORK_ERRORS, TRANSIENT_ERRORS, SlackCourier, slack_error, tell_privately
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,12 @@ class SlackBot:
         # The answer to the command is ephemeral: the host link is seen by this person only.
         await ack(text=text.host_link_text(minted.host_url), response_type="ephemeral")
         reply = {"response_url": command.get("response_url", ""), "user_id": command.get("user_id", "")}
+        if minted.meeting.e2ee:
+            # The link carries the meeting's key: posted straight away, never stored anywhere.
+            task = asyncio.create_task(self._post_e2ee(minted, command))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+            return
         # Ack first, work after: the answer leaves when this listener returns, and the
         # channel post is queued right behind it (stop() waits for what is queued here).
         task = asyncio.create_task(self._announce(minted, invocation, reply))
@@ -282,13 +289,31 @@ class SlackBot:
         except Exception:
             log.exception("slack announce failed %s", kv(meeting=ids.short(minted.meeting.id)))
 
+    async def _post_e2ee(self, minted: MintedMeeting, command: dict[str, Any]) -> None:
+        title, channel = minted.meeting.title, command.get("channel_id", "")
+        try:
+            await self.client.chat_postMessage(
+                channel=channel, text=blocks.fallback_text(title, minted.url),
+                blocks=blocks.meeting_blocks(title, minted.url, text.E2EE_STATUS,
+                                             command.get("user_name", "")),
+                unfurl_links=False, unfurl_media=False)
+        except (SlackApiError, *NETWORK_ERRORS) as exc:
+            reason = slack_error(exc)[0] if isinstance(exc, SlackApiError) else type(exc).__name__
+            log.warning("slack e2ee post failed %s", kv(meeting=ids.short(minted.meeting.id), reason=reason))
+            await tell_privately(self.client, command.get("response_url", ""),
+                                 f"{text.cannot_post_text(reason)}\nShare this link yourself: {minted.url}")
+
     async def _mint(self, command: dict[str, Any], words: str, invocation: str) -> MintedMeeting:
         if invocation in self._recent:
             return self._recent[invocation]
         origin = Origin("slack", workspace_id=command.get("team_id", ""),
                         channel_id=command.get("channel_id", ""),
                         creator_name=command.get("user_name", ""))
-        if words.lower() == "channel":
+        first, _, rest = words.partition(" ")
+        if first.lower() == "e2ee":
+            minted = MeetingService.with_media_key(
+                await self.meetings.mint(cut_title(rest) or None, origin, e2ee=True))
+        elif words.lower() == "channel":
             minted = await self.meetings.channel_room(
                 origin, standing_room_title(command.get("channel_name", "")))
         else:

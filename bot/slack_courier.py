@@ -70,6 +70,16 @@ def classify(exc: SlackApiError) -> Retry | GiveUp:
     return GiveUp(error)
 
 
+async def tell_privately(client: AsyncWebClient, response_url: str, message: str) -> bool:
+    """An ephemeral answer to the person who typed the command; False when it failed."""
+    webhook = AsyncWebhookClient(response_url, timeout=10, session=client.session, retry_handlers=[])
+    try:
+        response = await webhook.send(text=message, response_type="ephemeral", replace_original=False)
+    except NETWORK_ERRORS:
+        return False
+    return response.status_code == 200
+
+
 def external_call_key(event_key: str) -> str:
     """The external_unique_id base of one announcement's calls, stable across retries."""
     return "meetnow-" + hashlib.sha256(event_key.encode()).hexdigest()[:24]
@@ -145,14 +155,8 @@ class SlackCourier:
             return
         message = (f"{text.cannot_post_text(reason)}\n"
                    f"You can share the join link yourself: {entry.payload.get('url', '')}")
-        webhook = AsyncWebhookClient(response_url, timeout=10, session=self.client.session,
-                                     retry_handlers=[])
-        try:
-            response = await webhook.send(text=message, response_type="ephemeral", replace_original=False)
-            ok = response.status_code == 200
-        except NETWORK_ERRORS:
-            ok = False
-        if not ok:  # response_urls expire after 30 minutes; there is nothing more to try
+        if not await tell_privately(self.client, response_url, message):
+            # response_urls expire after 30 minutes; there is nothing more to try
             log.warning("slack could not explain a failed post %s",
                         kv(meeting=ids.short(entry.meeting_id), reason=reason))
 

@@ -8,14 +8,23 @@ HELP = (
     "*/meetnow* starts a meeting and posts its link here.\n"
     "• `/meetnow` or `/meetnow <title>`: a new meeting\n"
     "• `/meetnow channel`: this channel's standing room (the same link every time)\n"
+    "• `/meetnow e2ee [title]`: an end-to-end encrypted meeting; its key is in the link, so "
+    "whoever can read this channel can join (no live status, no recording)\n"
     "• `/meetnow help`: this message\n"
     "Anyone with the link can join from a browser. Your host link (sent only to you) lets you "
     "record and manage the meeting: keep it to yourself."
 )
 
 
+E2EE_STATUS = {"e2ee": True}
+
+
 def status_line(payload: dict[str, Any]) -> str:
     """The live line under a meeting's message: who is in, or how long it lasted."""
+    if payload.get("e2ee"):
+        # The message carries the key and is never stored, so it is never edited either.
+        return ("End-to-end encrypted: the key is in the link, so anyone who can read this "
+                "channel can join. No live status or recording.")
     if payload.get("ended_minutes") is not None:
         minutes = payload["ended_minutes"]
         return f"Ended, lasted {minutes} min"

@@ -51,7 +51,8 @@ class Announcer:
         if not isinstance(event, (Joined, Left, Ended)):
             return
         meeting = await self.meetings.get(meeting_id)
-        if meeting is None or meeting.origin.kind not in CHAT_ORIGINS:
+        # An E2EE meeting's message holds its key: it is posted once and never rewritten.
+        if meeting is None or meeting.origin.kind not in CHAT_ORIGINS or meeting.e2ee:
             return
         if isinstance(event, Ended):
             minutes = max(1, round(event.duration.total_seconds() / 60))

@@ -176,6 +176,28 @@ async def test_host_link_only_in_an_ephemeral_follow_up(stack: Stack) -> None:
     assert public and "#host=" not in json.dumps(public)
 
 
+async def test_e2ee_meeting_link_carries_a_key_that_is_stored_nowhere(stack: Stack) -> None:
+    callback = await stack.command(command_interaction([option("title", "Board", 3), option("e2ee", True, 5)]))
+    url = join_url_of(callback)
+    assert "#key=" in url and callback["data"]["embeds"][0]["description"] == url
+    key = url.split("#key=", 1)[1]
+    assert "End-to-end encrypted" in status_of(callback["data"])
+    await wait_for(lambda: len(stack.fake.followups) == 1)
+    host_url = stack.fake.followups[0]["content"].split("(only you can see this): ", 1)[1].split()[0]
+    assert stack.fake.followups[0]["flags"] & 64 and host_url.endswith(f"&key={key}")
+    meeting = await stack.server.meetings.get(meeting_id_of(callback))
+    assert meeting is not None and meeting.e2ee
+    # Not in any table, nor anywhere in the database files.
+    await stack.server.outbox.deliver_due()
+    for path in Path(stack.server.config.store.path).parent.glob("*.sqlite3*"):
+        assert key.encode() not in path.read_bytes()
+
+
+async def test_e2ee_standing_room_is_refused(stack: Stack) -> None:
+    callback = await stack.command(command_interaction([option("channel", True, 5), option("e2ee", True, 5)]))
+    assert callback["data"]["flags"] & 64 and "cannot be end-to-end encrypted" in callback["data"]["content"]
+
+
 async def test_standing_room_gives_the_same_link_every_time(stack: Stack) -> None:
     first = await stack.meetnow(option("channel", True, 5))
     second = await stack.meetnow(option("channel", True, 5))
@@ -207,7 +229,7 @@ async def test_commands_are_synced_globally_with_unprivileged_intents(stack: Sta
     (command,) = stack.fake.commands["global"]
     assert command["name"] == "meetnow"
     assert [(o["name"], o["type"], o.get("required", False)) for o in command["options"]] == [
-        ("title", 3, False), ("channel", 5, False)]
+        ("title", 3, False), ("channel", 5, False), ("e2ee", 5, False)]
     assert command["contexts"] == [0, 1]  # guild channels and DMs with the bot
     # Guilds only: no privileged intent (members 1<<1, presences 1<<8, message content 1<<15).
     assert stack.fake.identifies[0]["intents"] == 1

@@ -136,6 +136,30 @@ async def test_signed_command_answers_privately_and_posts_a_link_that_opens_the_
     assert HOST_MARK not in caplog.text and BOT_TOKEN not in caplog.text
 
 
+async def test_e2ee_link_is_posted_once_and_its_key_stored_nowhere(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (server, client):
+        response = await slash(client, fake, "e2ee Board meeting")
+        answer = await response.json()
+        assert answer["response_type"] == "ephemeral" and "&key=" in answer["text"]
+        await wait_for(lambda: fake.done("chat.postMessage"))
+        [post] = fake.done("chat.postMessage")
+        assert "Board meeting" in post["blocks"][0]["text"]["text"]
+        key = post["blocks"][0]["accessory"]["url"].split("#key=", 1)[1]
+        assert answer["text"].rstrip().split("&key=", 1)[1].startswith(key)
+        assert "End-to-end encrypted" in status_text(post)
+        meeting_id = post["blocks"][0]["accessory"]["url"].split("/m/", 1)[1].split("#")[0]
+        assert (await store.get_meeting(meeting_id)).e2ee
+        # People join and leave: nothing is edited (the message holds the key and is not kept).
+        socket, _ = await join(client, meeting_id, "Ann")
+        await socket.send({"type": "leave"})
+        await server.outbox.deliver_due()
+        assert fake.done("chat.update") == []
+        assert await count(store, "outbox") == 0
+    for path in Path(config.store.path).parent.glob("*.sqlite3*"):
+        assert key.encode() not in path.read_bytes()
+
+
 async def test_help_is_private_and_mints_nothing(config: Config, store: SqliteStore, fake: FakeSlack) -> None:
     async with running(with_slack(config, fake), store) as (_, client):
         answer = await (await slash(client, fake, "  HELP ")).json()
