@@ -133,3 +133,31 @@ async def test_lock_lobby_admit_remove(browser: Browser, client: TestClient, min
 
 async def _lacks(page: Page, name: str) -> bool:
     return name not in await names_shown(page)
+
+
+async def test_join_flood_leaves_a_meeting_in_progress_undisturbed(
+    browser: Browser, client: TestClient, minted: MintedMeeting
+) -> None:
+    import aiohttp
+
+    from web.keys import SIGNALING
+
+    ann, ben = await new_page(browser), await new_page(browser)
+    await join_meeting(ann, local(client, minted.url), "Ann")
+    await join_meeting(ben, local(client, minted.url), "Ben")
+    await frames_keep_rising(ben, 1, timeout=10)
+    ws_url = local(client, minted.url).replace("http://", "ws://") + "/ws"
+    answers: dict[str, int] = {}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(60):  # bounded: 60 attempts, each closed at once
+            async with http.ws_connect(ws_url) as ws:
+                await ws.send_json({"type": "join", "name": "flood", "publish": []})
+                reply = await ws.receive_json(timeout=5)
+                kind = reply.get("code") or reply["type"]
+                answers[kind] = answers.get(kind, 0) + 1
+    assert answers.get("rate-limited", 0) >= 45, answers
+    signaling = client.server.app[SIGNALING]
+    room = signaling.rooms.get(minted.meeting.id)
+    await wait_for(lambda: len(room.participants) == 2, timeout=10)
+    for page in (ann, ben):
+        await frames_keep_rising(page, 1)
