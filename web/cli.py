@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return asyncio.run(serve(config))
     if args.command == "new":
-        return asyncio.run(new(config, args.title))
+        return asyncio.run(new(config, args.title, args.e2ee))
     _parser().print_help()
     return 2
 
@@ -49,17 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd = sub.add_parser("serve", help="run the server")
     new_cmd = sub.add_parser("new", help="mint a meeting and print its links")
     new_cmd.add_argument("--title", help="meeting title")
+    new_cmd.add_argument("--e2ee", action="store_true",
+                         help="end-to-end encrypted: the key is printed in the links and kept nowhere")
     for cmd in (serve_cmd, new_cmd):
         cmd.add_argument("--config", help="path to a TOML config file (default: built-in defaults)")
     return parser
 
 
-async def new(config: Config, title: str | None) -> int:
+async def new(config: Config, title: str | None, e2ee: bool = False) -> int:
     """Mint one meeting from the command line and print its join and host links."""
     store = SqliteStore(config.store.path)
     await store.open()
     try:
-        minted = await MeetingService(store, config.server.public_url).mint(title, Origin("cli"))
+        minted = await MeetingService(store, config.server.public_url).mint(title, Origin("cli"), e2ee)
+        if e2ee:
+            minted = MeetingService.with_media_key(minted)
     except TitleError as exc:
         print(f"meetnow: {exc}", file=sys.stderr)
         return 2

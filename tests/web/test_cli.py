@@ -73,3 +73,16 @@ async def test_bad_config_is_one_line_and_non_zero(tmp_path: Path) -> None:
     assert err.decode().strip() == (
         "meetnow: config key 'server.port' must be an integer, not str"
     )
+
+
+async def test_new_e2ee_prints_keyed_links_and_stores_no_key(tmp_path: Path) -> None:
+    config = tmp_path / "meetnow.toml"
+    config.write_text(f'[store]\npath = "{tmp_path / "store.sqlite3"}"\n')
+    new = await _meetnow("new", "--e2ee", "--config", str(config), cwd=tmp_path)
+    out, err = await new.communicate()
+    assert new.returncode == 0, err.decode()
+    lines = dict(line.split(": ", 1) for line in out.decode().splitlines() if ": " in line)
+    key = lines["Join link"].split("#key=", 1)[1]
+    assert lines["Host link"].endswith(f"&key={key}")
+    for path in tmp_path.glob("store.sqlite3*"):
+        assert key.encode() not in path.read_bytes()
