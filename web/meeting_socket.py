@@ -244,8 +244,9 @@ class Connection:
     async def _evict_resumed(self, token: str | None) -> None:
         stale = self.signaling.resumed_participant(token)
         previous = self.signaling.connections.get(self.meeting_id, {}).get(stale or "")
-        if previous is not None:
+        if previous is not None:  # the same page, back after a blip: its old socket goes
             await previous.close()
+            await previous.ws.close()
 
     async def _enter(self, room: Room, message: Join, is_host: bool) -> None:
         try:
