@@ -41,6 +41,10 @@ class StoreConfig:
 class RecordingsConfig:
     folder: str = "data/recordings"
     retention_days: int = 30
+    # Recording refuses to start, and a running one stops, below this much free disk.
+    min_free_mb: int = 1024
+    # Recordings composed at once (each in its own process).
+    compose_workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -173,5 +177,9 @@ def _check(config: Config) -> None:
         raise ConfigError("config keys 'server.tls_cert' and 'server.tls_key' must be set together")
     if config.recordings.retention_days < 1:
         raise ConfigError("config key 'recordings.retention_days' must be at least 1")
+    if config.recordings.min_free_mb < 0:
+        raise ConfigError("config key 'recordings.min_free_mb' must not be negative")
+    if config.recordings.compose_workers < 1:
+        raise ConfigError("config key 'recordings.compose_workers' must be at least 1")
     if config.media.max_participants < 2:
         raise ConfigError("config key 'media.max_participants' must be at least 2")

@@ -44,6 +44,9 @@ from meeting.rtp import (
 )
 
 SendFn = Callable[[bytes], Awaitable[None]]
+# Sees every media packet a publication takes in (in arrival order, RTX already unwrapped),
+# with its arrival time; must return at once (the recorder only queues it).
+PacketTap = Callable[[RtpView, float], None]
 
 HISTORY_SIZE = 512  # packets kept per video publication to answer NACKs (~5 s at 100 pkt/s)
 _HISTORY_MASK = HISTORY_SIZE - 1
@@ -184,10 +187,12 @@ class Publication:
         self.rtx_ssrc: int | None = None
         self.rtx_apt: dict[int, int] = {}  # RTX payload type -> media payload type
         self.mid_id = 0
+        self.audio_level_id = 0  # RFC 6464 extension id, for the recorder's speaker timeline
         # The REMB the publisher gets for video: a cap, not an estimate (see receiver_report).
         self.max_bitrate = max_bitrate
 
         self.viewers: list[ViewerStream] = []
+        self.tap: PacketTap | None = None  # set while the room is being recorded
         self.waiting = 0  # viewers that still wait for a keyframe to start
         self.history: list[RtpView | None] = [None] * HISTORY_SIZE if self.video else []
         self.stats = ReceptionStats(self.clock_rate)
@@ -327,6 +332,8 @@ class Publication:
             self.max_time = now
         if now >= self.deadline:
             await self.service(now)
+        if self.tap is not None:
+            self.tap(view, now)
         if self.viewers:
             await self._fan_out(view, now)
 

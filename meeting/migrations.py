@@ -57,4 +57,25 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outbox_due ON outbox(state, next_at);
     """,
+    # 2: recordings, kept as tombstones once deleted so their links can say so
+    """
+    CREATE TABLE recordings (
+        id          TEXT PRIMARY KEY,
+        meeting_id  TEXT NOT NULL REFERENCES meetings(id) ON DELETE CASCADE,
+        state       TEXT NOT NULL,
+        started_at  TEXT NOT NULL,
+        expires_at  TEXT NOT NULL,
+        stopped_at  TEXT,
+        duration_s  REAL,
+        file        TEXT NOT NULL DEFAULT '',
+        size_bytes  INTEGER NOT NULL DEFAULT 0,
+        timeline    TEXT NOT NULL DEFAULT '[]',
+        reminded    INTEGER NOT NULL DEFAULT 0,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        error       TEXT NOT NULL DEFAULT '',
+        deleted_at  TEXT
+    );
+    CREATE INDEX recordings_meeting ON recordings(meeting_id);
+    CREATE INDEX recordings_expiry ON recordings(state, expires_at);
+    """,
 )

@@ -30,7 +30,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import HEADER_EXTENSIONS
@@ -38,7 +38,7 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from meeting.config import MediaConfig
-from meeting.forwarder import Publication, ViewerStream
+from meeting.forwarder import PacketTap, Publication, ViewerStream
 from meeting.ice import (
     CandidatePolicy,
     apply_ice_policy,
@@ -48,6 +48,7 @@ from meeting.ice import (
 )
 from meeting.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
 from meeting.rtp import (
+    AUDIO_LEVEL_URI,
     MID_URI,
     PSFB_FIR,
     PSFB_PLI,
@@ -101,6 +102,20 @@ class RoomFullError(RuntimeError):
     """The room already has ``MediaConfig.max_participants`` participants."""
 
 
+class MediaObserver(Protocol):
+    """Sees a room's media packets, one tap per publication (the recorder).
+
+    Both methods run on the event loop; the tap they hand out runs on it too, once per
+    packet, and must only queue the packet.
+    """
+
+    def publication_started(self, pub: Publication) -> PacketTap | None:
+        """A publication is in the room (or was when observing began): the tap for it."""
+
+    def publication_ended(self, pub: Publication) -> None:
+        """The publication left the room, or observing stopped: its tap gets no more packets."""
+
+
 @dataclass(frozen=True)
 class TrackSlot:
     """One m-line as the browser must see it."""
@@ -150,6 +165,7 @@ class _Room:
         self.overload_drops = 0  # datagrams dropped because the server fell behind
         self.loop_lag_ms_max = 0  # worst event-loop lateness seen by the RTCP timers
         self.retired: dict[str, int] = {}  # counters of publications that ended
+        self.observer: MediaObserver | None = None  # the room's recorder, while it records
 
     def publications(self) -> Iterable[tuple[str, str, str]]:
         for pid, peer in self.peers.items():
@@ -198,6 +214,7 @@ class Sfu:
         self.rng = rng or random.Random()
         self._rooms: dict[str, _Room] = {}
         self._retired: dict[str, int] = {}
+        self._observers: dict[str, MediaObserver] = {}
         self._closed = False
 
     async def join(
@@ -227,6 +244,7 @@ class Sfu:
             room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = _Room(room_id)
+            room.observer = self._observers.get(room_id)
         if len(room.peers) >= self.media.max_participants:
             raise RoomFullError(f"room {room_id} is full")
         peer = Peer(self, room, participant_id, send_offer, on_state)
@@ -268,6 +286,35 @@ class Sfu:
                 peer = room.peers.pop(pid)
                 await peer._close()
             self._drop_room(room)
+
+    def observe(self, room_id: str, observer: MediaObserver) -> None:
+        """Tap every publication of the room, present and future, until :meth:`unobserve`.
+
+        When nobody observes, the per-packet cost is one attribute test in
+        ``Publication.ingest``.
+        """
+        self.unobserve(room_id)
+        self._observers[room_id] = observer
+        room = self._rooms.get(room_id)
+        if room is None:
+            return
+        room.observer = observer
+        for peer in room.peers.values():
+            for pub in peer._publications.values():
+                pub.tap = observer.publication_started(pub)
+
+    def unobserve(self, room_id: str) -> None:
+        """Stop tapping the room (idempotent); the observer hears every publication end."""
+        observer = self._observers.pop(room_id, None)
+        room = self._rooms.get(room_id)
+        if observer is None or room is None or room.observer is not observer:
+            return
+        room.observer = None
+        for peer in room.peers.values():
+            for pub in peer._publications.values():
+                if pub.tap is not None:
+                    pub.tap = None
+                    observer.publication_ended(pub)
 
     def peer(self, room_id: str, participant_id: str) -> "Peer | None":
         """The peer of a participant, if present."""
@@ -482,11 +529,17 @@ class Peer:
         async def upstream(data: bytes) -> None:
             await self._send_rtcp(data)
 
-        self._publications[source] = Publication(
+        pub = self._publications[source] = Publication(
             participant=self.participant_id, source=source, kind=kind, upstream=upstream, rtcp_ssrc=0
         )
+        if self._room.observer is not None:
+            pub.tap = self._room.observer.publication_started(pub)
 
     def _retire(self, pub: Publication) -> None:
+        if pub.tap is not None:
+            pub.tap = None
+            if self._room.observer is not None:
+                self._room.observer.publication_ended(pub)
         self._room.retire(pub)
         for ssrc in [s for s, (p, _) in self._ingest.items() if p is pub]:
             del self._ingest[ssrc]
@@ -501,6 +554,7 @@ class Peer:
             pub.codec = codec.name
             pub.clock_rate = codec.clock_rate
         pub.mid_id = info.extensions.get(MID_URI, 0)
+        pub.audio_level_id = info.extensions.get(AUDIO_LEVEL_URI, 0)
         self._mid_ext_id = pub.mid_id or self._mid_ext_id
         for ssrc in [s for s, (p, _) in self._ingest.items() if p is pub]:
             del self._ingest[ssrc]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from .logfmt import kv
 from .migrations import MIGRATIONS
 from .models import Meeting, Origin
 from .outbox import ANNOUNCE, ChatPost, OutboxEntry
+from .recording_store import COMPOSING, DELETED, READY, RECORDING, Recording
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,81 @@ class SqliteStore:
             (post.meeting_id, post.platform, post.channel_id, post.message_ref))
         await self.db.commit()
 
+    # ---- recordings
+
+    async def add_recording(self, recording: Recording) -> None:
+        r = recording
+        await self.db.execute(
+            "INSERT INTO recordings (id, meeting_id, state, started_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (r.id, r.meeting_id, r.state, _ts(r.started_at), _ts(r.expires_at)))
+        await self.db.commit()
+
+    async def get_recording(self, recording_id: str) -> Recording | None:
+        rows = await self._recordings("WHERE id = ?", (recording_id,))
+        return rows[0] if rows else None
+
+    async def recordings_in(self, states: tuple[str, ...]) -> list[Recording]:
+        marks = ",".join("?" * len(states))
+        return await self._recordings(f"WHERE state IN ({marks}) ORDER BY started_at", states)
+
+    async def meeting_recordings(self, meeting_id: str) -> list[Recording]:
+        return await self._recordings("WHERE meeting_id = ? AND state != ? ORDER BY started_at DESC",
+                                      (meeting_id, DELETED))
+
+    async def all_recordings(self) -> list[tuple[Recording, str]]:
+        async with self.db.execute(
+            f"SELECT {_RECORDING_COLUMNS}, m.title FROM recordings r JOIN meetings m ON m.id = r.meeting_id"
+            " ORDER BY r.started_at DESC", (),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [(_recording(row[:-1]), row[-1]) for row in rows]
+
+    async def recording_stopped(self, recording_id: str, stopped_at: datetime | None,
+                                duration: float | None) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET state = ?, stopped_at = ?, duration_s = ? WHERE id = ? AND state = ?",
+            (COMPOSING, _ts(stopped_at) if stopped_at else None, duration, recording_id, RECORDING))
+        await self.db.commit()
+
+    async def recording_composed(self, recording_id: str, file: str, size: int, duration: float,
+                                 timeline: list[dict[str, Any]], stopped_at: datetime) -> bool:
+        cursor = await self.db.execute(
+            "UPDATE recordings SET state = ?, file = ?, size_bytes = ?, duration_s = ?, timeline = ?,"
+            " stopped_at = COALESCE(stopped_at, ?), error = '' WHERE id = ? AND state = ?",
+            (READY, file, size, duration, json.dumps(timeline), _ts(stopped_at), recording_id, COMPOSING))
+        await self.db.commit()
+        return cursor.rowcount == 1
+
+    async def recording_attempt_failed(self, recording_id: str, attempts: int, error: str,
+                                       failed: bool) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET attempts = ?, error = ?, state = CASE WHEN ? THEN 'failed' ELSE state END"
+            " WHERE id = ? AND state = ?", (attempts, error[:500], int(failed), recording_id, COMPOSING))
+        await self.db.commit()
+
+    async def recordings_expired(self, now: datetime) -> list[Recording]:
+        return await self._recordings("WHERE state NOT IN (?, ?) AND expires_at <= ? ORDER BY expires_at",
+                                      (DELETED, RECORDING, _ts(now)))
+
+    async def recordings_to_remind(self, before: datetime) -> list[Recording]:
+        return await self._recordings("WHERE state = ? AND reminded = 0 AND expires_at <= ?",
+                                      (READY, _ts(before)))
+
+    async def recording_reminded(self, recording_id: str) -> None:
+        await self.db.execute("UPDATE recordings SET reminded = 1 WHERE id = ?", (recording_id,))
+        await self.db.commit()
+
+    async def recording_deleted(self, recording_id: str, at: datetime) -> None:
+        await self.db.execute(
+            "UPDATE recordings SET state = ?, file = '', size_bytes = 0, timeline = '[]', deleted_at = ?"
+            " WHERE id = ?", (DELETED, _ts(at), recording_id))
+        await self.db.commit()
+
+    async def _recordings(self, where: str, params: tuple[Any, ...]) -> list[Recording]:
+        async with self.db.execute(f"SELECT {_RECORDING_COLUMNS} FROM recordings r {where}", params) as cursor:
+            rows = await cursor.fetchall()
+        return [_recording(row) for row in rows]
+
     async def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
         async with self.db.execute(sql, params) as cursor:
             return await cursor.fetchone()
@@ -190,3 +266,27 @@ class SqliteStore:
                 f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;"
             )
             log.info("store migrated %s", kv(path=self.path, version=version))
+
+
+_RECORDING_COLUMNS = (
+    "r.id, r.meeting_id, r.state, r.started_at, r.expires_at, r.stopped_at, r.duration_s, r.file,"
+    " r.size_bytes, r.timeline, r.reminded, r.attempts, r.error, r.deleted_at"
+)
+
+
+def _ts(value: datetime) -> str:
+    """Times as UTC ISO strings of one shape, so SQL compares them as text correctly."""
+    return value.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _recording(row: Any) -> Recording:
+    return Recording(
+        id=row[0], meeting_id=row[1], state=row[2], started_at=datetime.fromisoformat(row[3]),
+        expires_at=datetime.fromisoformat(row[4]), stopped_at=_time(row[5]), duration=row[6],
+        file=row[7], size=row[8], timeline=json.loads(row[9]), reminded=bool(row[10]),
+        attempts=row[11], error=row[12], deleted_at=_time(row[13]),
+    )

@@ -10,9 +10,10 @@ from typing import Protocol
 
 from .models import Meeting
 from .outbox import OutboxStore
+from .recording_store import RecordingStore
 
 
-class Store(OutboxStore, Protocol):
+class Store(OutboxStore, RecordingStore, Protocol):
     """Persistent state of the service. Every method is a coroutine; none blocks the loop."""
 
     async def open(self) -> None:

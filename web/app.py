@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from aiohttp import web
 
 from meeting.config import Config
+from meeting.recording import RecordingService
+from meeting.retention import RecordingNotifier
 from meeting.room import Rooms
 from meeting.service import MeetingService
 from meeting.sfu import Sfu
 
-from . import api, pages
+from . import api, pages, recordings
 from .errors import error_pages
 from .keys import CONFIG, MEETINGS, SIGNALING
 from .meeting_socket import Signaling, close_all, meeting_socket
+from .recordings import RECORDINGS
 from .security import add_security_headers
 
 STATIC = Path(__file__).parent / "static"
@@ -22,22 +27,36 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
 
 
-def create_app(config: Config, meetings: MeetingService, sfu: Sfu | None = None) -> web.Application:
+def create_app(config: Config, meetings: MeetingService, sfu: Sfu | None = None, *,
+               notifier: RecordingNotifier | None = None,
+               clock: Callable[[], datetime] | None = None) -> web.Application:
     """Build the web application around an opened store's meeting service.
 
-    ``sfu`` defaults to one made from ``config.media``; tests pass their own.
+    ``sfu`` defaults to one made from ``config.media``; tests pass their own. ``notifier``
+    tells chat channels about recordings; ``clock`` (UTC) dates them. The recording
+    service's background work starts with ``app[RECORDINGS].start()`` (the server does it).
     """
     app = web.Application(middlewares=[error_pages], client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[MEETINGS] = meetings
     rooms = Rooms(config.media.max_participants, meetings.clock)
-    app[SIGNALING] = Signaling(rooms, sfu or Sfu(config.media), config.media, meetings)
+    signaling = app[SIGNALING] = Signaling(rooms, sfu or Sfu(config.media), config.media, meetings)
+    service = app[RECORDINGS] = RecordingService(
+        config, meetings.store, signaling.sfu, config.server.public_url, notifier=notifier,
+        occupancy=signaling.occupancy, names=signaling.names, **({"clock": clock} if clock else {}))
+    signaling.attach_recordings(service)
     app.on_shutdown.append(close_all)
+    app.on_cleanup.append(_close_recordings)
     app.on_response_prepare.append(add_security_headers)
     app.router.add_get("/", pages.home)
     app.router.add_get("/healthz", pages.healthz)
     app.router.add_get("/m/{meeting_id}", pages.meeting_page)
     app.router.add_get("/m/{meeting_id}/ws", meeting_socket)
     app.router.add_post("/api/meetings", api.create_meeting)
+    recordings.add_routes(app)
     app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
     return app
+
+
+async def _close_recordings(app: web.Application) -> None:
+    await app[RECORDINGS].close()

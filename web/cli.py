@@ -15,10 +15,12 @@ from aiohttp import web
 from meeting.config import Config, ConfigError, load_config
 from meeting.logfmt import kv
 from meeting.models import Origin
+from meeting.recording_store import DELETED
 from meeting.service import MeetingService, TitleError
 from meeting.sqlite_store import SqliteStore
 
 from .accesslog import RedactingAccessLogger
+from .recordings import format_length
 from .server import build_server
 
 log = logging.getLogger("meetnow")
@@ -39,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(config))
     if args.command == "new":
         return asyncio.run(new(config, args.title, args.e2ee))
+    if args.command == "recordings":
+        return asyncio.run(list_recordings(config, args.all))
     _parser().print_help()
     return 2
 
@@ -51,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     new_cmd.add_argument("--title", help="meeting title")
     new_cmd.add_argument("--e2ee", action="store_true",
                          help="end-to-end encrypted: the key is printed in the links and kept nowhere")
-    for cmd in (serve_cmd, new_cmd):
+    recordings_cmd = sub.add_parser("recordings", help="list recordings with their links and expiry")
+    recordings_cmd.add_argument("--all", action="store_true", help="include deleted recordings")
+    for cmd in (serve_cmd, new_cmd, recordings_cmd):
         cmd.add_argument("--config", help="path to a TOML config file (default: built-in defaults)")
     return parser
 
@@ -72,6 +78,30 @@ async def new(config: Config, title: str | None, e2ee: bool = False) -> int:
     print(f"Join link: {minted.url}")
     print(f"Host link: {minted.host_url}")
     print("Share the join link; keep the host link to yourself.")
+    return 0
+
+
+async def list_recordings(config: Config, include_deleted: bool) -> int:
+    """Print every recording: state, when, length, until when it is kept, title and link."""
+    store = SqliteStore(config.store.path)
+    await store.open()
+    try:
+        rows = await store.all_recordings()
+    finally:
+        await store.close()
+    base = config.server.public_url.rstrip("/")
+    shown = [(r, title) for r, title in rows if include_deleted or r.state != DELETED]
+    if not shown:
+        print("No recordings.")
+        return 0
+    print(f"{'state':<10} {'recorded (UTC)':<17} {'length':>9} {'kept until':<11} title")
+    for recording, title in shown:
+        length = format_length(recording.duration) if recording.duration else "-"
+        until = (recording.deleted_at or recording.expires_at).date().isoformat()
+        print(f"{recording.state:<10} {recording.started_at.strftime('%Y-%m-%d %H:%M'):<17} {length:>9} "
+              f"{until:<11} {title}")
+        if recording.state != DELETED:
+            print(f"{'':<10} {base}/r/{recording.id}")
     return 0
 
 

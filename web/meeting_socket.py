@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
 
@@ -19,6 +19,8 @@ from meeting import ids
 from meeting.config import MediaConfig
 from meeting.logfmt import kv
 from meeting.models import Meeting
+from meeting.recording import STOP_DISK, RecordingRefused, RecordingStatus
+from meeting.recording_store import Recording
 from meeting.room import (
     Ended, Joined, Left, LobbyChanged, LockChanged, Participant, Room, RoomEvent, RoomFull, Rooms,
     Updated,
@@ -32,6 +34,9 @@ from .signaling import (
     MAX_MESSAGE_BYTES, Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState,
     Ping, Publish, SignalingError, parse_message,
 )
+
+if TYPE_CHECKING:
+    from meeting.recording import RecordingService
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,35 @@ class Signaling:
         self._resume: dict[str, str] = {}  # resume token -> participant id
         # Told of every room event with the names present after it (the chat announcer).
         self.listeners: list[Listener] = []
+        self.recordings: RecordingService | None = None
+
+    def attach_recordings(self, recordings: RecordingService) -> None:
+        """Show recording state in meetings, give hosts the link, stop when a meeting empties."""
+        self.recordings = recordings
+        recordings.listeners.append(self._recording_changed)
+        recordings.ready_listeners.append(self._recording_ready)
+        self.listeners.append(recordings.on_room_event)
+
+    async def _recording_changed(self, status: RecordingStatus) -> None:
+        await self.broadcast(status.meeting_id, status.message())
+        if status.reason == STOP_DISK:
+            await self.to_hosts(status.meeting_id, {
+                "type": "notice", "text": "Recording stopped: the server is low on disk space. "
+                                          "What was recorded so far is kept."})
+
+    async def _recording_ready(self, recording: Recording, url: str) -> None:
+        assert self.recordings is not None
+        await self.to_hosts(recording.meeting_id, {"type": "recording-ready", **self.recordings.link(recording)})
+
+    def names(self, meeting_id: str, participant_id: str) -> str:
+        """A participant's display name (the recorder labels tracks with it)."""
+        room = self.rooms.get(meeting_id)
+        participant = room.participants.get(participant_id) if room else None
+        return participant.name if participant else "Guest"
+
+    def occupancy(self, meeting_id: str) -> int:
+        room = self.rooms.get(meeting_id)
+        return len(room.participants) if room else 0
 
     def ice_servers(self) -> list[dict[str, Any]]:
         """The STUN/TURN servers the browser should use, in RTCIceServer form."""
@@ -260,7 +294,8 @@ class Connection:
         self.signaling.connections.setdefault(self.meeting_id, {})[participant.id] = self
         log.info("joined %s", kv(meeting=ids.short(self.meeting_id), participant=participant.id[:4],
                                  host=is_host, present=len(room.participants)))
-        await self.send({
+        recordings = self.signaling.recordings
+        welcome: dict[str, Any] = {
             "type": "welcome",
             "you": participant.public(),
             "participants": [p.public() for p in room.others(participant.id)],
@@ -268,7 +303,13 @@ class Connection:
             "resume": self.signaling.new_resume_token(participant.id),
             "locked": room.locked,
             "e2ee": self.meeting.e2ee,
-        })
+        }
+        if recordings is not None:
+            # Everyone is told on arrival whether the meeting is being recorded.
+            welcome["recording"] = recordings.status(self.meeting).message()
+            if is_host:
+                welcome["recordings"] = await recordings.links(self.meeting_id)
+        await self.send(welcome)
         if is_host and room.lobby:
             await self.send(lobby_message(room.lobby.values()))
         await self.signaling.publish_events(self.meeting_id, events)
@@ -371,6 +412,20 @@ class Connection:
                 await target.send({"type": "mute-request", "by": self.participant.name})
         elif message.action == "end-meeting":
             await self._end_for_all()
+        elif message.action in ("start-recording", "stop-recording"):
+            await self._recording(message.action == "start-recording")
+
+    async def _recording(self, start: bool) -> None:
+        recordings = self.signaling.recordings
+        if recordings is None:
+            raise SignalingError("recording-refused", "Recording is not available on this server.")
+        if not start:
+            await recordings.stop_recording(self.meeting_id)
+            return
+        try:
+            await recordings.start_recording(self.meeting)
+        except RecordingRefused as exc:
+            raise SignalingError("recording-refused", str(exc)) from None
 
     async def _end_for_all(self) -> None:
         log.info("meeting ended by a host %s", kv(meeting=ids.short(self.meeting_id)))

@@ -12,12 +12,14 @@ from bot import ChatBot, configured_bots
 from meeting.announcer import Announcer
 from meeting.config import Config
 from meeting.outbox import Outbox
+from meeting.recording import RecordingService
 from meeting.service import MeetingService
 from meeting.sfu import Sfu
 from meeting.store import Store
 
 from .app import create_app
 from .keys import SIGNALING
+from .recordings import RECORDINGS
 
 
 @dataclass
@@ -30,15 +32,19 @@ class Server:
     announcer: Announcer
     app: web.Application
     bots: list[ChatBot]
+    recordings: RecordingService
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
-        """Connect the bots and start delivering the outbox (after the app is serving)."""
+        """Connect the bots, start delivering the outbox, and start the recordings' background
+        work: resume unfinished composing, sweep expired recordings (after the app is serving)."""
         for bot in self.bots:
             await bot.start()
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
+        await self.recordings.start()
 
     async def stop_background(self) -> None:
+        await self.recordings.close()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -52,9 +58,9 @@ def build_server(config: Config, store: Store, sfu: Sfu | None = None) -> Server
     meetings = MeetingService(store, config.server.public_url)
     outbox = Outbox(store)
     announcer = Announcer(meetings, outbox)
-    app = create_app(config, meetings, sfu=sfu)
+    app = create_app(config, meetings, sfu=sfu, notifier=announcer)
     app[SIGNALING].listeners.append(announcer.on_room_event)
     bots = configured_bots(config, meetings, announcer, outbox)
     for bot in bots:
         bot.attach(app)
-    return Server(config, meetings, outbox, announcer, app, bots)
+    return Server(config, meetings, outbox, announcer, app, bots, app[RECORDINGS])

@@ -39,8 +39,10 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "remove": ID_FIELD,
     "ask-mute": ID_FIELD,
     "end-meeting": {},
+    "start-recording": {},
+    "stop-recording": {},
 }
-HOST_ACTIONS = ("lock", "admit", "deny", "remove", "ask-mute", "end-meeting")
+HOST_ACTIONS = ("lock", "admit", "deny", "remove", "ask-mute", "end-meeting", "start-recording", "stop-recording")
 
 
 class SignalingError(ValueError):

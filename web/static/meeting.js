@@ -32,6 +32,15 @@ const state = {
   timers: [],
   hostKey: fragment.get("host"),
   e2ee: null,                 // E2EE.Session when the meeting is end-to-end encrypted and we hold its key
+  recording: { active: false, available: true },
+};
+
+// Why a recording stopped (the server's reason codes), as people read it.
+const RECORDING_STOPPED = {
+  host: "Recording stopped.",
+  empty: "Recording stopped.",
+  disk: "Recording stopped: the server is low on disk space.",
+  shutdown: "Recording stopped: the server is restarting.",
 };
 
 // ---------------------------------------------------------------- pre-join
@@ -176,6 +185,8 @@ async function handle(message) {
     case "lobby": return showLobby(message.waiting);
     case "waiting": return showWaiting(message.message);
     case "mute-request": return muteRequested(message.by);
+    case "recording": return showRecording(message, true);
+    case "recording-ready": return addRecordingLink(message, true);
     case "notice": return notice(message.text);
     case "denied":
     case "removed":
@@ -197,6 +208,11 @@ function welcome(message) {
   for (const participant of message.participants) addParticipant(participant);
   for (const el of document.querySelectorAll(".host-only")) el.hidden = !message.you.host;
   showLocked(message.locked);
+  showRecording(message.recording, false);
+  if (message.recording && message.recording.active) notice("This meeting is being recorded.");
+  $("recordings").replaceChildren();
+  $("recordings-panel").hidden = true;
+  for (const link of message.recordings || []) addRecordingLink(link, false);
   sendMediaState();
   state.timers.push(setInterval(highlightSpeakers, SPEAKER_EVERY_MS));
 }
@@ -295,7 +311,7 @@ function nameOf(id) {
 
 function serverError(message) {
   if (message.code === "meeting-full") return ended(message.message);
-  if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited"].includes(message.code)) {
+  if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited", "recording-refused"].includes(message.code)) {
     notice(message.message);
   }
   console.warn("server refused a message:", message.code, message.message);
@@ -422,6 +438,44 @@ function showLocked(locked) {
   $("locked-badge").hidden = !locked;
   $("lock").textContent = locked ? "Unlock meeting" : "Lock meeting";
   $("lock").dataset.locked = locked ? "true" : "false";
+}
+
+function showRecording(recording, changed) {
+  if (!recording) return;
+  const was = state.recording.active;
+  state.recording = recording;
+  $("recording-badge").hidden = !recording.active;
+  const control = $("record");
+  if (!recording.available) {
+    control.textContent = "Recording unavailable";
+    control.disabled = true;
+    control.title = recording.message || "This meeting cannot be recorded.";
+  } else {
+    control.textContent = recording.active ? "Stop recording" : "Start recording";
+    control.disabled = false;
+    control.title = "";
+  }
+  if (!changed || was === recording.active) return;
+  notice(recording.active ? "Recording started: everyone here is being recorded."
+    : RECORDING_STOPPED[recording.reason] || "Recording stopped.");
+}
+
+function addRecordingLink(link, fresh) {
+  const list = $("recordings");
+  if ([...list.querySelectorAll("a")].some((a) => a.href === link.url)) return;
+  const item = document.createElement("li");
+  const anchor = document.createElement("a");
+  anchor.href = link.url;
+  anchor.target = "_blank";
+  anchor.rel = "noopener";
+  anchor.textContent = `Recording of ${new Date(link.started_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}`;
+  const until = document.createElement("span");
+  until.className = "until";
+  until.textContent = `available until ${link.delete_on}`;
+  item.append(anchor, until);
+  list.prepend(item);
+  $("recordings-panel").hidden = false;
+  if (fresh) notice("The recording is ready: its link is under Recordings.");
 }
 
 function showLobby(waiting) {
@@ -590,6 +644,11 @@ $("mute").addEventListener("click", toggleAudio);
 $("camera").addEventListener("click", toggleVideo);
 $("share").addEventListener("click", toggleScreen);
 $("lock").addEventListener("click", () => send({ type: "lock", locked: $("lock").dataset.locked !== "true" }));
+$("record").addEventListener("click", () => {
+  $("record").disabled = true;  // until the server says what happened
+  send({ type: state.recording.active ? "stop-recording" : "start-recording" });
+  setTimeout(() => { if (state.recording.available) $("record").disabled = false; }, 3000);
+});
 $("end").addEventListener("click", () => {
   if (confirm("End the meeting for everyone?")) send({ type: "end-meeting" });
 });

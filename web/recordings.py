@@ -1,0 +1,148 @@
+"""Recordings over HTTP: the host's start/stop API, the recording page and its file.
+
+- ``POST /api/meetings/{id}/recording`` with ``{"action": "start" | "stop"}`` and the host
+  key as ``Authorization: Bearer <key>``;
+- ``GET /r/{recording_id}``: the page (player, download link, title, length, expiry and
+  who spoke when); 404 for unknown ids, 410 once deleted;
+- ``GET /r/{recording_id}/video``: the file itself, with Range support (seeking), served
+  by id only: the recordings folder is never exposed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+from meeting import ids
+from meeting.recording import RecordingRefused, RecordingService
+from meeting.recording_store import DELETED, FAILED, READY, Recording
+
+from .api import BadRequest, read_json_object
+from .errors import json_error
+from .keys import MEETINGS
+from .pages import render
+
+RECORDINGS = web.AppKey("recordings", RecordingService)
+
+REFUSED_STATUS = {"e2ee": 409, "empty": 409, "disk": 507}
+_UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9 ._-]+")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/meetings/{meeting_id}/recording", recording_action)
+    app.router.add_get("/r/{recording_id}", recording_page)
+    app.router.add_get("/r/{recording_id}/video", recording_video)
+
+
+def _bearer(request: web.Request) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def recording_action(request: web.Request) -> web.Response:
+    """Start or stop recording a meeting; only its hosts may. Starting twice changes nothing."""
+    meetings = request.app[MEETINGS]
+    meeting = await meetings.get(request.match_info["meeting_id"])
+    if meeting is None:
+        return json_error(404, "no such meeting")
+    if not await meetings.is_host(meeting.id, _bearer(request)):
+        return json_error(403, "only the meeting's hosts can start or stop recording")
+    try:
+        data = await read_json_object(request, {"action"})
+        action = data.get("action")
+        if action not in ("start", "stop"):
+            raise BadRequest('action must be "start" or "stop"')
+    except BadRequest as exc:
+        return json_error(400, str(exc))
+    service = request.app[RECORDINGS]
+    try:
+        if action == "start":
+            status = await service.start_recording(meeting)
+        else:
+            status = await service.stop_recording(meeting.id)
+    except RecordingRefused as exc:
+        return web.json_response({"error": str(exc), "code": exc.code}, status=REFUSED_STATUS.get(exc.code, 409))
+    body: dict[str, object] = {"active": status.active}
+    if status.since is not None:
+        body["since"] = status.since.isoformat(timespec="seconds")
+    if status.recording_id is not None:
+        # The page exists from the start and shows the recording once it is composed.
+        body["url"] = service.url(status.recording_id)
+    return web.json_response(body)
+
+
+async def _find(request: web.Request) -> tuple[Recording, RecordingService]:
+    recording_id = request.match_info["recording_id"]
+    service = request.app[RECORDINGS]
+    recording = await service.store.get_recording(recording_id) if ids.is_valid_id(recording_id) else None
+    if recording is None:
+        raise web.HTTPNotFound()
+    return recording, service
+
+
+async def recording_page(request: web.Request) -> web.Response:
+    """The recording's page, or why there is none: being prepared, failed, deleted (410)."""
+    recording, service = await _find(request)
+    meeting = await request.app[MEETINGS].store.get_meeting(recording.meeting_id)
+    title = meeting.title if meeting is not None else "Meeting"
+    return render(
+        "recording.html",
+        status=410 if recording.state == DELETED else 200,
+        recording=recording,
+        title=title,
+        state=recording.state,
+        length=format_length(recording.duration) if recording.duration else "",
+        made=recording.started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        until=recording.expires_at.date().isoformat(),
+        deleted_on=recording.deleted_at.date().isoformat() if recording.deleted_at else "",
+        video_url=f"/r/{recording.id}/video",
+        timeline=recording.timeline,
+        timeline_json=json.dumps({"duration": recording.duration or 0, "speakers": recording.timeline}),
+        format_time=format_time,
+        failed=recording.state == FAILED,
+    )
+
+
+async def recording_video(request: web.Request) -> web.StreamResponse:
+    """The composed file, seekable (Range); ``?download=1`` makes it a download."""
+    recording, service = await _find(request)
+    if recording.state == DELETED:
+        raise web.HTTPGone()
+    path = service.folder / recording.id / recording.file if recording.state == READY and recording.file else None
+    if path is None or not await _is_file(path):
+        raise web.HTTPNotFound()
+    response = web.FileResponse(path, headers={"Content-Type": "video/mp4", "Cache-Control": "private, no-cache"})
+    if request.query.get("download"):
+        meeting = await request.app[MEETINGS].store.get_meeting(recording.meeting_id)
+        name = _UNSAFE_FILENAME.sub("", meeting.title if meeting else "").strip() or "recording"
+        response.headers["Content-Disposition"] = (
+            f'attachment; filename="{name[:80]} {recording.started_at.date().isoformat()}.mp4"')
+    return response
+
+
+async def _is_file(path: Path) -> bool:
+    return await asyncio.to_thread(path.is_file)
+
+
+def format_length(seconds: float) -> str:
+    """``1 h 02 min``, ``12 min 05 s`` or ``8 s``."""
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def format_time(seconds: float) -> str:
+    """A player position: ``1:02:03`` or ``2:03``."""
+    total = int(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
