@@ -1,16 +1,26 @@
-"""Forwarding benchmark: meetnow's SFU in its own process, synthetic aiortc peers around it.
+"""Forwarding benchmark: meetnow's SFU and Janus's videoroom under the same synthetic load.
 
 Publishers send pre-encoded VP8 (640x480, 30 fps, ~500 kbit/s by default) and 20 ms Opus
-in a loop; viewers count packets and frames (RTP marker bit) without decoding. The SFU
-runs in a child process so its CPU (all threads) is read from /proc/<pid>/stat; the
-benchmark talks to it over a JSON-lines socket on 127.0.0.1. All media stays on
-loopback.
+in a loop; viewers count packets and frames (RTP marker bit) from the cleartext SRTP
+header without decoding. Each server runs in its own process and its CPU (utime + stime,
+all threads) is read from /proc/<pid>/stat. meetnow's SFU is driven over a JSON-lines
+socket on 127.0.0.1; Janus (Debian's package, bench/janus.py) over its HTTP API, with a
+configuration the script writes to a temporary folder.
 
-Rows: one publisher with K viewers (K = 0 is the publisher-only baseline), and rooms of
-N where everyone publishes. Latency is timed by payload: the server forwards payloads
-byte for byte, so the publisher stamps each payload it sends and the viewer, in the same
-process, looks it up; the same is measured on a direct aiortc-to-aiortc path in the same
-run, and "added" is the difference of the medians.
+Both servers are measured in the same run, rows interleaved (the order of the servers
+alternates from row to row), inside a private network namespace (bench/netns.py): Janus
+never gathers candidates on loopback, so media goes to an address on a veth end in that
+namespace, for both servers alike; the namespace has no other interface, so nothing can
+leave the machine. Without root (no namespace) only meetnow runs, on 127.0.0.1.
+
+Rows: one publisher with K viewers (K = 0 is the publisher-only baseline: what receiving
+one publisher costs), and rooms of N where everyone publishes and watches everyone else.
+"Forwarded packets" are the RTP packets (media and retransmissions) the viewers received
+in the measured window, counted the same way for both servers. Latency is timed by
+payload: both servers forward payloads byte for byte, so the publisher stamps each
+payload as it sends it and the viewer, in the same process, looks it up; the same is
+measured on a direct aiortc-to-aiortc path in the same run, and "added" is the
+difference of the medians.
 
 Run ``python bench/forwarding.py --help``. ``--quick`` runs one tiny configuration in a
 few seconds (used by the test suite to keep this script working).
@@ -27,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +47,22 @@ if str(ROOT) not in sys.path:
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
+# SO_RCVBUF of the synthetic peers' sockets (the servers keep their own defaults): the
+# viewers live in one Python event loop, and must not be where packets get lost.
+CLIENT_RECEIVE_BUFFER = 4 << 20
 
 # --- the server process ----------------------------------------------------------------
 
 
-async def serve(receive_loss: float) -> None:
-    """Run an Sfu and a JSON-lines control socket on 127.0.0.1; print the port."""
+async def serve(receive_loss: float, address: str) -> None:
+    """Run an Sfu announcing ``address`` and a JSON-lines control socket on 127.0.0.1;
+    print the port."""
     from meeting.config import MediaConfig
     from meeting.sfu import Offer, Sfu
 
+    allowed = "127.0.0.0/8" if address.startswith("127.") else f"{address}/32"
     sfu = Sfu(
-        MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",), max_participants=64),
+        MediaConfig(announce_addresses=(address,), allowed_peer_networks=(allowed,), max_participants=64),
         receive_loss=receive_loss,
     )
     done = asyncio.Event()
@@ -108,16 +123,66 @@ async def serve(receive_loss: float) -> None:
 
 
 def udp_receive_buffer_errors() -> int:
-    """The kernel's count of UDP datagrams dropped for a full receive buffer (all sockets)."""
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (this namespace)."""
     lines = Path("/proc/net/snmp").read_text().splitlines()
     names, values = [line.split()[1:] for line in lines if line.startswith("Udp:")][:2]
     return int(dict(zip(names, values))["RcvbufErrors"])
 
 
+def udp_socket_drops() -> dict[str, int]:
+    """Datagrams dropped so far per UDP socket (by inode) in this network namespace."""
+    out = {}
+    for proto in ("udp", "udp6"):
+        try:
+            lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            out[parts[9]] = int(parts[-1])
+    return out
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets a process has open."""
+    found = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                found.add(link[8:-1])
+    except OSError:
+        pass
+    return found
+
+
+def _stat_cpu(path: Path) -> float:
+    fields_ = path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / CLOCK_TICKS
+
+
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all threads, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """utime + stime of each live thread of a process, in seconds."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[int(task.name)] = _stat_cpu(task / "stat")
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def busiest_thread_percent(before: dict[int, float], after: dict[int, float], elapsed: float) -> float:
+    """The largest share of one core any single thread used between two readings."""
+    return max((100 * (after[t] - before.get(t, 0.0)) / elapsed for t in after), default=0.0)
 
 
 class Control:
@@ -178,27 +243,128 @@ class RemotePeer:
 
 
 @dataclass
+class Gathering:
+    """The synthetic people of one row on one server."""
+
+    publishers: list[Any] = field(default_factory=list)  # peers whose senders carry published media
+    legs: list[tuple[Any, str]] = field(default_factory=list)  # (receiving peer, publisher's name)
+    everyone: list[Any] = field(default_factory=list)
+
+
+class MeetnowBackend:
+    """meetnow's SFU in a child process (``--serve``), one peer connection per participant."""
+
+    label = "meetnow"
+
+    def __init__(self, address: str, receive_loss: float = 0.0, profile: Path | None = None) -> None:
+        self.address = address
+        self.receive_loss = receive_loss
+        self.profile = profile
+        self.process: subprocess.Popen | None = None
+        self.control: Control | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve", "--address", self.address,
+             "--receive-loss", str(self.receive_loss)]
+            + (["--profile", str(self.profile)] if self.profile else []),
+            stdout=subprocess.PIPE,
+            cwd=str(ROOT),
+        )
+        port = int(self.process.stdout.readline())
+        reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
+        self.control = Control(reader, self._writer)
+
+    async def close(self) -> None:
+        if self.control is not None:
+            try:
+                await self.control.request("quit")
+            except Exception:
+                pass
+            self.control.task.cancel()
+            self._writer.close()
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    async def counters(self, reset_peaks: bool = False) -> dict | None:
+        return (await self.control.request("stats", reset_peaks=reset_peaks))["stats"]["totals"]
+
+    def participant(self, name: str, media: Any, stamps: Any) -> Any:
+        from meeting.synthetic import SyntheticParticipant
+
+        allowed = "127.0.0.0/8" if self.address.startswith("127.") else f"{self.address}/32"
+        return SyntheticParticipant(
+            name, media, decode=False, stamps=stamps, announce=(self.address,), allowed_networks=(allowed,),
+            receive_buffer=CLIENT_RECEIVE_BUFFER,
+        )
+
+    async def gather(self, room: str, publishers: int, viewers: int, media: Any, stamps: Any) -> Gathering:
+        control = self.control
+        control.errors.clear()
+        gathering = Gathering()
+        for i in range(publishers + viewers):
+            pid = f"p{i}" if i < publishers else f"v{i}"
+            person = self.participant(pid, media, stamps)
+            person.peer = RemotePeer(control, room, pid)
+            control.participants[(room, pid)] = person
+            gathering.everyone.append(person)
+            if i < publishers:
+                gathering.publishers.append(person)
+            await control.request("join", room=room, pid=pid, publish=["mic", "camera"] if i < publishers else [])
+        pubs = [p.name for p in gathering.publishers]
+        gathering.legs = [(v, p) for v in gathering.everyone for p in pubs if p != v.name]
+        return gathering
+
+    async def disperse(self, room: str, gathering: Gathering) -> None:
+        for person in gathering.everyone:
+            await self.control.request("leave", room=room, pid=person.name)
+            self.control.participants.pop((room, person.name), None)
+            await person.close()
+
+    def errors(self) -> list[str]:
+        return list(self.control.errors) if self.control else []
+
+
+@dataclass
 class Row:
     name: str
     publishers: int
     legs: int  # viewer legs: one viewer receiving one publisher (audio + video)
+    backend: str = "meetnow"  # which server
+    repeat: int = 0
     seconds: float = 0.0
     cpu_percent: float = 0.0
-    packets_forwarded: int = 0
+    busiest_thread_percent: float = 0.0  # meetnow: its event loop; Janus: its busiest thread
+    packets_forwarded: int = 0  # RTP packets the viewers received in the window
     us_per_packet: float = 0.0
     us_per_packet_marginal: float | None = None
     percent_per_leg: float | None = None
     fps: float = 0.0
+    fps_worst_leg: float = 0.0
     loss_percent: float = 0.0
     latency_video_ms: float | None = None
     latency_audio_ms: float | None = None
     added_video_ms: float | None = None
     added_audio_ms: float | None = None
-    server: dict = field(default_factory=dict)  # the SFU's counters over the window
+    server: dict = field(default_factory=dict)  # meetnow's own counters over the window
     packets_sent: int = 0  # by the publishers, in the window
-    kernel_udp_drops: int = 0  # datagrams the kernel dropped (full socket buffers), whole machine
+    kernel_udp_drops: int = 0  # datagrams the kernel dropped (full socket buffers), whole namespace
+    server_udp_drops: int = 0  # of which at the server's sockets
+    client_udp_drops: int = 0  # of which at the synthetic peers' sockets
     client_cpu_percent: float = 0.0  # the benchmark's own process (all synthetic peers)
+    client_busiest_thread_percent: float = 0.0  # its event loop, in practice
     load_average: float = 0.0  # 1-minute load average at the end of the window
+    setup_seconds: float = 0.0  # joining everyone until media flowed on every leg
     errors: list[str] = field(default_factory=list)
 
 
@@ -215,8 +381,7 @@ def p50(samples: list[float]) -> float | None:
 
 
 async def run_room(
-    control: Control,
-    server_pid: int,
+    backend: Any,
     media: Any,
     name: str,
     room: str,
@@ -224,95 +389,107 @@ async def run_room(
     viewers: int,
     warmup: float,
     seconds: float,
+    repeat: int = 0,
 ) -> Row:
-    """Join ``publishers`` publishing and ``viewers`` viewing-only participants; measure."""
-    from meeting.synthetic import LatencyStamps, SyntheticParticipant
+    """Gather ``publishers`` publishing and ``viewers`` viewing-only participants on
+    ``backend``; measure one window; send everyone away."""
+    from meeting.synthetic import LatencyStamps
 
     stamps = LatencyStamps()
-    control.errors.clear()
-    people: list[SyntheticParticipant] = []
-    sent: dict[str, int] = {}
+    row = Row(name=name, publishers=publishers, legs=0, backend=backend.label, repeat=repeat)
+    gathering = Gathering()
+    started_setup = time.monotonic()
     try:
-        for i in range(publishers + viewers):
-            pid = f"p{i}" if i < publishers else f"v{i}"
-            person = SyntheticParticipant(pid, media, decode=False, stamps=stamps)
-            person.peer = RemotePeer(control, room, pid)
-            control.participants[(room, pid)] = person
-            people.append(person)
-            await control.request("join", room=room, pid=pid, publish=["mic", "camera"] if i < publishers else [])
-        pubs = [p.name for p in people[:publishers]]
-        legs = [(v, p) for v in people for p in pubs if p != v.name]
+        gathering = await backend.gather(room, publishers, viewers, media, stamps)
+        legs = gathering.legs
+        row.legs = len(legs)
 
         def all_flowing() -> bool:
             return all(v.frames_from(p, "camera") > 0 and v.frames_from(p, "mic") > 0 for v, p in legs)
 
-        await wait_until(all_flowing, 30, f"media on every leg of {name}")
+        await wait_until(all_flowing, 30 + 2 * len(gathering.everyone), f"media on every leg of {name}")
+        row.setup_seconds = round(time.monotonic() - started_setup, 2)
         await asyncio.sleep(warmup)  # let rates settle before measuring
 
         def snapshot() -> dict:
-            # per leg: video frames, and packets expected and received by sequence number
+            # per leg: video frames, packets received (all, RTX too), and packets expected
+            # and received by sequence number
             out = {}
             for v, p in legs:
                 camera, mic = v.stream_from(p, "camera"), v.stream_from(p, "mic")
                 out[(v.name, p)] = (
                     camera.frames,
+                    camera.packets + mic.packets,
                     camera.sequence.expected + mic.sequence.expected,
                     camera.sequence.received + mic.sequence.received,
                 )
             return out
 
-        sent_before = {p.name: _sent_packets(p) for p in people[:publishers]}
+        sent_before = {p.name: _sent_packets(p) for p in gathering.publishers}
         frames_before = snapshot()
-        stats_before = (await control.request("stats", reset_peaks=True))["stats"]
-        totals_before = stats_before["totals"]
+        totals_before = await backend.counters(reset_peaks=True)
         for samples in stamps.samples.values():
             samples.clear()
-        cpu_before = process_cpu_seconds(server_pid)
+        threads_before = thread_cpu_seconds(backend.pid)
+        client_threads_before = thread_cpu_seconds(os.getpid())
+        cpu_before = process_cpu_seconds(backend.pid)
         client_before = process_cpu_seconds(os.getpid())
         kernel_drops = udp_receive_buffer_errors()
+        socket_drops = udp_socket_drops()
         started = time.monotonic()
         await asyncio.sleep(seconds)
-        cpu_after = process_cpu_seconds(server_pid)
+        cpu_after = process_cpu_seconds(backend.pid)
         client_after = process_cpu_seconds(os.getpid())
+        threads_after = thread_cpu_seconds(backend.pid)
+        client_threads_after = thread_cpu_seconds(os.getpid())
         kernel_drops = udp_receive_buffer_errors() - kernel_drops
+        socket_drops_after = udp_socket_drops()
         elapsed = time.monotonic() - started
-        stats_after = (await control.request("stats"))["stats"]
-        totals_after = stats_after["totals"]
         frames_after = snapshot()
-        sent_after = {p.name: _sent_packets(p) for p in people[:publishers]}
+        sent_after = {p.name: _sent_packets(p) for p in gathering.publishers}
+        totals_after = await backend.counters()
 
-        row = Row(name=name, publishers=publishers, legs=len(legs), seconds=round(elapsed, 2))
+        row.seconds = round(elapsed, 2)
         row.cpu_percent = 100 * (cpu_after - cpu_before) / elapsed
+        row.busiest_thread_percent = busiest_thread_percent(threads_before, threads_after, elapsed)
+        row.client_busiest_thread_percent = busiest_thread_percent(client_threads_before, client_threads_after, elapsed)
         row.kernel_udp_drops = kernel_drops
+        for owner, attribute in ((backend.pid, "server_udp_drops"), (os.getpid(), "client_udp_drops")):
+            setattr(row, attribute, sum(socket_drops_after[i] - socket_drops.get(i, 0)
+                                        for i in socket_inodes(owner) if i in socket_drops_after))
         row.client_cpu_percent = 100 * (client_after - client_before) / elapsed
         row.load_average = os.getloadavg()[0]
         row.packets_sent = sum(sent_after[p] - sent_before[p] for p in sent_after)
-        row.server = {
-            k: v - totals_before.get(k, 0)
-            for k, v in totals_after.items()
-            if k not in ("rooms", "participants", "loop_lag_ms_max")
-        }
-        row.server["loop_lag_ms_max"] = totals_after["loop_lag_ms_max"]
-        row.packets_forwarded = row.server["packets_forwarded"]
-        if row.packets_forwarded:
-            row.us_per_packet = 1e6 * (cpu_after - cpu_before) / row.packets_forwarded
+        if totals_after is not None:
+            row.server = {
+                k: v - totals_before.get(k, 0)
+                for k, v in totals_after.items()
+                if k not in ("rooms", "participants", "loop_lag_ms_max")
+            }
+            row.server["loop_lag_ms_max"] = totals_after["loop_lag_ms_max"]
         if legs:
             fps = [(frames_after[k][0] - frames_before[k][0]) / elapsed for k in frames_after]
             row.fps = statistics.mean(fps)
+            row.fps_worst_leg = min(fps)
+            row.packets_forwarded = sum(frames_after[k][1] - frames_before[k][1] for k in frames_after)
             # Sequence numbers seen by the viewers: robust to counting windows that start
             # and end a few packets apart on the two sides of the server.
-            expected = sum(frames_after[k][1] - frames_before[k][1] for k in frames_after)
-            got = sum(frames_after[k][2] - frames_before[k][2] for k in frames_after)
+            expected = sum(frames_after[k][2] - frames_before[k][2] for k in frames_after)
+            got = sum(frames_after[k][3] - frames_before[k][3] for k in frames_after)
             row.loss_percent = max(0.0, 100 * (1 - got / expected)) if expected else 0.0
+        if row.packets_forwarded:
+            row.us_per_packet = 1e6 * (cpu_after - cpu_before) / row.packets_forwarded
         row.latency_video_ms = p50(stamps.samples["video"])
         row.latency_audio_ms = p50(stamps.samples["audio"])
-        row.errors = list(control.errors)
-        return row
+    except Exception as exc:  # the row fails; the run goes on
+        row.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
-        for person in people:
-            await control.request("leave", room=room, pid=person.name)
-            control.participants.pop((room, person.name), None)
-            await person.close()
+        row.errors.extend(getattr(backend, "errors", lambda: [])())
+        try:
+            await backend.disperse(room, gathering)
+        except Exception as exc:
+            row.errors.append(f"leaving: {type(exc).__name__}: {exc}")
+    return row
 
 
 def _sent_packets(person: Any) -> int:
@@ -322,33 +499,27 @@ def _sent_packets(person: Any) -> int:
     return total
 
 
-async def direct_latency(media: Any, seconds: float) -> tuple[float | None, float | None]:
+async def direct_latency(media: Any, seconds: float, address: str) -> tuple[float | None, float | None]:
     """Median latency publisher -> viewer over a direct aiortc connection (no server)."""
     from meeting.sfu import Offer, TrackSlot
     from meeting.synthetic import LatencyStamps, SyntheticParticipant
 
     stamps = LatencyStamps()
-    publisher = SyntheticParticipant("pub", media, decode=False, stamps=stamps)
-    viewer = SyntheticParticipant("view", media, decode=False, stamps=stamps)
+    allowed = ("127.0.0.0/8",) if address.startswith("127.") else (f"{address}/32",)
+    publisher = SyntheticParticipant("pub", media, decode=False, stamps=stamps, announce=(address,),
+                                     allowed_networks=allowed, receive_buffer=CLIENT_RECEIVE_BUFFER)
+    viewer = SyntheticParticipant("view", media, decode=False, stamps=stamps, announce=(address,),
+                                  allowed_networks=allowed, receive_buffer=CLIENT_RECEIVE_BUFFER)
     try:
         # The publisher offers its two tracks; the viewer answers as a receiver.
-        for source in ("mic", "camera"):
-            publisher.pc.addTrack(publisher.tracks[source])
-        from meeting.ice import apply_ice_policy, ice_connections
-
-        for connection in ice_connections(publisher.pc):
-            apply_ice_policy(connection, ("127.0.0.1",), publisher._policy)
-        await publisher.pc.setLocalDescription(await publisher.pc.createOffer())
-        publisher._hook_transport()
+        offer = await publisher.offer_to_publish(("mic", "camera"))
         mids = [t.mid for t in publisher.pc.getTransceivers()]
         slots = tuple(
             TrackSlot(mid=mid, kind=kind, source=source, direction="receive", participant="pub")
             for mid, kind, source in zip(mids, ("audio", "video"), ("mic", "camera"))
         )
-        answer = await viewer.answer(Offer(sdp=publisher.pc.localDescription.sdp, slots=slots))
-        from aiortc import RTCSessionDescription
-
-        await publisher.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        answer = await viewer.answer(Offer(sdp=offer, slots=slots))
+        await publisher.accept_publish_answer(answer)
         await wait_until(lambda: viewer.frames_from("pub", "camera") > 10, 20, "direct media")
         for samples in stamps.samples.values():
             samples.clear()
@@ -359,73 +530,196 @@ async def direct_latency(media: Any, seconds: float) -> tuple[float | None, floa
         await viewer.close()
 
 
+# --- the run -----------------------------------------------------------------------------
+
+JANUS_CONFIGS = {"janus2": ("Janus, event_loops=2", 2), "janus": ("Janus, default", None)}
+
+
+async def start_backends(args: argparse.Namespace, address: str, skipped: dict[str, str]) -> list[Any]:
+    """meetnow and the Janus configurations asked for that can run here."""
+    from bench import janus, netns
+
+    backends: list[Any] = []
+    for name in args.servers:
+        if name == "meetnow":
+            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile)
+        else:
+            label, loops = JANUS_CONFIGS[name]
+            if netns.inside() != "veth":
+                skipped[label] = "no private network namespace (needs root): Janus cannot run on loopback"
+                continue
+            if janus.janus_binary() is None:
+                skipped[label] = "janus is not installed (apt-get install -y janus)"
+                continue
+            backend = janus.JanusBackend(label, event_loops=loops, enforce=netns.VETH_NAME, address=address)
+        await backend.start()
+        backends.append(backend)
+    for label, why in skipped.items():
+        print(f"  skipping {label}: {why}", file=sys.stderr, flush=True)
+    return backends
+
+
+def plan_rows(viewers: list[int], rooms: list[int]) -> list[tuple[str, int, int]]:
+    plan = [(f"1 publisher, K={k}", 1, k) for k in viewers]
+    plan += [(f"room N={n}, all publish", n, 0) for n in rooms]
+    return plan
+
+
+async def measure(backends: list[Any], media: Any, plan: list[tuple[str, int, int]], args: argparse.Namespace,
+                  log_prefix: str = "") -> list[Row]:
+    """Every row on every backend, ``args.repeat`` times; the servers' order alternates."""
+    rows: list[Row] = []
+    turn = 0
+    for repeat in range(args.repeat):
+        for index, (name, publishers, viewers) in enumerate(plan):
+            order = backends if turn % 2 == 0 else list(reversed(backends))
+            turn += 1
+            for backend in order:
+                row = await run_room(backend, media, name, f"r{repeat}-{index}", publishers, viewers,
+                                     args.warmup, args.seconds, repeat)
+                rows.append(row)
+                note = f"; errors: {row.errors}" if row.errors else ""
+                print(f"  {log_prefix}{backend.label:22} {name:24} CPU {row.cpu_percent:5.1f}%  "
+                      f"fps {row.fps:4.1f}  loss {row.loss_percent:.2f}%{note}", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.5)  # let the teardown settle before the next row
+    return rows
+
+
+_MEDIAN_FIELDS = [f.name for f in fields(Row) if f.type in ("float", "int", "float | None")
+                  and f.name not in ("publishers", "legs", "repeat")]
+
+
+def summarize(rows: list[Row], direct: tuple[float | None, float | None]) -> dict[str, list[dict]]:
+    """Per server, one row per configuration: the median of its repeats, with marginal
+    figures against that server's publisher-only row."""
+    out: dict[str, list[dict]] = {}
+    for backend in dict.fromkeys(r.backend for r in rows):
+        mine = [r for r in rows if r.backend == backend]
+        summary: list[dict] = []
+        for name in dict.fromkeys(r.name for r in mine):
+            group = [r for r in mine if r.name == name]
+            good = [r for r in group if not r.errors] or group
+            merged = asdict(good[0])
+            merged.pop("repeat")
+            for key in _MEDIAN_FIELDS:
+                values = [getattr(r, key) for r in good if getattr(r, key) is not None]
+                merged[key] = statistics.median(values) if values else None
+            per_packet = [r.us_per_packet for r in good if r.us_per_packet]
+            merged["us_per_packet_range"] = [min(per_packet), max(per_packet)] if per_packet else None
+            merged["repeats"] = len(group)
+            merged["errors"] = [e for r in group for e in r.errors]
+            summary.append(merged)
+        baseline = next((r for r in summary if r["publishers"] == 1 and r["legs"] == 0), None)
+        for row in summary:
+            if baseline is not None and row["legs"] and row["packets_forwarded"]:
+                base_cpu = baseline["cpu_percent"] * row["publishers"]  # ingest of the publishers
+                row["us_per_packet_marginal"] = (
+                    1e4 * (row["cpu_percent"] - base_cpu) * row["seconds"] / row["packets_forwarded"])
+                row["percent_per_leg"] = (row["cpu_percent"] - base_cpu) / row["legs"]
+            if row["latency_video_ms"] is not None and direct[0] is not None:
+                row["added_video_ms"] = row["latency_video_ms"] - direct[0]
+            if row["latency_audio_ms"] is not None and direct[1] is not None:
+                row["added_audio_ms"] = row["latency_audio_ms"] - direct[1]
+        out[backend] = summary
+    return out
+
+
+def compare(servers: dict[str, list[dict]], baseline: str) -> list[dict]:
+    """meetnow against ``baseline`` row by row: ratios of CPU per forwarded packet."""
+    mine = {r["name"]: r for r in servers.get("meetnow", [])}
+    theirs = {r["name"]: r for r in servers.get(baseline, [])}
+    out = []
+    for name, m in mine.items():
+        j = theirs.get(name)
+        if j is None:
+            continue
+        entry = {"name": name, "baseline": baseline, "cpu_ratio": _ratio(m["cpu_percent"], j["cpu_percent"]),
+                 "us_per_packet_ratio": _ratio(m["us_per_packet"], j["us_per_packet"]),
+                 "us_per_packet_marginal_ratio": _ratio(m["us_per_packet_marginal"], j["us_per_packet_marginal"]),
+                 "added_video_ms_difference": _diff(m["added_video_ms"], j["added_video_ms"]),
+                 "added_audio_ms_difference": _diff(m["added_audio_ms"], j["added_audio_ms"])}
+        out.append(entry)
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def network_description(address: str) -> str:
+    from bench import netns
+
+    if netns.inside() == "veth":
+        return f"private network namespace, media to {address} on a veth end (local delivery)"
+    if netns.inside() == "lo":
+        return f"private network namespace, loopback only ({address})"
+    return f"loopback ({address}), no namespace"
+
+
 async def bench(args: argparse.Namespace) -> dict:
+    from bench import janus, netns
     from meeting.synthetic import encoded_media
 
+    address = netns.VETH_ADDRESS if netns.inside() == "veth" else "127.0.0.1"
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)
-    server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--serve", "--receive-loss", str(args.receive_loss)]
-        + (["--profile", str(args.profile)] if args.profile else []),
-        stdout=subprocess.PIPE,
-        cwd=str(ROOT),
-    )
+    skipped: dict[str, str] = {}
+    backends = await start_backends(args, address, skipped)
     try:
-        port = int(server.stdout.readline())
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        control = Control(reader, writer)
-        direct_video, direct_audio = await direct_latency(media, min(args.seconds, 5.0))
-        rows: list[Row] = []
-        plan: list[tuple[str, int, int]] = []
-        for k in args.viewers:
-            plan.append((f"1 publisher, K={k}", 1, k))
-        for n in args.rooms:
-            plan.append((f"room N={n}, all publish", n, 0))
-        for index, (name, publishers, viewers) in enumerate(plan):
-            row = await run_room(
-                control, server.pid, media, name, f"room{index}", publishers, viewers, args.warmup, args.seconds
-            )
-            rows.append(row)
-            print(f"  measured {name}: {row.cpu_percent:.1f}% CPU", file=sys.stderr, flush=True)
-        baseline = next((r for r in rows if r.publishers == 1 and r.legs == 0), None)
-        for row in rows:
-            if baseline is not None and row.legs and row.packets_forwarded:
-                base_cpu = baseline.cpu_percent * row.publishers  # ingest cost of the publishers
-                row.us_per_packet_marginal = (
-                    1e4 * (row.cpu_percent - base_cpu) * row.seconds / row.packets_forwarded
-                )
-                row.percent_per_leg = (row.cpu_percent - base_cpu) / row.legs
-            if row.latency_video_ms is not None and direct_video is not None:
-                row.added_video_ms = row.latency_video_ms - direct_video
-            if row.latency_audio_ms is not None and direct_audio is not None:
-                row.added_audio_ms = row.latency_audio_ms - direct_audio
-        fit = _fit_us_per_packet([r for r in rows if r.publishers == 1])
-        await control.request("quit")
-        control.task.cancel()
-        writer.close()
-        return {
-            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-            "load": {
-                "video": f"VP8 {args.width}x{args.height} {args.fps} fps",
-                "video_bitrate_measured": round(media.video_bitrate),
-                "audio": "Opus 20 ms",
-                "receive_loss": args.receive_loss,
-            },
-            "direct_latency_ms": {"video": direct_video, "audio": direct_audio},
-            "fit_us_per_packet_one_publisher": fit,
-            "rows": [asdict(r) for r in rows],
-        }
+        direct_video, direct_audio = await direct_latency(media, min(args.seconds, 5.0), address)
+        rows = await measure(backends, media, plan_rows(args.viewers, args.rooms), args)
     finally:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        for backend in backends:
+            await backend.close()
+    servers = summarize(rows, (direct_video, direct_audio))
+    baseline = next((b.label for b in backends if b.label != "meetnow"), None)
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "network": network_description(address),
+        "janus_version": janus.janus_version(),
+        "load": {
+            "video": f"VP8 {args.width}x{args.height} {args.fps} fps",
+            "video_bitrate_measured": round(media.video_bitrate),
+            "audio": "Opus 20 ms",
+            "receive_loss": args.receive_loss,
+            "seconds_per_row": args.seconds,
+            "repeats": args.repeat,
+        },
+        "direct_latency_ms": {"video": direct_video, "audio": direct_audio},
+        "fit_us_per_packet_one_publisher": {
+            label: _fit_us_per_packet([r for r in summary if r["publishers"] == 1])
+            for label, summary in servers.items()
+        },
+        "skipped": skipped,
+        # meetnow's rows (as before the comparison existed), every server's, the ratios,
+        # and every single measurement
+        "rows": servers.get("meetnow", []),
+        "servers": servers,
+        "comparison": compare(servers, baseline) if baseline else [],
+        "measurements": [asdict(r) for r in rows],
+    }
 
 
-def _fit_us_per_packet(rows: list[Row]) -> float | None:
+def _fit_us_per_packet(rows: list[dict]) -> float | None:
     """Least-squares slope of server CPU against forwarded packets over the K rows."""
-    points = [(r.packets_forwarded / r.seconds, r.cpu_percent / 100) for r in rows if r.seconds]
+    points = [(r["packets_forwarded"] / r["seconds"], r["cpu_percent"] / 100) for r in rows if r["seconds"]]
     if len(points) < 2:
         return None
     mx = statistics.mean(x for x, _ in points)
@@ -441,62 +735,113 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def table(result: dict) -> str:
-    head = ("row", "CPU %", "us/pkt", "us/pkt marg.", "% core/leg", "fps", "loss %", "lat. v/a ms", "added v/a ms")
+    head = ("row", "server", "CPU %", "us/pkt (range)", "us/pkt marg.", "% core/leg", "fps", "loss %",
+            "added v/a ms", "busiest thread %", "client CPU %")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in result["rows"]:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["name"],
-                    fmt(r["cpu_percent"], ".1f"),
-                    fmt(r["us_per_packet"] or None, ".1f"),
-                    fmt(r["us_per_packet_marginal"], ".1f"),
-                    fmt(r["percent_per_leg"], ".2f"),
-                    fmt(r["fps"] if r["legs"] else None, ".1f"),
-                    fmt(r["loss_percent"] if r["legs"] else None, ".2f"),
-                    f"{fmt(r['latency_video_ms'], '.1f')} / {fmt(r['latency_audio_ms'], '.1f')}",
-                    f"{fmt(r['added_video_ms'], '.1f')} / {fmt(r['added_audio_ms'], '.1f')}",
-                ]
-            )
-            + " |"
-        )
-    if result.get("fit_us_per_packet_one_publisher") is not None:
-        lines.append(f"\nfit over the one-publisher rows: {result['fit_us_per_packet_one_publisher']:.1f} us of server CPU per forwarded packet")
+    servers = result["servers"]
+    names = list(dict.fromkeys(r["name"] for rows in servers.values() for r in rows))
+    for name in names:
+        for label, rows in servers.items():
+            r = next((r for r in rows if r["name"] == name), None)
+            if r is None:
+                continue
+            spread = r.get("us_per_packet_range")
+            per_packet = fmt(r["us_per_packet"] or None, ".1f")
+            if spread and r["repeats"] > 1:
+                per_packet += f" ({spread[0]:.1f}-{spread[1]:.1f})"
+            lines.append("| " + " | ".join([
+                name,
+                label,
+                fmt(r["cpu_percent"], ".1f"),
+                per_packet,
+                fmt(r["us_per_packet_marginal"], ".1f"),
+                fmt(r["percent_per_leg"], ".2f"),
+                fmt(r["fps"] if r["legs"] else None, ".1f"),
+                fmt(r["loss_percent"] if r["legs"] else None, ".2f"),
+                f"{fmt(r['added_video_ms'], '.1f')} / {fmt(r['added_audio_ms'], '.1f')}",
+                fmt(r["busiest_thread_percent"], ".0f"),
+                fmt(r["client_cpu_percent"], ".0f"),
+            ]) + " |" + (" errors!" if r["errors"] else ""))
+    if result["comparison"]:
+        base = result["comparison"][0]["baseline"]
+        lines.append(f"\nmeetnow / {base}:")
+        lines.append("| row | CPU ratio | per forwarded packet | marginal per packet | added latency v/a, ms more |")
+        lines.append("|---|---|---|---|---|")
+        for c in result["comparison"]:
+            lines.append(f"| {c['name']} | {fmt(c['cpu_ratio'], '.2f')} | {fmt(c['us_per_packet_ratio'], '.2f')} | "
+                         f"{fmt(c['us_per_packet_marginal_ratio'], '.2f')} | "
+                         f"{fmt(c['added_video_ms_difference'], '+.1f')} / {fmt(c['added_audio_ms_difference'], '+.1f')} |")
+    for label, fit in result["fit_us_per_packet_one_publisher"].items():
+        if fit is not None:
+            lines.append(f"\n{label}: fit over the one-publisher rows: {fit:.1f} us of server CPU per forwarded packet")
     d = result["direct_latency_ms"]
     lines.append(f"\ndirect aiortc-to-aiortc latency p50: video {fmt(d['video'], '.1f')} ms, audio {fmt(d['audio'], '.1f')} ms")
+    lines.append(f"network: {result['network']}")
+    for label, why in result["skipped"].items():
+        lines.append(f"skipped {label}: {why}")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="one tiny configuration, a few seconds")
-    parser.add_argument("--viewers", type=int, nargs="*", default=[0, 1, 4, 9, 16], help="K values (0 = baseline)")
-    parser.add_argument("--rooms", type=int, nargs="*", default=[2, 4, 8, 16], help="N values (everyone publishes)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per row")
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The media and server options shared with bench/room_size.py."""
+    parser.add_argument("--servers", nargs="*", default=["meetnow", "janus2"],
+                        choices=["meetnow", "janus2", "janus"],
+                        help="servers to compare: meetnow, janus2 (Janus with event_loops = 2, the baseline), "
+                             "janus (Janus's default configuration); default: meetnow janus2")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of media before measuring")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--bitrate", type=int, default=500_000, help="target VP8 bitrate, bit/s")
     parser.add_argument("--loop", type=float, default=4.0, help="seconds of pre-encoded media, sent in a loop")
+    parser.add_argument("--no-netns", action="store_true",
+                        help="do not enter a private network namespace (meetnow only, on 127.0.0.1)")
+
+
+def enter_namespace(args: argparse.Namespace) -> None:
+    """Re-run this script in a private network namespace with a veth pair, if possible."""
+    from bench import netns
+
+    if args.no_netns or netns.inside():
+        if netns.inside():
+            netns.enter(veth=netns.inside() == "veth")
+        return
+    try:
+        netns.enter(veth=True)  # does not return
+    except RuntimeError as exc:
+        print(f"  {exc}: running on loopback, meetnow only", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Needs root for the network namespace (Janus cannot run without it) and "
+                                            "Debian's janus package for the baseline.")
+    parser.add_argument("--quick", action="store_true", help="one tiny configuration, a few seconds")
+    parser.add_argument("--viewers", type=int, nargs="*", default=[0, 1, 4, 9, 16], help="K values (0 = baseline)")
+    parser.add_argument("--rooms", type=int, nargs="*", default=[4, 8, 12, 16], help="N values (everyone publishes)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
+    parser.add_argument("--repeat", type=int, default=2, help="measure every row this many times")
+    add_load_arguments(parser)
     parser.add_argument("--receive-loss", type=float, default=0.0, help="server-side receive loss (test hook)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "forwarding.json")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--profile", type=Path, help="write a cProfile of the server process to this file")
+    parser.add_argument("--address", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=Path, help="write a cProfile of meetnow's server process to this file")
     args = parser.parse_args(argv)
     if args.serve:
         if args.profile:
             import cProfile
 
-            cProfile.runctx("asyncio.run(serve(args.receive_loss))", globals(), {"args": args}, str(args.profile))
+            cProfile.runctx("asyncio.run(serve(args.receive_loss, args.address))", globals(), {"args": args},
+                            str(args.profile))
         else:
-            asyncio.run(serve(args.receive_loss))
+            asyncio.run(serve(args.receive_loss, args.address))
         return 0
     if args.quick:
-        args.viewers, args.rooms = [0, 1], []
+        args.viewers, args.rooms, args.repeat = [0, 1], [], 1
         args.seconds, args.warmup, args.loop = 1.0, 0.2, 2.0
         args.width, args.height, args.bitrate = 320, 240, 300_000
+    enter_namespace(args)
     started = time.monotonic()
     result = asyncio.run(bench(args))
     result["wall_seconds"] = round(time.monotonic() - started, 1)
@@ -504,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(json.dumps(result, indent=2))
     print(table(result))
     print(f"\nwritten to {args.output} ({result['wall_seconds']} s)")
-    return 1 if any(r["errors"] for r in result["rows"]) else 0
+    return 1 if any(r["errors"] for rows in result["servers"].values() for r in rows) else 0
 
 
 if __name__ == "__main__":

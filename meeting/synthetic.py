@@ -17,6 +17,7 @@ import fractions
 import logging
 import math
 import random
+import socket
 import struct
 import time
 from array import array
@@ -92,7 +93,13 @@ def _encode(width: int, height: int, fps: int, bitrate: int, seconds: float, see
     codec.time_base = fractions.Fraction(1, fps)
     codec.bit_rate = bitrate
     codec.gop_size = frames * 10  # no keyframe inside the loop but the first
-    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1"}
+    # max-intra-rate caps a keyframe at 9 average frames, as WebRTC's own VP8 encoder
+    # does at 30 fps (MaxIntraTarget: 0.5 x 600 ms buffer x fps / 10 = 900%); uncapped,
+    # the loop's first keyframe is ~25 average frames, a burst no browser sends.
+    codec.options = {
+        "deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "error-resilient": "1",
+        "max-intra-rate": "900",
+    }
     # Low-contrast noise scrolling over a gradient: compresses to roughly the bitrate
     # asked for and changes every frame, like a camera picture would.
     luma = width * height
@@ -117,7 +124,7 @@ def _encode(width: int, height: int, fps: int, bitrate: int, seconds: float, see
         video.append(bytes(packet))
         keyframes.append(bool(packet.is_keyframe))
 
-    audio = _encode_opus(int(seconds * 50))
+    audio = _encode_opus(int(seconds * 50), rng)
     return EncodedMedia(tuple(video), tuple(keyframes), tuple(audio), fps, width, height)
 
 
@@ -129,7 +136,7 @@ def _plane(data: bytes, plane: Any, width: int, height: int) -> bytes:
     return b"".join(data[r * width : (r + 1) * width] + pad for r in range(height))
 
 
-def _encode_opus(count: int) -> list[bytes]:
+def _encode_opus(count: int, rng: random.Random) -> list[bytes]:
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate = AUDIO_CLOCK
     codec.layout = "stereo"
@@ -141,7 +148,9 @@ def _encode_opus(count: int) -> list[bytes]:
         pcm = array("h")
         for n in range(samples):
             t = (i * samples + n) / AUDIO_CLOCK
-            v = int(6000 * math.sin(2 * math.pi * 440 * t))
+            # A little noise on the tone: a pure tone repeats every few packets, and
+            # latency is timed by payload, so every packet of the loop must differ.
+            v = int(6000 * math.sin(2 * math.pi * 440 * t)) + rng.randint(-300, 300)
             pcm.append(v)
             pcm.append(v)
         frame = av.AudioFrame(format="s16", layout="stereo", samples=samples)
@@ -284,11 +293,16 @@ class SyntheticParticipant:
         allowed_networks: tuple[str, ...] = ("127.0.0.0/8",),
         stamps: LatencyStamps | None = None,
         sources: tuple[str, ...] = ("mic", "camera", "screen"),
+        receive_buffer: int | None = None,
     ) -> None:
         self.name = name
         self.media = media
         self.decode = decode
         self.stamps = stamps
+        # SO_RCVBUF for this peer's UDP sockets: a benchmark gives its synthetic viewers
+        # room for bursts, so that what it measures is the server, not the viewers'
+        # event loop falling behind.
+        self.receive_buffer = receive_buffer
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._announce = announce
         self._policy = CandidatePolicy.from_config(allowed_networks)
@@ -363,10 +377,44 @@ class SyntheticParticipant:
         self._learn_ssrcs(offer.sdp)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
+        self._size_buffers()
         self._hook_transport()
         if self.decode:
             self._start_consumers()
         return self.pc.localDescription.sdp
+
+    async def offer_to_publish(self, sources: tuple[str, ...] = ("mic", "camera")) -> str:
+        """Offer ``sources`` send-only, for a server that answers (Janus, a direct peer).
+
+        Returns the offer SDP, candidates included (aiortc does not trickle); give the
+        server's answer to :meth:`accept_publish_answer`.
+        """
+        for source in sources:
+            transceiver = self.pc.addTransceiver(self.tracks[source], direction="sendonly")
+            self._hook_keyframes(transceiver.sender, self.tracks[source])
+        for connection in ice_connections(self.pc):
+            apply_ice_policy(connection, self._announce, self._policy)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self._size_buffers()
+        self._hook_transport()
+        return self.pc.localDescription.sdp
+
+    async def accept_publish_answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    def _size_buffers(self) -> None:
+        if not self.receive_buffer:
+            return
+        for connection in ice_connections(self.pc):
+            for protocol in getattr(connection, "_protocols", []):
+                transport = getattr(protocol, "transport", None)
+                sock = transport.get_extra_info("socket") if transport is not None else None
+                if sock is None:
+                    continue
+                try:  # root may go past net.core.rmem_max
+                    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), self.receive_buffer)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
 
     def _hook_keyframes(self, sender: Any, track: LoopTrack) -> None:
         # aiortc's sender only flags keyframe requests for its encoder; pre-encoded

@@ -1,0 +1,183 @@
+"""Room size: the largest full room a server holds at 30 fps with < 1% loss on this machine.
+
+Everyone in the room publishes (the synthetic VP8 640x480 30 fps ~500 kbit/s + Opus of
+bench/forwarding.py) and watches everyone else. N grows step by step until a room fails
+or a bound is reached (largest N, or a time budget per server). A room holds when the
+viewers' mean frame rate is 29-31 fps (a stalled server catches up in bursts above 30),
+no viewer leg is below 27 fps, and loss is under 1%; a failed room is measured a second
+time before it counts, so one noisy window does not end the search.
+
+The synthetic participants run in one process on the same machine, so a large enough
+room saturates them too: each row reports the busiest thread of the server (meetnow's
+event loop: a room of one meetnow process is capped at one core) and of the client, and
+the verdict says which one ran out first.
+
+meetnow and, when it can run (root for the network namespace, Debian's janus package),
+Janus with event_loops = 2 are measured in the same run, in a private network namespace
+as in bench/forwarding.py. ``--quick`` measures two tiny rooms per server (for the test
+suite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import forwarding  # noqa: E402
+
+SATURATED = 90.0  # % of one core: a thread this busy is the bottleneck
+
+
+def holds(row: dict) -> bool:
+    return (not row["errors"] and 29.0 <= row["fps"] <= 31.0 and row["fps_worst_leg"] >= 27.0
+            and row["loss_percent"] < 1.0)
+
+
+def bottleneck(row: dict) -> str:
+    server, client = row["busiest_thread_percent"], row["client_busiest_thread_percent"]
+    if server >= SATURATED and server >= client:
+        return f"server: its busiest thread at {server:.0f}% of a core"
+    if client >= SATURATED:
+        return f"synthetic clients: their event loop at {client:.0f}% of a core"
+    if server + client >= 180:
+        return f"both cores busy (server {row['cpu_percent']:.0f}%, clients {row['client_cpu_percent']:.0f}%)"
+    return "no single thread saturated"
+
+
+async def search(backend: Any, media: Any, args: argparse.Namespace, direct: tuple) -> dict:
+    steps: list[dict] = []
+    largest = None
+    failed = None
+    started = time.monotonic()
+    n = args.start
+    while n <= args.max:
+        if time.monotonic() - started > args.budget:
+            break
+        verdict = None
+        for attempt in range(2):
+            row = asdict(await forwarding.run_room(backend, media, f"room N={n}", f"n{n}-{attempt}", n, 0,
+                                                  args.warmup, args.seconds, attempt))
+            for kind, direct_ms in zip(("video", "audio"), direct):
+                if row[f"latency_{kind}_ms"] is not None and direct_ms is not None:
+                    row[f"added_{kind}_ms"] = row[f"latency_{kind}_ms"] - direct_ms
+            row["holds"] = holds(row)
+            row["bottleneck"] = bottleneck(row)
+            steps.append(row)
+            print(f"  {backend.label:22} N={n:<3} fps {row['fps']:5.1f} (worst {row['fps_worst_leg']:4.1f})  "
+                  f"loss {row['loss_percent']:5.2f}%  server {row['cpu_percent']:5.1f}% "
+                  f"(busiest thread {row['busiest_thread_percent']:.0f}%)  clients {row['client_cpu_percent']:5.1f}%"
+                  f"  -> {'holds' if row['holds'] else 'fails'}", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.5)
+            if row["holds"]:
+                verdict = True
+                break
+            verdict = False
+        if not verdict:
+            failed = steps[-1]
+            break
+        largest = n
+        n += args.step
+    reason = ("failed" if failed else "reached --max" if n > args.max else "time budget spent")
+    return {
+        "server": backend.label,
+        "largest_room_held": largest,
+        "stopped": reason,
+        "first_failure": {"n": failed["publishers"], "bottleneck": failed["bottleneck"]} if failed else None,
+        "steps": steps,
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict:
+    from bench import janus, netns
+    from meeting.synthetic import encoded_media
+
+    address = netns.VETH_ADDRESS if netns.inside() == "veth" else "127.0.0.1"
+    media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)
+    skipped: dict[str, str] = {}
+    backends = await forwarding.start_backends(args, address, skipped)
+    results = []
+    try:
+        direct = await forwarding.direct_latency(media, 3.0, address)
+        for backend in backends:
+            results.append(await search(backend, media, args, direct))
+    finally:
+        for backend in backends:
+            await backend.close()
+    return {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": forwarding.machine(),
+        "network": forwarding.network_description(address),
+        "janus_version": janus.janus_version(),
+        "load": {"video": f"VP8 {args.width}x{args.height} {args.fps} fps",
+                 "video_bitrate_measured": round(media.video_bitrate), "audio": "Opus 20 ms",
+                 "seconds_per_room": args.seconds},
+        "criteria": "29 <= mean fps <= 31, every leg >= 27 fps, loss < 1% (a failed room is measured twice)",
+        "direct_latency_ms": {"video": direct[0], "audio": direct[1]},
+        "skipped": skipped,
+        "servers": results,
+    }
+
+
+def table(result: dict) -> str:
+    fmt = forwarding.fmt
+    lines = ["| server | N | fps (worst leg) | loss % | added video ms | server CPU % | busiest server thread % "
+             "| client CPU % | holds |", "|---|---|---|---|---|---|---|---|---|"]
+    for server in result["servers"]:
+        for r in server["steps"]:
+            lines.append(f"| {server['server']} | {r['publishers']} | {r['fps']:.1f} ({r['fps_worst_leg']:.1f}) | "
+                         f"{r['loss_percent']:.2f} | {fmt(r['added_video_ms'], '.1f')} | {r['cpu_percent']:.1f} | "
+                         f"{r['busiest_thread_percent']:.0f} | {r['client_cpu_percent']:.0f} | "
+                         f"{'yes' if r['holds'] else 'no'} |")
+    lines.append("")
+    for server in result["servers"]:
+        failure = server["first_failure"]
+        lines.append(f"{server['server']}: largest room held N = {fmt(server['largest_room_held'], 'd')}"
+                     + (f"; N = {failure['n']} failed ({failure['bottleneck']})" if failure
+                        else f" ({server['stopped']})"))
+    for label, why in result["skipped"].items():
+        lines.append(f"skipped {label}: {why}")
+    lines.append(f"criteria: {result['criteria']}; network: {result['network']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="two tiny rooms per server, a few seconds")
+    parser.add_argument("--start", type=int, default=8, help="first room size")
+    parser.add_argument("--step", type=int, default=2, help="room size increment")
+    parser.add_argument("--max", type=int, default=32, help="largest room size tried")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds per server before giving up")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per room")
+    forwarding.add_load_arguments(parser)
+    parser.set_defaults(servers=["meetnow", "janus2"])
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "room_size.json")
+    args = parser.parse_args(argv)
+    args.receive_loss, args.profile = 0.0, None
+    if args.quick:
+        args.start, args.step, args.max = 2, 1, 3
+        args.seconds, args.warmup, args.loop = 1.0, 0.2, 2.0
+        args.width, args.height, args.bitrate = 320, 240, 300_000
+    forwarding.enter_namespace(args)
+    started = time.monotonic()
+    result = asyncio.run(bench(args))
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2))
+    print(table(result))
+    print(f"\nwritten to {args.output} ({result['wall_seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
