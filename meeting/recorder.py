@@ -98,6 +98,10 @@ class RoomRecorder:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def recorded(self) -> float:
+        """Seconds of recording time up to which media has been written (any track)."""
+        return self._writer.recorded
+
     # --- MediaObserver (event loop) -------------------------------------------------------
 
     def publication_started(self, pub: Publication) -> PacketTap:
@@ -167,6 +171,7 @@ class _Writer(threading.Thread):
         self._stop_event = threading.Event()
         self._span: float | None = None
         self.files = self.frames = self.bytes = 0
+        self.recorded = 0.0  # recording time of the newest frame written, any track
 
     def stop(self, span: float) -> None:
         self._span = span
@@ -207,7 +212,7 @@ class _Writer(threading.Thread):
             elif isinstance(item, TrackStart):
                 self.tracks[number] = TrackWriter(
                     self.folder, item, self.t0, self.manifest, lambda n=number: self.keyframe_wanted(n),
-                    self.log_key)
+                    self.log_key, self)
             else:
                 self._close(number, arrival)
 
@@ -242,8 +247,9 @@ class TrackWriter:
     """One publication's file: packets in (writer thread), encoded frames muxed out."""
 
     def __init__(self, folder: Path, start: TrackStart, t0: float, manifest: Manifest,
-                 keyframe_wanted: Callable[[], None], log_key: str) -> None:
+                 keyframe_wanted: Callable[[], None], log_key: str, progress: Any = None) -> None:
         self.folder = folder
+        self.progress = progress  # has a ``recorded`` attribute, moved forward as frames are written
         self.start = start
         self.t0 = t0
         self.manifest = manifest
@@ -359,6 +365,10 @@ class TrackWriter:
         self.last_ms = ms
         self.frames += 1
         self.bytes += len(data)
+        if self.progress is not None:
+            at = self.started_at + ms / 1000
+            if at > self.progress.recorded:
+                self.progress.recorded = at
 
     def flush(self) -> None:
         if self.levels is not None:

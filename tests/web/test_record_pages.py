@@ -1,0 +1,190 @@
+"""The recording page and file, retention with an injected clock, and ``meetnow recordings``."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from meeting import ids
+from meeting.compose import compose
+from meeting.config import Config
+from meeting.models import Origin
+from meeting.recording_store import COMPOSING, RECORDING, Recording
+from meeting.service import MeetingService
+from meeting.sqlite_store import SqliteStore
+from meeting.synthetic import encoded_media
+from tests.meeting.test_record_compose import write_track
+from web.app import create_app
+from web.cli import list_recordings
+from web.recordings import RECORDINGS
+
+MADE = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = MADE
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.ready: list[tuple[str, str, str, str]] = []
+        self.expiring: list[tuple[str, str, str, str]] = []
+
+    async def recording_ready(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
+        self.ready.append((meeting_id, recording_id, url, delete_on))
+
+    async def recording_expiring(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
+        self.expiring.append((meeting_id, recording_id, url, delete_on))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def notifier() -> FakeNotifier:
+    return FakeNotifier()
+
+
+@pytest.fixture
+async def server(config: Config, meetings: MeetingService, clock: Clock,
+                 notifier: FakeNotifier) -> AsyncIterator[TestClient]:
+    app = create_app(config, meetings, notifier=notifier, clock=clock)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def ready_recording(config: Config, store: SqliteStore, meetings: MeetingService) -> Recording:
+    """A composed recording of a meeting titled "Retro", made at MADE, as the composer leaves it."""
+    minted = await meetings.mint("Retro", Origin("web"))
+    recording = Recording(id=ids.new_id(), meeting_id=minted.meeting.id, state=RECORDING, started_at=MADE,
+                          expires_at=MADE + timedelta(days=config.recordings.retention_days))
+    folder = Path(config.recordings.folder) / recording.id
+    folder.mkdir(parents=True)
+    media = encoded_media(320, 240, fps=30, bitrate=300_000, seconds=2.0)
+    manifest: list[dict] = []
+    write_track(folder, manifest, 1, "ann", "mic", 0.0, 2.0, media)
+    write_track(folder, manifest, 2, "ann", "camera", 0.0, 2.0, media)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
+    result = compose(folder, span=2.0)
+    await store.add_recording(recording)
+    await store.recording_stopped(recording.id, MADE + timedelta(seconds=2), 2.0)
+    timeline = [{"name": "Ann <b>", "segments": [[0.2, 1.4]], "total": 1.2}]
+    assert await store.recording_composed(recording.id, "recording.mp4", result.size, result.duration, timeline,
+                                          MADE + timedelta(seconds=2))
+    got = await store.get_recording(recording.id)
+    assert got is not None
+    return got
+
+
+def assert_strict_page(html: str) -> None:
+    """What the CSP demands and the privacy promise: no inline code or style, nothing external."""
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html)
+    assert " style=" not in html and "<style" not in html
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+async def test_recording_page_shows_player_download_length_expiry_and_who_spoke(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService) -> None:
+    recording = await ready_recording(config, store, meetings)
+    response = await server.get(f"/r/{recording.id}")
+    assert response.status == 200
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    html = await response.text()
+    assert_strict_page(html)
+    assert "<h1 id=\"recording-title\">Retro</h1>" in html
+    assert f'src="/r/{recording.id}/video"' in html and f'href="/r/{recording.id}/video?download=1"' in html
+    assert "available until 2026-03-31" in html and "2 s" in html
+    assert "Ann &lt;b&gt;" in html and "Ann <b>" not in html  # names are text
+    assert 'data-start="0.2"' in html
+
+
+async def test_recording_file_is_served_with_ranges(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService) -> None:
+    recording = await ready_recording(config, store, meetings)
+    url = f"/r/{recording.id}/video"
+    whole = await server.get(url)
+    body = await whole.read()
+    assert whole.status == 200 and whole.headers["Content-Type"] == "video/mp4"
+    assert whole.headers["Accept-Ranges"] == "bytes" and len(body) == recording.size
+    part = await server.get(url, headers={"Range": "bytes=100-199"})
+    assert part.status == 206 and part.headers["Content-Range"] == f"bytes 100-199/{recording.size}"
+    assert await part.read() == body[100:200]
+    tail = await server.get(url, headers={"Range": "bytes=-50"})
+    assert tail.status == 206 and await tail.read() == body[-50:]
+    beyond = await server.get(url, headers={"Range": f"bytes={recording.size + 10}-{recording.size + 20}"})
+    assert beyond.status == 416
+    download = await server.get(url + "?download=1")
+    assert download.status == 200
+    assert download.headers["Content-Disposition"] == 'attachment; filename="Retro 2026-03-01.mp4"'
+
+
+async def test_unknown_and_unfinished_recordings(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService) -> None:
+    for path in (f"/r/{ids.new_id()}", f"/r/{ids.new_id()}/video", "/r/not-an-id", "/r/../../etc/passwd",
+                 "/r/", "/r"):
+        assert (await server.get(path)).status == 404, path
+    minted = await meetings.mint("Busy", Origin("web"))
+    busy = Recording(id=ids.new_id(), meeting_id=minted.meeting.id, state=RECORDING, started_at=MADE,
+                     expires_at=MADE + timedelta(days=30))
+    await store.add_recording(busy)
+    await store.recording_stopped(busy.id, MADE, 5.0)
+    page = await server.get(f"/r/{busy.id}")
+    assert page.status == 200 and "being prepared" in await page.text()
+    assert (await server.get(f"/r/{busy.id}/video")).status == 404
+    assert (await store.get_recording(busy.id)).state == COMPOSING  # type: ignore[union-attr]
+
+
+async def test_sweeper_reminds_once_then_deletes_at_day_30_not_29_and_the_page_says_gone(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService, clock: Clock,
+        notifier: FakeNotifier) -> None:
+    recording = await ready_recording(config, store, meetings)
+    sweeper = server.app[RECORDINGS].sweeper
+    folder = Path(config.recordings.folder) / recording.id
+
+    clock.now = MADE + timedelta(days=26, hours=23)
+    assert (await sweeper.sweep()).reminded == 0  # not yet within three days
+    clock.now = MADE + timedelta(days=29)
+    report = await sweeper.sweep()
+    assert report.deleted == 0 and report.reminded == 1
+    assert notifier.expiring == [(recording.meeting_id, recording.id,
+                                  f"http://127.0.0.1:8080/r/{recording.id}", "2026-03-31")]
+    assert (await sweeper.sweep()).reminded == 0  # one reminder only
+    assert (await server.get(f"/r/{recording.id}")).status == 200 and folder.exists()
+
+    clock.now = MADE + timedelta(days=30)
+    assert (await sweeper.sweep()).deleted == 1
+    assert not folder.exists()
+    tombstone = await store.get_recording(recording.id)
+    assert tombstone is not None and tombstone.state == "deleted" and tombstone.timeline == []
+    page = await server.get(f"/r/{recording.id}")
+    assert page.status == 410 and "deleted on 2026-03-31" in await page.text()
+    assert (await server.get(f"/r/{recording.id}/video")).status == 410
+    assert (await sweeper.sweep()).deleted == 0
+    assert len(notifier.expiring) == 1
+
+
+async def test_meetnow_recordings_lists_links_and_expiry(
+        config: Config, store: SqliteStore, meetings: MeetingService, capsys: pytest.CaptureFixture[str]) -> None:
+    recording = await ready_recording(config, store, meetings)
+    await list_recordings(config, include_deleted=False)
+    out = capsys.readouterr().out
+    assert "ready" in out and "2026-03-01 09:30" in out and "2026-03-31" in out and "Retro" in out
+    assert f"http://127.0.0.1:8080/r/{recording.id}" in out
+    await store.recording_deleted(recording.id, MADE + timedelta(days=30))
+    await list_recordings(config, include_deleted=False)
+    assert capsys.readouterr().out.strip() == "No recordings."
+    await list_recordings(config, include_deleted=True)
+    out = capsys.readouterr().out
+    assert "deleted" in out and recording.id not in out
