@@ -156,7 +156,7 @@ async def test_tracks_compose_into_one_verified_file_whose_layout_follows_who_is
     assert textured(one, 1280, 628, 348) and not textured(one, 1280, 20, 348)
     # With Ben, two tiles side by side: picture in each half, a gap between them.
     assert textured(two, 1280, 300, 348) and textured(two, 1280, 960, 348)
-    assert not textured(two, 1280, 628, 348, size=8)
+    assert not textured(two, 1280, 636, 348, size=8)  # the 8-pixel gap at x 636..643
     # The screen share takes the large tile over the middle; people move to a column.
     assert textured(stage, 1280, 628, 348) and textured(stage, 1280, 1120, 300)
     assert not textured(stage, 1280, 1100, 20)

@@ -60,7 +60,9 @@ async def post(server: TestClient, meeting_id: str, body: Any, key: str | None =
 
 
 async def test_only_hosts_start_recording_everyone_sees_it_and_starting_twice_changes_nothing(
-        server: TestClient, minted: MintedMeeting, sfu: ObservedFakeSfu, meetings: MeetingService) -> None:
+        server: TestClient, minted: MintedMeeting, sfu: ObservedFakeSfu, meetings: MeetingService,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
     meeting_id = minted.meeting.id
     host, welcome = await join(server, meeting_id, "Hana", host_key(minted))
     guest, guest_welcome = await join(server, meeting_id, "Gus")
@@ -100,6 +102,10 @@ async def test_only_hosts_start_recording_everyone_sees_it_and_starting_twice_ch
     [(recording, title)] = await meetings.store.all_recordings()
     assert recording.state == COMPOSING and title == "Board" and recording.duration is not None
     assert (await post(server, meeting_id, {"action": "stop"}, host_key(minted)))[1] == {"active": False}
+    # (The test server's access log is aiohttp's own; `meetnow serve` uses the redacting one.)
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name != "aiohttp.access")
+    assert "recording started" in logged and "recording stopped" in logged
+    assert meeting_id not in logged and recording.id not in logged and host_key(minted) not in logged
 
 
 async def test_bad_requests_are_refused_and_change_nothing(
