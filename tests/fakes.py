@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Awaitable, Callable
 
 from meeting.sfu import CandidateError, Offer, SdpError, TrackSlot
@@ -38,9 +39,12 @@ class FakeSfu:
     def __init__(self) -> None:
         self.peers: dict[tuple[str, str], FakePeer] = {}
         self.left: list[str] = []
+        self.gate = asyncio.Event()  # clear it to hold joins, as a slow media set-up would
+        self.gate.set()
 
     async def join(self, room_id: str, participant_id: str,
                    send_offer: Callable[[Offer], Awaitable[None]], publish: Any = (), on_state: Any = None) -> FakePeer:
+        await self.gate.wait()
         peer = self.peers[room_id, participant_id] = FakePeer(participant_id)
         slot = TrackSlot(mid="0", kind="audio", source="mic", direction="publish", participant=participant_id)
         await send_offer(Offer(sdp="v=0\r\n", slots=(slot,)))

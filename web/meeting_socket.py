@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
@@ -51,6 +53,8 @@ JOINS_PER_SECOND = 0.5
 JOIN_BURST = 10.0
 IP_MESSAGES_PER_SECOND = 150.0
 IP_MESSAGE_BURST = 600.0
+# A page that lost its connection may take its place back (past the lobby) this long.
+RESUME_GRACE = 60.0
 # Chat, per participant: a conversation, not a flood.
 CHAT_PER_SECOND = 1.0
 CHAT_BURST = 5.0
@@ -72,7 +76,8 @@ class Signaling:
         self.ip_messages = KeyedLimiter(IP_MESSAGES_PER_SECOND, IP_MESSAGE_BURST)
         self.connections: dict[str, dict[str, Connection]] = {}
         self.waiting: dict[str, dict[str, Connection]] = {}
-        self._resume: dict[str, str] = {}  # resume token -> participant id
+        self._resume: dict[str, tuple[str, float]] = {}  # token -> (participant id, expiry)
+        self.tasks: set[asyncio.Task[Any]] = set()
         # Told of every room event with the names present after it (the chat announcer).
         self.listeners: list[Listener] = []
         self.recordings: RecordingService | None = None
@@ -159,16 +164,27 @@ class Signaling:
 
     def new_resume_token(self, participant_id: str) -> str:
         token = secrets.token_urlsafe(16)
-        self._resume[token] = participant_id
+        self._resume[token] = (participant_id, math.inf)
         return token
 
     def resumed_participant(self, token: str | None) -> str | None:
-        return self._resume.pop(token, None) if token else None
+        """Whose place a reconnecting page takes back, if its token is still good (once)."""
+        pid, expires = self._resume.pop(token, (None, 0.0)) if token else (None, 0.0)
+        return pid if time.monotonic() < expires else None
 
-    def forget_resume(self, participant_id: str) -> None:
-        for token, pid in list(self._resume.items()):
+    def expire_resume(self, participant_id: str, grace: float) -> None:
+        """Keep a participant's token for ``grace`` seconds after they went (0: forget it)."""
+        now = time.monotonic()
+        for token, (pid, expires) in list(self._resume.items()):
             if pid == participant_id:
+                self._resume[token] = (pid, min(expires, now + grace))
+            if self._resume[token][1] <= now:
                 del self._resume[token]
+
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Hold a fire-and-forget task until it ends, so it is not collected halfway."""
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
 
 def lobby_message(waiting: Any) -> dict[str, Any]:
@@ -190,6 +206,7 @@ class Connection:
         self.peer: Peer | None = None
         self.waiting_id: str | None = None
         self.pending: Join | None = None
+        self.barred = False  # removed by a host, or the meeting ended: no resuming
         self.budget = TokenBucket(signaling.rate_per_second, signaling.rate_burst)
         self.chat_budget = TokenBucket(CHAT_PER_SECOND, CHAT_BURST)
 
@@ -253,9 +270,10 @@ class Connection:
             await self.ws.close()
             return
         is_host = await self._check_host_key(message.host_key)
-        await self._evict_resumed(message.resume)
+        resumed = await self._evict_resumed(message.resume)
         room = self.signaling.rooms.open(self.meeting_id)
-        if room.locked and not is_host:
+        # A page back from a blip was admitted before: it does not queue in the lobby again.
+        if room.locked and not is_host and not resumed:
             waiting, events = room.knock(message.name)
             self.state, self.waiting_id, self.pending = "waiting", waiting.id, message
             self.signaling.waiting.setdefault(self.meeting_id, {})[waiting.id] = self
@@ -275,12 +293,14 @@ class Connection:
                                                    "You join as a guest."})
         return False
 
-    async def _evict_resumed(self, token: str | None) -> None:
+    async def _evict_resumed(self, token: str | None) -> bool:
+        """Take back a reconnecting page's place; True when its resume token was good."""
         stale = self.signaling.resumed_participant(token)
         previous = self.signaling.connections.get(self.meeting_id, {}).get(stale or "")
         if previous is not None:  # the same page, back after a blip: its old socket goes
             await previous.close()
             await previous.ws.close()
+        return stale is not None
 
     async def _enter(self, room: Room, message: Join, is_host: bool) -> None:
         try:
@@ -313,19 +333,30 @@ class Connection:
         if is_host and room.lobby:
             await self.send(lobby_message(room.lobby.values()))
         await self.signaling.publish_events(self.meeting_id, events)
-        self.peer = await self.signaling.sfu.join(
-            self.meeting_id, participant.id, self._send_offer, publish=sorted(participant.publishes),
-            on_state=self._on_peer_state,
-        )
+        try:
+            self.peer = await self.signaling.sfu.join(
+                self.meeting_id, participant.id, self._send_offer,
+                publish=sorted(participant.publishes), on_state=self._on_peer_state,
+            )
+        except Exception:
+            log.exception("media join failed %s", kv(meeting=ids.short(self.meeting_id)))
+            await self.close_with({"type": "error", "code": "media-failed",
+                                   "message": "The server could not set up your media."})
+            return
+        if self.state != "joined":  # removed or replaced while the media was being set up
+            await self.signaling.sfu.leave(self.meeting_id, participant.id)
 
     async def admit(self) -> None:
         """Let this lobby connection in (a host decided)."""
         room = self.signaling.rooms.get(self.meeting_id)
         if self.state != "waiting" or room is None or self.pending is None:
             return
+        self.state = "admitting"  # a second admit, or a close, now sees this is under way
         self._leave_lobby_registry()
         await self.signaling.publish_events(self.meeting_id, room.unknock(self.waiting_id or ""))
-        await self._enter(room, self.pending, is_host=False)
+        if self.state != "admitting" or self.ws.closed:  # gone while the hosts were told
+            return
+        await self._enter(self.signaling.rooms.open(self.meeting_id), self.pending, is_host=False)
 
     async def _send_offer(self, offer: Offer) -> None:
         await self.send({
@@ -341,8 +372,8 @@ class Connection:
     def _on_peer_state(self, state: str) -> None:
         if state in ("failed", "closed") and self.state == "joined":
             log.info("peer %s %s", state, kv(meeting=ids.short(self.meeting_id)))
-            asyncio.ensure_future(self.close_with({"type": "error", "code": "media-failed",
-                                                   "message": "The media connection failed."}))
+            failed = {"type": "error", "code": "media-failed", "message": "The media connection failed."}
+            self.signaling.keep(asyncio.ensure_future(self.close_with(failed)))
 
     # ---- in the meeting
 
@@ -405,6 +436,7 @@ class Connection:
         elif message.action == "remove":
             target = self.signaling.connections.get(self.meeting_id, {}).get(message.target or "")
             if target is not None and target is not self:
+                target.barred = True
                 await target.close_with({"type": "removed", "message": "A host removed you from the meeting."})
         elif message.action == "ask-mute":
             target = self.signaling.connections.get(self.meeting_id, {}).get(message.target or "")
@@ -432,6 +464,7 @@ class Connection:
         for waiting in list(self.signaling.waiting.get(self.meeting_id, {}).values()):
             await waiting.close_with({"type": "meeting-ended", "message": "The host ended the meeting."})
         for connection in self.signaling.present(self.meeting_id):
+            connection.barred = True
             await connection.close_with({"type": "meeting-ended", "message": "The host ended the meeting."})
 
     # ---- leaving
@@ -453,7 +486,7 @@ class Connection:
         """Leave the lobby, the room and the SFU; safe to call more than once."""
         state, self.state = self.state, "closed"
         room = self.signaling.rooms.get(self.meeting_id)
-        if state == "waiting" and room is not None:
+        if state in ("waiting", "admitting") and room is not None:
             self._leave_lobby_registry()
             await self.signaling.publish_events(self.meeting_id, room.unknock(self.waiting_id or ""))
             self.signaling.rooms.discard_if_empty(self.meeting_id)
@@ -465,7 +498,8 @@ class Connection:
             del connections[pid]
         if not connections:
             self.signaling.connections.pop(self.meeting_id, None)
-        self.signaling.forget_resume(pid)
+        # Removed people and ended meetings give no way back; a dropped page gets a grace period.
+        self.signaling.expire_resume(pid, 0.0 if self.barred else RESUME_GRACE)
         # The room is told first: whatever the media plane does, nobody stays as a ghost.
         events = room.leave(pid)
         try:
