@@ -39,6 +39,9 @@ from .discord_courier import DiscordCourier, DiscordRest
 from .discord_render import FIRST_STATUS, JOIN_LABEL, meeting_embed
 
 log = logging.getLogger(__name__)
+# At DEBUG discord.py logs request URLs and bodies: interaction tokens and the private host link.
+logging.getLogger("discord.http").setLevel(logging.INFO)
+logging.getLogger("discord.webhook.async_").setLevel(logging.INFO)
 
 COMMAND = "meetnow"
 # What the bot needs in a channel. Interaction replies and follow-ups need no permission at

@@ -8,6 +8,7 @@ sees a host link: it travels in the command's ephemeral answer, never in a chann
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
@@ -256,7 +257,8 @@ class SlackBot:
 
     async def _on_command(self, ack: Ack, command: dict[str, Any]) -> None:
         """``/meetnow [help | channel | <title>]``: answer privately, then announce."""
-        words = " ".join((command.get("text") or "").split())
+        # Slack sends command text with &, < and > escaped; the title is stored as typed.
+        words = " ".join(html.unescape(command.get("text") or "").split())
         if words.lower() == "help":
             await ack(text=text.HELP, response_type="ephemeral")
             return

@@ -72,7 +72,9 @@ def classify(exc: SlackApiError) -> Retry | GiveUp:
 
 async def tell_privately(client: AsyncWebClient, response_url: str, message: str) -> bool:
     """An ephemeral answer to the person who typed the command; False when it failed."""
-    webhook = AsyncWebhookClient(response_url, timeout=10, session=client.session, retry_handlers=[])
+    # The client's own logger: at DEBUG the SDK would print the URL (a bearer URL) and the body.
+    webhook = AsyncWebhookClient(response_url, timeout=10, session=client.session, retry_handlers=[],
+                                 logger=client.logger)
     try:
         response = await webhook.send(text=message, response_type="ephemeral", replace_original=False)
     except NETWORK_ERRORS:

@@ -7,6 +7,7 @@ one ``ConfigError`` line that names the offending key; callers print it and exit
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -183,3 +184,20 @@ def _check(config: Config) -> None:
         raise ConfigError("config key 'recordings.compose_workers' must be at least 1")
     if config.media.max_participants < 2:
         raise ConfigError("config key 'media.max_participants' must be at least 2")
+    _check_addresses(config.media)
+
+
+def _check_addresses(media: MediaConfig) -> None:
+    # Checked here so a typo is one clear line at start, not a failure at every join.
+    for i, address in enumerate(media.announce_addresses):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"config key 'media.announce_addresses[{i}]' must be an IP address, "
+                              f"not {address!r}") from None
+    for i, network in enumerate(media.allowed_peer_networks):
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"config key 'media.allowed_peer_networks[{i}]' must be a network "
+                              f"such as 10.0.0.0/8, not {network!r}") from None

@@ -88,7 +88,8 @@ class OutboxStore(Protocol):
     async def outbox_due(self, now: float, platforms: list[str], limit: int) -> list[OutboxEntry]: ...
     async def outbox_pending_announce(self, meeting_id: str) -> bool: ...
     async def outbox_finish(self, entry_id: int, version: int, state: str, error: str) -> None: ...
-    async def outbox_retry(self, entry_id: int, attempts: int, next_at: float, error: str) -> None: ...
+    async def outbox_retry(self, entry_id: int, version: int, attempts: int, next_at: float,
+                           error: str) -> None: ...
     async def outbox_next_due(self, platforms: list[str]) -> float | None: ...
     async def get_post(self, meeting_id: str) -> ChatPost | None: ...
     async def save_post(self, post: ChatPost) -> None: ...
@@ -156,7 +157,8 @@ class Outbox:
         if entry.kind != ANNOUNCE and post is None:
             if await self.store.outbox_pending_announce(entry.meeting_id):
                 # The message to edit or reply to is not made yet: wait for it.
-                await self.store.outbox_retry(entry.id, entry.attempts, self.clock() + 1, "waiting")
+                await self.store.outbox_retry(entry.id, entry.version, entry.attempts, self.clock() + 1,
+                                              "waiting")
             else:
                 await self._finish(entry, "dropped", "the meeting's message was never posted")
             return
@@ -173,7 +175,8 @@ class Outbox:
             await self._finish(entry, "dropped", result.reason)
         else:
             delay = result.after if result.after is not None else backoff(entry.attempts)
-            await self.store.outbox_retry(entry.id, entry.attempts + 1, self.clock() + delay, result.reason)
+            await self.store.outbox_retry(entry.id, entry.version, entry.attempts + 1,
+                                          self.clock() + delay, result.reason)
 
     async def _finish(self, entry: OutboxEntry, state: str, reason: str) -> None:
         await self.store.outbox_finish(entry.id, entry.version, state, reason)

@@ -179,9 +179,6 @@ class Room:
     def _lobby_changed(self) -> LobbyChanged:
         return LobbyChanged(tuple(self.lobby.values()))
 
-    def hosts(self) -> list[Participant]:
-        return [p for p in self.participants.values() if p.is_host]
-
     def others(self, participant_id: str) -> list[Participant]:
         """Everyone but the given participant, in order of arrival."""
         return [p for p in self.participants.values() if p.id != participant_id]

@@ -144,15 +144,21 @@ class SqliteStore:
 
     async def outbox_finish(self, entry_id: int, version: int, state: str, error: str) -> None:
         # A status row rewritten during delivery has a newer version: it stays pending.
+        # What was needed to answer the person (a Slack response_url is a bearer URL) is not
+        # kept once the announcement is settled.
         await self.db.execute(
-            "UPDATE outbox SET state = ?, last_error = ? WHERE id = ? AND version = ?",
-            (state, error, entry_id, version))
+            "UPDATE outbox SET state = ?, last_error = ?,"
+            " payload = CASE WHEN kind = ? THEN json_remove(payload, '$.reply') ELSE payload END"
+            " WHERE id = ? AND version = ?",
+            (state, error, ANNOUNCE, entry_id, version))
         await self.db.commit()
 
-    async def outbox_retry(self, entry_id: int, attempts: int, next_at: float, error: str) -> None:
+    async def outbox_retry(self, entry_id: int, version: int, attempts: int, next_at: float,
+                           error: str) -> None:
+        # A status rewritten meanwhile is a new message with a fresh count: leave it be.
         await self.db.execute(
-            "UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-            (attempts, next_at, error, entry_id))
+            "UPDATE outbox SET attempts = ?, next_at = ?, last_error = ? WHERE id = ? AND version = ?",
+            (attempts, next_at, error, entry_id, version))
         await self.db.commit()
 
     async def get_post(self, meeting_id: str) -> ChatPost | None:

@@ -11,7 +11,7 @@ from meeting.models import Origin
 from meeting.service import TitleError
 
 from .errors import json_error
-from .keys import CONFIG, MEETINGS
+from .keys import CONFIG, MEETINGS, MINT_LIMIT
 
 MINT_FIELDS = {"title", "e2ee"}
 
@@ -43,6 +43,10 @@ async def create_meeting(request: web.Request) -> web.Response:
     """``POST /api/meetings``: mint a meeting; 201 with its id, title, both links, e2ee."""
     if not request.app[CONFIG].server.allow_web_minting:
         return json_error(403, "minting meetings over HTTP is switched off on this server")
+    if not request.app[MINT_LIMIT].take(request.remote or ""):
+        response = json_error(429, "too many meetings minted from your address; wait a moment")
+        response.headers["Retry-After"] = "5"
+        return response
     try:
         data = await read_json_object(request, MINT_FIELDS)
         e2ee = data.get("e2ee", False)

@@ -17,12 +17,16 @@ from meeting.sfu import Sfu
 
 from . import api, pages, recordings
 from .errors import error_pages
-from .keys import CONFIG, MEETINGS, SIGNALING
+from .keys import CONFIG, MEETINGS, MINT_LIMIT, SIGNALING
 from .meeting_socket import Signaling, close_all, meeting_socket
+from .ratelimit import KeyedLimiter
 from .recordings import RECORDINGS
 from .security import add_security_headers
 
 STATIC = Path(__file__).parent / "static"
+# Meetings minted over HTTP per client address: plenty for people, little for a script.
+MINTS_PER_SECOND = 0.2
+MINT_BURST = 20.0
 # Requests are small JSON or form bodies; anything bigger is refused before it is read.
 MAX_BODY = 64 * 1024
 
@@ -47,6 +51,7 @@ def create_app(config: Config, meetings: MeetingService, sfu: Sfu | None = None,
     signaling.attach_recordings(service)
     app.on_shutdown.append(close_all)
     app.on_cleanup.append(_close_recordings)
+    app[MINT_LIMIT] = KeyedLimiter(MINTS_PER_SECOND, MINT_BURST)
     app.on_response_prepare.append(add_security_headers)
     app.router.add_get("/", pages.home)
     app.router.add_get("/healthz", pages.healthz)

@@ -537,6 +537,7 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
             elif frame.type == WSMsgType.BINARY:
                 await connection.error("bad-message", "binary frames are not part of the protocol")
     finally:
-        # aiohttp cancels a handler whose client vanished; the goodbye must still finish.
+        # aiohttp may cancel a handler whose client vanished (its test server does, and so does
+        # handler_cancellation=True); the goodbye must still finish.
         await asyncio.shield(connection.close())
     return ws

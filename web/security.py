@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .keys import CONFIG
+
 # 'self' only: no CDN, font host or analytics can be reached from a page even by mistake.
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -31,6 +33,12 @@ SECURITY_HEADERS = {
 }
 
 
+# Sent only where the site is served over HTTPS (directly, or as its public URL says).
+STRICT_TRANSPORT_SECURITY = "max-age=31536000"
+
+
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: runs for handlers, static files and error pages alike."""
     response.headers.update(SECURITY_HEADERS)
+    if request.secure or request.app[CONFIG].server.public_url.startswith("https://"):
+        response.headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY

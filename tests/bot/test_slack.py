@@ -198,6 +198,17 @@ async def test_unknown_words_are_a_title_and_long_titles_are_cut(
         assert len(cut) == TITLE_MAX and cut.endswith("…")
 
 
+async def test_slack_escaped_command_text_is_stored_as_typed(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        await slash(client, fake, "R&amp;D &lt;weekly&gt;")  # how Slack sends "R&D <weekly>"
+        await wait_for(lambda: fake.done("chat.postMessage"))
+        [post] = fake.done("chat.postMessage")
+        meeting_id = block_url(post).rsplit("/m/", 1)[1]
+        assert (await store.get_meeting(meeting_id)).title == "R&D <weekly>"
+        assert "R&amp;D &lt;weekly&gt;" in post["blocks"][0]["text"]["text"]  # escaped once, for Slack
+
+
 async def test_direct_message_command_works(config: Config, store: SqliteStore, fake: FakeSlack) -> None:
     async with running(with_slack(config, fake), store) as (_, client):
         answer = await (await slash(client, fake, "", channel_id="D0ALICE", channel_name="directmessage")).json()

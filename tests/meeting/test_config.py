@@ -56,6 +56,8 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[[media.ice_servers]]\nurl = 'x'\n", "unknown config key 'media.ice_servers[0].url'"),
         ("server = 1\n", "config key 'server' must be a table"),
         ("[recordings]\nretention_days = 0\n", "recordings.retention_days"),
+        ('[media]\nannounce_addresses = ["vm.example.org"]\n', "'media.announce_addresses[0]' must be an IP address"),
+        ('[media]\nallowed_peer_networks = ["10.0.0.0/33"]\n', "'media.allowed_peer_networks[0]' must be a network"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, message: str) -> None:

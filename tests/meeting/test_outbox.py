@@ -157,3 +157,47 @@ async def test_entries_for_unconfigured_platforms_wait(store: SqliteStore, clock
     await outbox.put("announce:d", meeting_id, "discord", ANNOUNCE, {})
     outbox.register(ScriptedCourier())
     assert await outbox.deliver_due() == 0
+
+
+class RewritingCourier(ScriptedCourier):
+    """Fails a status delivery while a newer status is written, as a burst of joins would."""
+
+    def __init__(self, outbox: Outbox, meeting_id: str, result: Delivery) -> None:
+        super().__init__()
+        self.outbox, self.meeting_id, self.result = outbox, meeting_id, result
+
+    async def deliver(self, entry: OutboxEntry, post: ChatPost | None) -> Delivery:
+        if entry.kind == STATUS and entry.payload == {"present": ["A"]}:
+            self.calls.append((entry, post))
+            await self.outbox.put_status(self.meeting_id, "slack", {"present": ["A", "B"]})
+            return self.result
+        return await super().deliver(entry, post)
+
+
+@pytest.mark.parametrize("result", [Delivered(), Retry("network", after=600)])
+async def test_a_status_rewritten_during_delivery_is_still_sent(
+    store: SqliteStore, clock: Clock, meeting_id: str, result: Delivery
+) -> None:
+    outbox = Outbox(store, clock)
+    courier = RewritingCourier(outbox, meeting_id, result)
+    outbox.register(courier)
+    await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {})
+    await outbox.deliver_due()
+    await outbox.put_status(meeting_id, "slack", {"present": ["A"]})
+    clock.now += 2
+    await outbox.deliver_due()
+    clock.now += 2  # well before a retry of the old status would be due
+    await outbox.deliver_due()
+    assert [e.payload for e, _ in courier.calls if e.kind == STATUS] == [
+        {"present": ["A"]}, {"present": ["A", "B"]}]
+
+
+async def test_a_settled_announcement_keeps_no_reply_data(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    outbox.register(ScriptedCourier())
+    reply = {"response_url": "https://hooks.example/secret"}
+    await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {"title": "t", "reply": reply})
+    await outbox.deliver_due()
+    async with store.db.execute("SELECT payload FROM outbox") as cursor:
+        [(payload,)] = await cursor.fetchall()
+    assert "hooks.example" not in payload and '"title"' in payload

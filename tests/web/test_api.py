@@ -95,3 +95,11 @@ async def test_mint_end_to_end_encrypted(client: TestClient, store: SqliteStore)
     assert response.status == 201 and body["e2ee"] is True
     assert "key=" not in body["url"] + body["host_url"]  # the server never makes or sees the key
     assert (await store.get_meeting(body["id"])).e2ee is True
+
+
+async def test_minting_is_limited_per_address(client: TestClient, store: SqliteStore) -> None:
+    statuses = [(await client.post("/api/meetings", json={})).status for _ in range(30)]
+    assert statuses.count(201) == 20 and statuses[-1] == 429
+    response = await client.post("/api/meetings", json={})
+    assert response.headers["Retry-After"] == "5" and "wait" in (await response.json())["error"]
+    assert await _count(store) == 20

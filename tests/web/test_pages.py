@@ -66,3 +66,17 @@ async def test_static_has_no_listing_or_escape(client: TestClient) -> None:
     assert (await client.get("/static/../pyproject.toml")).status in (403, 404)
     css = await client.get("/static/style.css")
     assert css.status == 200 and css.content_type == "text/css"
+
+
+async def test_hsts_only_where_the_site_is_https(tmp_path, store) -> None:
+    from aiohttp.test_utils import TestServer
+
+    from tests.conftest import make_config
+    from web.app import create_app
+
+    for public_url, expected in (("https://meet.example.org", True), ("http://127.0.0.1:8080", False)):
+        config = make_config(tmp_path, public_url=public_url)
+        app = create_app(config, MeetingService(store, public_url))
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/")
+            assert ("Strict-Transport-Security" in response.headers) is expected

@@ -5,7 +5,7 @@
 // authenticated as additional data, so it cannot be altered either.
 "use strict";
 
-const encoder = new TextEncoder();
+importScripts("/static/e2ee-keys.js");
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 let keyPromise = null;
@@ -13,19 +13,6 @@ let keyPromise = null;
 // everyone in a permanent meeting, no two senders may ever produce the same IV.
 const salt = crypto.getRandomValues(new Uint8Array(8));
 let counter = 0;
-
-function keyBytes(text) {
-  const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
-  const raw = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
-  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
-}
-
-async function deriveMediaKey(secret) {
-  const base = await crypto.subtle.importKey("raw", keyBytes(secret), "HKDF", false, ["deriveKey"]);
-  return crypto.subtle.deriveKey(
-    { name: "HKDF", hash: "SHA-256", salt: encoder.encode("meetnow-e2ee-v1"), info: encoder.encode("media") },
-    base, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
-}
 
 function clearBytes(frame, kind) {
   if (kind === "audio") return 1;
@@ -77,7 +64,7 @@ function pipe(readable, writable, direction, kind) {
 
 onmessage = (event) => {
   const message = event.data;
-  if (message.type === "key") keyPromise = deriveMediaKey(message.secret);
+  if (message.type === "key") keyPromise = e2eeDeriveKey(message.secret, "media");
   else if (message.type === "streams") pipe(message.readable, message.writable, message.direction, message.kind);
 };
 

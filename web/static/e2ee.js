@@ -18,19 +18,6 @@ const E2EE = (() => {
     return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
 
-  function keyBytes(text) {
-    const b64 = text.replace(/-/g, "+").replace(/_/g, "/");
-    const raw = atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4));
-    return Uint8Array.from(raw, (c) => c.charCodeAt(0));
-  }
-
-  async function deriveKey(secret, purpose) {
-    const base = await crypto.subtle.importKey("raw", keyBytes(secret), "HKDF", false, ["deriveKey"]);
-    return crypto.subtle.deriveKey(
-      { name: "HKDF", hash: "SHA-256", salt: encoder.encode("meetnow-e2ee-v1"), info: encoder.encode(purpose) },
-      base, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
-  }
-
   function toBase64(bytes) {
     let text = "";
     for (const b of bytes) text += String.fromCharCode(b);
@@ -40,7 +27,7 @@ const E2EE = (() => {
   class Session {
     constructor(secret) {
       this.secret = secret;
-      this.chatKey = deriveKey(secret, "chat");
+      this.chatKey = e2eeDeriveKey(secret, "chat");
       this.worker = new Worker("/static/e2ee-worker.js");
       this.worker.postMessage({ type: "key", secret });
       this.attached = new WeakSet();
