@@ -108,6 +108,7 @@ class ComposeRow:
     speed: float = 0.0  # x real time
     cpu_per_media_second: float = 0.0
     output_bytes: int = 0
+    load_average: float = 0.0  # 1-minute load average after the row: other work slows a niced worker
 
 
 def bench_compose(args: argparse.Namespace, workdir: Path) -> list[ComposeRow]:
@@ -132,6 +133,7 @@ def bench_compose(args: argparse.Namespace, workdir: Path) -> list[ComposeRow]:
             row.speed = round(args.media_seconds / wall, 2)
             row.cpu_per_media_second = round(cpu / args.media_seconds, 3)
             row.output_bytes = result["size"]
+            row.load_average = round(os.getloadavg()[0], 2)
             rows.append(row)
             print(f"  measured {name}: {row.speed:.1f}x real time", file=sys.stderr, flush=True)
             shutil.rmtree(folder)
@@ -152,6 +154,7 @@ async def serve(folder: str) -> None:
     sfu = Sfu(MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",),
                           max_participants=64))
     recorders: dict[str, Any] = {}
+    made = [0]  # recordings so far: each gets its own folder
     done = asyncio.Event()
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -184,7 +187,8 @@ async def serve(folder: str) -> None:
                     if peer is not None:
                         await peer.accept_answer(msg["sdp"])
                 elif op == "record":
-                    path = Path(folder) / f"{msg['room']}-{len(recorders)}"
+                    made[0] += 1
+                    path = Path(folder) / f"{msg['room']}-{made[0]}"
                     path.mkdir(parents=True)
                     recorder = RoomRecorder(path, lambda pid: pid, "bench")
                     recorder.start()

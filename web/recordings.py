@@ -14,6 +14,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -118,9 +119,12 @@ async def recording_video(request: web.Request) -> web.StreamResponse:
     response = web.FileResponse(path, headers={"Content-Type": "video/mp4", "Cache-Control": "private, no-cache"})
     if request.query.get("download"):
         meeting = await request.app[MEETINGS].store.get_meeting(recording.meeting_id)
-        name = _UNSAFE_FILENAME.sub("", meeting.title if meeting else "").strip() or "recording"
+        title = " ".join((meeting.title if meeting else "").split())[:80] or "Recording"
+        name = f"{title} {recording.started_at.date().isoformat()}.mp4"
+        # An ASCII name for old clients, the title as written (UTF-8, RFC 6266) for the rest.
+        ascii_name = _UNSAFE_FILENAME.sub("", name).strip() or "recording.mp4"
         response.headers["Content-Disposition"] = (
-            f'attachment; filename="{name[:80]} {recording.started_at.date().isoformat()}.mp4"')
+            f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}")
     return response
 
 

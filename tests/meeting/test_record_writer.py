@@ -195,12 +195,14 @@ class CountingObserver:
 
 async def test_the_sfu_taps_a_rooms_publications_only_while_observed(meeting) -> None:
     ann = await meeting.join("ann")
-    observer = CountingObserver()
+    observer, other = CountingObserver(), CountingObserver()
     meeting.sfu.observe("room", observer)
     assert sorted(observer.started) == [("ann", "camera"), ("ann", "mic")]
+    meeting.sfu.observe("other", other)  # two meetings recorded at once, each on its own
     await meeting.join("ben", publish=("mic",))
-    await meeting.join("cat", room="other")  # another meeting is not observed
+    await meeting.join("cat", room="other")
     assert sorted(observer.started) == [("ann", "camera"), ("ann", "mic"), ("ben", "mic")]
+    assert sorted(other.started) == [("cat", "camera"), ("cat", "mic")]
     await wait_for(lambda: all(observer.packets[k] > 20 for k in observer.packets), timeout=10,
                    what="packets through every tap")
     await meeting.leave("ben")
@@ -213,3 +215,5 @@ async def test_the_sfu_taps_a_rooms_publications_only_while_observed(meeting) ->
     assert all(pub.tap is None for peer in room.peers.values() for pub in peer._publications.values())
     meeting.sfu.unobserve("room")  # idempotent
     assert observer.packets == counts
+    assert all(n > 0 for n in other.packets.values()) and other.ended == []
+    meeting.sfu.unobserve("other")

@@ -127,7 +127,8 @@ async def test_recording_file_is_served_with_ranges(
     assert beyond.status == 416
     download = await server.get(url + "?download=1")
     assert download.status == 200
-    assert download.headers["Content-Disposition"] == 'attachment; filename="Retro 2026-03-01.mp4"'
+    assert download.headers["Content-Disposition"] == (
+        "attachment; filename=\"Retro 2026-03-01.mp4\"; filename*=UTF-8''Retro%202026-03-01.mp4")
 
 
 async def test_unknown_and_unfinished_recordings(
