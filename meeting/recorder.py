@@ -167,7 +167,7 @@ class _Writer(threading.Thread):
         self.keyframe_wanted = keyframe_wanted
         self.log_key = log_key
         self.tracks: dict[int, TrackWriter] = {}
-        self.manifest = Manifest(folder / MANIFEST)
+        self.manifest: Manifest | None = None  # opened on this thread, like every file
         self._stop_event = threading.Event()
         self._span: float | None = None
         self.files = self.frames = self.bytes = 0
@@ -180,6 +180,7 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         next_flush = time.monotonic() + FLUSH_INTERVAL
         try:
+            self.manifest = Manifest(self.folder / MANIFEST)
             while True:
                 stopping = self._stop_event.is_set()
                 self._drain()
@@ -197,9 +198,10 @@ class _Writer(threading.Thread):
             end = time.monotonic()
             for number in list(self.tracks):
                 self._close(number, end)
-            if self._span is not None:
-                self.manifest.write({"stopped": round(self._span, 3)})
-            self.manifest.close()
+            if self.manifest is not None:
+                if self._span is not None:
+                    self.manifest.write({"stopped": round(self._span, 3)})
+                self.manifest.close()
 
     def _drain(self) -> None:
         queue = self.queue
@@ -210,6 +212,7 @@ class _Writer(threading.Thread):
                 if track is not None:
                     track.packet(item, arrival)
             elif isinstance(item, TrackStart):
+                assert self.manifest is not None
                 self.tracks[number] = TrackWriter(
                     self.folder, item, self.t0, self.manifest, lambda n=number: self.keyframe_wanted(n),
                     self.log_key, self)

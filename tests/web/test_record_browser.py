@@ -78,6 +78,9 @@ async def test_two_people_record_a_meeting_and_get_one_composed_file_and_its_lin
             recorder = service.recorder(minted.meeting.id)
             assert recorder is not None
             await wait_for(lambda: recorder.recorded() >= RECORD_SECONDS, timeout=RECORD_SECONDS + 10)
+            # Chromium sends RFC 6464 audio levels: gathered for the speaker timeline.
+            levels = sorted(recorder.folder.glob("*.levels"))
+            assert len(levels) == 2 and all(p.stat().st_size > 0 for p in levels)
             await ann.click("text=Stop recording")
             span = time.monotonic() - started
             for page in (ann, ben):
