@@ -2,14 +2,16 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-CHROMIUM ?= /usr/bin/chromium
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), and the
+# network-namespace tools that keep every test on loopback.
+SYSTEM_PACKAGES = chromium janus iproute2 util-linux
 
-.PHONY: run test chromium
+.PHONY: run test system-packages
 
 run: $(VENV)/.run-installed
 	$(VENV)/bin/meetnow serve $(if $(CONFIG),--config $(CONFIG))
 
-test: $(VENV)/.test-installed $(CHROMIUM)
+test: $(VENV)/.test-installed system-packages
 	tests/netns.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 $(VENV)/bin/pip:
@@ -24,7 +26,10 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/bin/pip
 	$(VENV)/bin/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 
-# Debian's chromium for the browser tests (never a browser download).
-$(CHROMIUM):
-	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+# From Debian's archive only: never a browser download.
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
