@@ -2,8 +2,10 @@
 
 Publishers send pre-encoded VP8 (640x480, 30 fps, ~500 kbit/s by default) and 20 ms Opus
 in a loop; viewers count packets and frames (RTP marker bit) from the cleartext SRTP
-header without decoding. Each server runs in its own process and its CPU (utime + stime,
-all threads) is read from /proc/<pid>/stat. meetnow's SFU is driven over a JSON-lines
+header without decoding. Each server runs in its own process and its CPU, all threads,
+is read from /proc: the run time of each thread (/proc/<pid>/task/*/schedstat, in ns), or
+utime + stime from /proc/<pid>/stat (10 ms ticks, but counting threads that ended) when a
+thread ended during the window. meetnow's SFU is driven over a JSON-lines
 socket on 127.0.0.1; Janus (Debian's package, bench/janus.py) over its HTTP API, with a
 configuration the script writes to a temporary folder.
 
@@ -159,6 +161,31 @@ def socket_inodes(pid: int) -> set[str]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (all cores, not idle or waiting), /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+
+
+def others_percent(pids: list[int], seconds: float) -> float:
+    """What everything but ``pids`` used of the machine over ``seconds``, % of one core."""
+    busy, mine = machine_busy_seconds(), sum(process_cpu_seconds(p) for p in pids)
+    time.sleep(seconds)
+    return 100 * ((machine_busy_seconds() - busy) - (sum(process_cpu_seconds(p) for p in pids) - mine)) / seconds
+
+
+async def wait_for_quiet(pids: list[int], limit: float, timeout: float) -> tuple[float, float]:
+    """Wait (up to ``timeout`` s) until other work on the machine uses under ``limit`` % of
+    a core; returns (seconds waited, the last reading)."""
+    started = time.monotonic()
+    while True:
+        other = await asyncio.get_running_loop().run_in_executor(None, others_percent, pids, 0.5)
+        waited = time.monotonic() - started
+        if other < limit or waited >= timeout:
+            return waited, other
+        await asyncio.sleep(0.5)
+
+
 def _stat_cpu(path: Path) -> float:
     fields_ = path.read_text().rsplit(")", 1)[1].split()
     return (int(fields_[11]) + int(fields_[12])) / CLOCK_TICKS
@@ -169,15 +196,28 @@ def process_cpu_seconds(pid: int) -> float:
     return _stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
-def thread_cpu_seconds(pid: int) -> dict[int, float]:
-    """utime + stime of each live thread of a process, in seconds."""
+def thread_run_seconds(pid: int) -> dict[int, float]:
+    """Time on CPU of each live thread of a process, from /proc/<pid>/task/*/schedstat
+    (nanoseconds, where /proc/<pid>/stat counts clock ticks of 10 ms)."""
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            out[int(task.name)] = _stat_cpu(task / "stat")
+            out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
         except (OSError, ValueError, IndexError):
             pass
     return out
+
+
+def cpu_seconds_between(pid: int, before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]]) -> tuple[float, str]:
+    """CPU a process used between two readings of (ticks total, per-thread run time).
+
+    The per-thread run times are precise but miss threads that ended in between; then
+    the tick count (which includes them) is used.
+    """
+    ticks = after[0] - before[0]
+    if before[1] and after[1] and set(before[1]) <= set(after[1]):
+        return sum(after[1][t] - before[1].get(t, 0.0) for t in after[1]), "schedstat"
+    return ticks, "stat"
 
 
 def busiest_thread_percent(before: dict[int, float], after: dict[int, float], elapsed: float) -> float:
@@ -256,10 +296,12 @@ class MeetnowBackend:
 
     label = "meetnow"
 
-    def __init__(self, address: str, receive_loss: float = 0.0, profile: Path | None = None) -> None:
+    def __init__(self, address: str, receive_loss: float = 0.0, profile: Path | None = None,
+                 log: Path | None = None) -> None:
         self.address = address
         self.receive_loss = receive_loss
         self.profile = profile
+        self.log = log  # the server's stderr (its warnings); None: this process's stderr
         self.process: subprocess.Popen | None = None
         self.control: Control | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -270,13 +312,17 @@ class MeetnowBackend:
         return self.process.pid
 
     async def start(self) -> None:
+        log = open(self.log, "wb") if self.log else None
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--serve", "--address", self.address,
              "--receive-loss", str(self.receive_loss)]
             + (["--profile", str(self.profile)] if self.profile else []),
             stdout=subprocess.PIPE,
+            stderr=log,
             cwd=str(ROOT),
         )
+        if log is not None:
+            log.close()
         port = int(self.process.stdout.readline())
         reader, self._writer = await asyncio.open_connection("127.0.0.1", port)
         self.control = Control(reader, self._writer)
@@ -343,7 +389,9 @@ class Row:
     backend: str = "meetnow"  # which server
     repeat: int = 0
     seconds: float = 0.0
-    cpu_percent: float = 0.0
+    cpu_percent: float = 0.0  # server, all threads, % of one core
+    cpu_source: str = ""  # "schedstat" (per-thread ns) or "stat" (clock ticks, when a thread ended)
+    cpu_percent_ticks: float = 0.0  # the same from /proc/<pid>/stat ticks, as a cross-check
     busiest_thread_percent: float = 0.0  # meetnow: its event loop; Janus: its busiest thread
     packets_forwarded: int = 0  # RTP packets the viewers received in the window
     us_per_packet: float = 0.0
@@ -364,6 +412,8 @@ class Row:
     client_cpu_percent: float = 0.0  # the benchmark's own process (all synthetic peers)
     client_busiest_thread_percent: float = 0.0  # its event loop, in practice
     load_average: float = 0.0  # 1-minute load average at the end of the window
+    other_cpu_percent: float = 0.0  # the rest of the machine during the window, % of one core
+    quiet_wait_seconds: float = 0.0  # waited before the window for other work to calm down
     setup_seconds: float = 0.0  # joining everyone until media flowed on every leg
     errors: list[str] = field(default_factory=list)
 
@@ -390,6 +440,7 @@ async def run_room(
     warmup: float,
     seconds: float,
     repeat: int = 0,
+    quiet: tuple[float, float] = (0.0, 0.0),
 ) -> Row:
     """Gather ``publishers`` publishing and ``viewers`` viewing-only participants on
     ``backend``; measure one window; send everyone away."""
@@ -410,6 +461,9 @@ async def run_room(
         await wait_until(all_flowing, 30 + 2 * len(gathering.everyone), f"media on every leg of {name}")
         row.setup_seconds = round(time.monotonic() - started_setup, 2)
         await asyncio.sleep(warmup)  # let rates settle before measuring
+        if quiet[0] > 0 and quiet[1] > 0:  # other work on the machine: let it pass if it will
+            waited, _ = await wait_for_quiet([backend.pid, os.getpid()], *quiet)
+            row.quiet_wait_seconds = round(waited, 1)
 
         def snapshot() -> dict:
             # per leg: video frames, packets received (all, RTX too), and packets expected
@@ -430,35 +484,38 @@ async def run_room(
         totals_before = await backend.counters(reset_peaks=True)
         for samples in stamps.samples.values():
             samples.clear()
-        threads_before = thread_cpu_seconds(backend.pid)
-        client_threads_before = thread_cpu_seconds(os.getpid())
-        cpu_before = process_cpu_seconds(backend.pid)
-        client_before = process_cpu_seconds(os.getpid())
+        cpu_before = (process_cpu_seconds(backend.pid), thread_run_seconds(backend.pid))
+        client_before = (process_cpu_seconds(os.getpid()), thread_run_seconds(os.getpid()))
         kernel_drops = udp_receive_buffer_errors()
         socket_drops = udp_socket_drops()
+        machine_before = machine_busy_seconds()
         started = time.monotonic()
         await asyncio.sleep(seconds)
-        cpu_after = process_cpu_seconds(backend.pid)
-        client_after = process_cpu_seconds(os.getpid())
-        threads_after = thread_cpu_seconds(backend.pid)
-        client_threads_after = thread_cpu_seconds(os.getpid())
+        cpu_after = (process_cpu_seconds(backend.pid), thread_run_seconds(backend.pid))
+        client_after = (process_cpu_seconds(os.getpid()), thread_run_seconds(os.getpid()))
         kernel_drops = udp_receive_buffer_errors() - kernel_drops
         socket_drops_after = udp_socket_drops()
+        machine_after = machine_busy_seconds()
         elapsed = time.monotonic() - started
         frames_after = snapshot()
         sent_after = {p.name: _sent_packets(p) for p in gathering.publishers}
         totals_after = await backend.counters()
 
         row.seconds = round(elapsed, 2)
-        row.cpu_percent = 100 * (cpu_after - cpu_before) / elapsed
-        row.busiest_thread_percent = busiest_thread_percent(threads_before, threads_after, elapsed)
-        row.client_busiest_thread_percent = busiest_thread_percent(client_threads_before, client_threads_after, elapsed)
+        cpu, row.cpu_source = cpu_seconds_between(backend.pid, cpu_before, cpu_after)
+        client_cpu, _ = cpu_seconds_between(os.getpid(), client_before, client_after)
+        row.cpu_percent = 100 * cpu / elapsed
+        row.cpu_percent_ticks = 100 * (cpu_after[0] - cpu_before[0]) / elapsed
+        row.busiest_thread_percent = busiest_thread_percent(cpu_before[1], cpu_after[1], elapsed)
+        row.client_busiest_thread_percent = busiest_thread_percent(client_before[1], client_after[1], elapsed)
         row.kernel_udp_drops = kernel_drops
         for owner, attribute in ((backend.pid, "server_udp_drops"), (os.getpid(), "client_udp_drops")):
             setattr(row, attribute, sum(socket_drops_after[i] - socket_drops.get(i, 0)
                                         for i in socket_inodes(owner) if i in socket_drops_after))
-        row.client_cpu_percent = 100 * (client_after - client_before) / elapsed
+        row.client_cpu_percent = 100 * client_cpu / elapsed
         row.load_average = os.getloadavg()[0]
+        row.other_cpu_percent = max(0.0, 100 * ((machine_after - machine_before) - (cpu_after[0] - cpu_before[0])
+                                                - (client_after[0] - client_before[0])) / elapsed)
         row.packets_sent = sum(sent_after[p] - sent_before[p] for p in sent_after)
         if totals_after is not None:
             row.server = {
@@ -478,7 +535,7 @@ async def run_room(
             got = sum(frames_after[k][3] - frames_before[k][3] for k in frames_after)
             row.loss_percent = max(0.0, 100 * (1 - got / expected)) if expected else 0.0
         if row.packets_forwarded:
-            row.us_per_packet = 1e6 * (cpu_after - cpu_before) / row.packets_forwarded
+            row.us_per_packet = 1e6 * cpu / row.packets_forwarded
         row.latency_video_ms = p50(stamps.samples["video"])
         row.latency_audio_ms = p50(stamps.samples["audio"])
     except Exception as exc:  # the row fails; the run goes on
@@ -542,7 +599,9 @@ async def start_backends(args: argparse.Namespace, address: str, skipped: dict[s
     backends: list[Any] = []
     for name in args.servers:
         if name == "meetnow":
-            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile)
+            log = args.output.with_suffix(".meetnow.log")
+            log.parent.mkdir(parents=True, exist_ok=True)
+            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile, log)
         else:
             label, loops = JANUS_CONFIGS[name]
             if netns.inside() != "veth":
@@ -557,6 +616,16 @@ async def start_backends(args: argparse.Namespace, address: str, skipped: dict[s
     for label, why in skipped.items():
         print(f"  skipping {label}: {why}", file=sys.stderr, flush=True)
     return backends
+
+
+def server_log_summary(backends: list[Any]) -> dict | None:
+    """Where meetnow's server wrote its warnings, and how many tracebacks it holds."""
+    for backend in backends:
+        if isinstance(backend, MeetnowBackend) and backend.log is not None and backend.log.exists():
+            text = backend.log.read_text(errors="replace")
+            return {"path": str(backend.log), "tracebacks": text.count("Traceback (most recent call last)"),
+                    "lines": len(text.splitlines())}
+    return None
 
 
 def plan_rows(viewers: list[int], rooms: list[int]) -> list[tuple[str, int, int]]:
@@ -575,30 +644,46 @@ async def measure(backends: list[Any], media: Any, plan: list[tuple[str, int, in
             order = backends if turn % 2 == 0 else list(reversed(backends))
             turn += 1
             for backend in order:
-                row = await run_room(backend, media, name, f"r{repeat}-{index}", publishers, viewers,
-                                     args.warmup, args.seconds, repeat)
-                rows.append(row)
-                note = f"; errors: {row.errors}" if row.errors else ""
-                print(f"  {log_prefix}{backend.label:22} {name:24} CPU {row.cpu_percent:5.1f}%  "
-                      f"fps {row.fps:4.1f}  loss {row.loss_percent:.2f}%{note}", file=sys.stderr, flush=True)
-                await asyncio.sleep(0.5)  # let the teardown settle before the next row
+                for attempt in range(1 + args.retries):
+                    row = await run_room(backend, media, name, f"r{repeat}-{index}-{attempt}", publishers, viewers,
+                                         args.warmup, args.seconds, repeat, (args.quiet, args.quiet_wait))
+                    rows.append(row)
+                    note = f"; errors: {row.errors}" if row.errors else ""
+                    print(f"  {log_prefix}{backend.label:22} {name:24} CPU {row.cpu_percent:5.1f}%  "
+                          f"fps {row.fps:4.1f}  loss {row.loss_percent:.2f}%  other work {row.other_cpu_percent:3.0f}%"
+                          f"{note}", file=sys.stderr, flush=True)
+                    await asyncio.sleep(0.5)  # let the teardown settle before the next row
+                    if not disturbed(row, args):
+                        break
     return rows
+
+
+def disturbed(row: Row, args: argparse.Namespace) -> bool:
+    """A measurement that failed, during which other work took more than twice the --quiet
+    limit, or whose synthetic viewers fell so far behind that their sockets dropped
+    datagrams (the instrument, not the server, lost them): measured again (--retries),
+    and left out of the summary if a clean one exists."""
+    return (bool(row.errors) or row.client_udp_drops > 0
+            or (args.quiet > 0 and row.other_cpu_percent > 2 * args.quiet))
 
 
 _MEDIAN_FIELDS = [f.name for f in fields(Row) if f.type in ("float", "int", "float | None")
                   and f.name not in ("publishers", "legs", "repeat")]
 
 
-def summarize(rows: list[Row], direct: tuple[float | None, float | None]) -> dict[str, list[dict]]:
-    """Per server, one row per configuration: the median of its repeats, with marginal
-    figures against that server's publisher-only row."""
+def summarize(rows: list[Row], direct: tuple[float | None, float | None],
+              args: argparse.Namespace | None = None) -> dict[str, list[dict]]:
+    """Per server, one row per configuration: the median of its repeats (disturbed
+    measurements left out when clean ones exist), with marginal figures against that
+    server's publisher-only row."""
     out: dict[str, list[dict]] = {}
     for backend in dict.fromkeys(r.backend for r in rows):
         mine = [r for r in rows if r.backend == backend]
         summary: list[dict] = []
         for name in dict.fromkeys(r.name for r in mine):
             group = [r for r in mine if r.name == name]
-            good = [r for r in group if not r.errors] or group
+            good = ([r for r in group if args is None or not disturbed(r, args)]
+                    or [r for r in group if not r.errors] or group)
             merged = asdict(good[0])
             merged.pop("repeat")
             for key in _MEDIAN_FIELDS:
@@ -606,8 +691,11 @@ def summarize(rows: list[Row], direct: tuple[float | None, float | None]) -> dic
                 merged[key] = statistics.median(values) if values else None
             per_packet = [r.us_per_packet for r in good if r.us_per_packet]
             merged["us_per_packet_range"] = [min(per_packet), max(per_packet)] if per_packet else None
-            merged["repeats"] = len(group)
-            merged["errors"] = [e for r in group for e in r.errors]
+            merged["repeats"] = len(good)
+            merged["measured"] = len(group)
+            merged["errors"] = [e for r in good for e in r.errors]
+            merged["left_out"] = [{"repeat": r.repeat, "errors": r.errors, "other_cpu_percent": r.other_cpu_percent}
+                                  for r in group if all(r is not g for g in good)]
             summary.append(merged)
         baseline = next((r for r in summary if r["publishers"] == 1 and r["legs"] == 0), None)
         for row in summary:
@@ -687,7 +775,7 @@ async def bench(args: argparse.Namespace) -> dict:
     finally:
         for backend in backends:
             await backend.close()
-    servers = summarize(rows, (direct_video, direct_audio))
+    servers = summarize(rows, (direct_video, direct_audio), args)
     baseline = next((b.label for b in backends if b.label != "meetnow"), None)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -708,6 +796,7 @@ async def bench(args: argparse.Namespace) -> dict:
             for label, summary in servers.items()
         },
         "skipped": skipped,
+        "meetnow_log": server_log_summary(backends),
         # meetnow's rows (as before the comparison existed), every server's, the ratios,
         # and every single measurement
         "rows": servers.get("meetnow", []),
@@ -736,7 +825,7 @@ def fmt(value: Any, spec: str) -> str:
 
 def table(result: dict) -> str:
     head = ("row", "server", "CPU %", "us/pkt (range)", "us/pkt marg.", "% core/leg", "fps", "loss %",
-            "added v/a ms", "busiest thread %", "client CPU %")
+            "added v/a ms", "busiest thread %", "client CPU %", "other work %")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     servers = result["servers"]
     names = list(dict.fromkeys(r["name"] for rows in servers.values() for r in rows))
@@ -761,7 +850,10 @@ def table(result: dict) -> str:
                 f"{fmt(r['added_video_ms'], '.1f')} / {fmt(r['added_audio_ms'], '.1f')}",
                 fmt(r["busiest_thread_percent"], ".0f"),
                 fmt(r["client_cpu_percent"], ".0f"),
-            ]) + " |" + (" errors!" if r["errors"] else ""))
+                fmt(r["other_cpu_percent"], ".0f"),
+            ]) + " |" + (" errors!" if r["errors"] else "")
+                + (" (viewers dropped datagrams)" if r["client_udp_drops"] else "")
+                + (" (disturbed by other work)" if r["other_cpu_percent"] > 50 else ""))
     if result["comparison"]:
         base = result["comparison"][0]["baseline"]
         lines.append(f"\nmeetnow / {base}:")
@@ -779,6 +871,9 @@ def table(result: dict) -> str:
     lines.append(f"network: {result['network']}")
     for label, why in result["skipped"].items():
         lines.append(f"skipped {label}: {why}")
+    log = result.get("meetnow_log")
+    if log and log["lines"]:
+        lines.append(f"meetnow's server wrote {log['lines']} log lines ({log['tracebacks']} tracebacks): {log['path']}")
     return "\n".join(lines)
 
 
@@ -794,6 +889,10 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--bitrate", type=int, default=500_000, help="target VP8 bitrate, bit/s")
     parser.add_argument("--loop", type=float, default=4.0, help="seconds of pre-encoded media, sent in a loop")
+    parser.add_argument("--quiet", type=float, default=25.0,
+                        help="before each window, wait until other work on the machine uses less than this "
+                             "%% of one core (0: do not wait)")
+    parser.add_argument("--quiet-wait", type=float, default=20.0, help="seconds to wait for that at most")
     parser.add_argument("--no-netns", action="store_true",
                         help="do not enter a private network namespace (meetnow only, on 127.0.0.1)")
 
@@ -821,6 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rooms", type=int, nargs="*", default=[4, 8, 12, 16], help="N values (everyone publishes)")
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per row")
     parser.add_argument("--repeat", type=int, default=2, help="measure every row this many times")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="measure a row again when it failed or other work took over twice --quiet")
     add_load_arguments(parser)
     parser.add_argument("--receive-loss", type=float, default=0.0, help="server-side receive loss (test hook)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "forwarding.json")
@@ -839,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.viewers, args.rooms, args.repeat = [0, 1], [], 1
-        args.seconds, args.warmup, args.loop = 1.0, 0.2, 2.0
+        args.seconds, args.warmup, args.loop, args.quiet = 1.0, 0.2, 2.0, 0.0
         args.width, args.height, args.bitrate = 320, 240, 300_000
     enter_namespace(args)
     started = time.monotonic()

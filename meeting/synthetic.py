@@ -341,6 +341,8 @@ class SyntheticParticipant:
                 answer = await self.answer(offer)
                 await self.peer.accept_answer(answer)
             except Exception as exc:  # surfaced by tests through .errors
+                if self.pc.connectionState == "closed":
+                    return  # closed while an offer was on its way: nothing left to answer
                 logger.exception("%s: answering failed", self.name)
                 self.errors.append(exc)
             if self.on_answer is not None:
@@ -411,10 +413,12 @@ class SyntheticParticipant:
                 sock = transport.get_extra_info("socket") if transport is not None else None
                 if sock is None:
                     continue
-                try:  # root may go past net.core.rmem_max
-                    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), self.receive_buffer)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+                for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
+                    try:  # as root, FORCE may go past net.core.rmem_max
+                        sock.setsockopt(socket.SOL_SOCKET, option, self.receive_buffer)
+                        break
+                    except OSError:  # not root, or a socket closed meanwhile
+                        continue
 
     def _hook_keyframes(self, sender: Any, track: LoopTrack) -> None:
         # aiortc's sender only flags keyframe requests for its encoder; pre-encoded
