@@ -39,7 +39,7 @@ import av.filter
 
 from .layout import Tile, fit, layout
 from .logfmt import kv
-from .recorder import MANIFEST
+from .recorder import LEVEL_BIN_MS, MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ AAC_FRAME = 1024  # samples per AAC frame
 AUDIO_CHUNK = 1920  # samples pushed per input per step (40 ms)
 HOLD = 0.5  # seconds a track counts as present after its last frame
 SPEAKING_LEVEL = 45  # -dBov at or below which a 200 ms bin counts as speech
-LEVEL_BIN_MS = 200
 MERGE_GAP_MS = 600  # speech bins closer than this make one segment
 PROGRESS_EVERY = 10.0  # seconds of wall time between progress lines
 BACKGROUND = (16, 128, 128)  # near-black, in Y, U, V
@@ -596,16 +595,19 @@ def speaker_timeline(audio: list[AudioSource], span: float) -> list[dict[str, An
     Levels gathered while recording (RFC 6464, in ``*.levels``) are used when a track has
     them; otherwise the levels measured while decoding it.
     """
+    # By participant, not by name: two people called "Guest" are two rows.
     bins: dict[str, dict[int, int]] = {}
+    names: dict[str, str] = {}
     for source in audio:
         levels = read_levels(source.track.levels) or source.levels
-        person = bins.setdefault(source.track.name, {})
+        names[source.track.participant] = source.track.name
+        person = bins.setdefault(source.track.participant, {})
         for b, level in levels.items():
             if level < person.get(b, 128):
                 person[b] = level
     timeline = []
     limit = span * 1000
-    for name, levels in bins.items():
+    for participant, levels in bins.items():
         segments: list[list[float]] = []
         for b in sorted(levels):
             if levels[b] > SPEAKING_LEVEL or b >= limit:
@@ -617,7 +619,7 @@ def speaker_timeline(audio: list[AudioSource], span: float) -> list[dict[str, An
                 segments.append([b, end])
         if segments:
             timeline.append({
-                "name": name,
+                "name": names[participant],
                 "segments": [[round(a / 1000, 1), round(e / 1000, 1)] for a, e in segments],
                 "total": round(sum(e - a for a, e in segments) / 1000, 1),
             })

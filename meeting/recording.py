@@ -241,7 +241,7 @@ class RecordingService:
                 span_s=round(summary.span, 1), files=summary.tracks, bytes=summary.bytes, dropped=summary.dropped))
             if reason != STOP_SHUTDOWN:
                 self.composer.submit(recording.id)
-        self._locks.pop(meeting_id, None)
+        # The lock stays: a start already waiting on it must not race a start on a new one.
         status = RecordingStatus(meeting_id, False, True, reason=reason, recording_id=recording.id)
         await self._tell(status)
         return status

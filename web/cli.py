@@ -115,17 +115,19 @@ async def serve(config: Config) -> int:
     site = web.TCPSite(
         runner, config.server.host, config.server.port, ssl_context=_tls(config)
     )
+    # Background work starts before the first request can arrive (see start_background).
+    await server.start_background()
     try:
         await site.start()
     except OSError as exc:
         print(f"meetnow: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
               file=sys.stderr)
+        await server.stop_background()
         await runner.cleanup()
         await store.close()
         return 1
     log.info("serving %s", kv(listen=f"{config.server.host}:{config.server.port}",
                               public_url=config.server.public_url))
-    await server.start_background()
     if config.discord.token and config.discord.application_id:
         from bot.discord_bot import invite_url
 

@@ -38,10 +38,12 @@ class Server:
     async def start_background(self) -> None:
         """Connect the bots, start delivering the outbox, and start the recordings' background
         work: resume unfinished composing, sweep expired recordings (after the app is serving)."""
+        # Recordings first: it settles what a previous run left half-done before anyone can
+        # start a new recording that might be taken for one of those.
+        await self.recordings.start()
         for bot in self.bots:
             await bot.start()
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
-        await self.recordings.start()
 
     async def stop_background(self) -> None:
         await self.recordings.close()

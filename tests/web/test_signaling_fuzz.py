@@ -109,7 +109,6 @@ async def test_fuzzed_signaling_never_crashes_or_disturbs_a_meeting(
                     codes[message["code"]] = codes.get(message["code"], 0) + 1
                 if message["type"] == "pong":
                     break
-            assert not ws.closed or join_first
 
     loop = asyncio.get_running_loop()
 
