@@ -155,12 +155,12 @@ async def test_tracks_compose_into_one_verified_file_whose_layout_follows_who_is
     frames = frames_at(output, [1.0, 3.0, 5.0])
     one, two, stage = frames[1.0], frames[3.0], frames[5.0]
     # Alone, Ann fills the picture's middle; the sides are letterbox.
-    assert textured(one, 1280, 628, 348) and not textured(one, 1280, 20, 348)
+    assert textured(one, 1280, 580, 300, size=96) and not textured(one, 1280, 20, 348)
     # With Ben, two tiles side by side: picture in each half, a gap between them.
-    assert textured(two, 1280, 300, 348) and textured(two, 1280, 960, 348)
+    assert textured(two, 1280, 260, 300, size=96) and textured(two, 1280, 920, 300, size=96)
     assert not textured(two, 1280, 636, 348, size=8)  # the 8-pixel gap at x 636..643
     # The screen share takes the large tile over the middle; people move to a column.
-    assert textured(stage, 1280, 628, 348) and textured(stage, 1280, 1120, 300)
+    assert textured(stage, 1280, 580, 300, size=96) and textured(stage, 1280, 1120, 300)
     assert not textured(stage, 1280, 1100, 20)
     peaks = audio_peaks(output)
     assert len(peaks) == 6 and min(peaks) > 0.05  # everyone's voice, none silent

@@ -102,7 +102,11 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
         return stats > 100
     await wait_for(cat_receives_packets, timeout=10, interval=0.2)
     media = await remote_media(cat)
-    assert media and all(m["frames"] == 0 for m in media.values()), media
+    holders = await remote_media(ben)
+    # libvpx may take the odd ciphertext key frame (its header is in clear) for a garbage
+    # picture; the key holders decode every frame of the same streams meanwhile.
+    assert media and all(m["frames"] <= 2 for m in media.values()), media
+    assert max(m["frames"] for m in holders.values()) > 50 * max(1, max(m["frames"] for m in media.values())) / 2, holders
 
     # What the server forwarded is not what the senders' encoders made: libvpx cannot
     # decode it, while the key holders above decode the same streams.
