@@ -341,7 +341,7 @@ class SyntheticParticipant:
                 answer = await self.answer(offer)
                 await self.peer.accept_answer(answer)
             except Exception as exc:  # surfaced by tests through .errors
-                if self.pc.connectionState == "closed":
+                if "closed" in (self.pc.signalingState, self.pc.connectionState):
                     return  # closed while an offer was on its way: nothing left to answer
                 logger.exception("%s: answering failed", self.name)
                 self.errors.append(exc)
