@@ -3,9 +3,9 @@
 Everyone in the room publishes (the synthetic VP8 640x480 30 fps ~500 kbit/s + Opus of
 bench/forwarding.py) and watches everyone else. N grows step by step until a room fails
 or a bound is reached (largest N, or a time budget per server). A room holds when the
-viewers' mean frame rate is 29-31 fps (a stalled server catches up in bursts above 30),
-no viewer leg is below 27 fps, loss is under 1%, and the median added video latency is
-under 100 ms (--max-latency: an overloaded server queues seconds of media before it drops
+viewers' mean frame rate is at least 29 fps, no viewer leg is below 27 fps, loss is under
+1%, and the median added video latency is under 100 ms (--max-latency: an overloaded
+server queues seconds of media, then catches up in bursts above 30 fps, before it drops
 any; whether fps and loss alone held is reported too). A room fails once it failed twice
 in windows that other work on the machine did not disturb (at most three tries), so one
 noisy window does not end the search.
@@ -42,8 +42,7 @@ SATURATED = 90.0  # % of one core: a thread this busy is the bottleneck
 
 
 def holds_fps_and_loss(row: dict) -> bool:
-    return (not row["errors"] and 29.0 <= row["fps"] <= 31.0 and row["fps_worst_leg"] >= 27.0
-            and row["loss_percent"] < 1.0)
+    return not row["errors"] and row["fps"] >= 29.0 and row["fps_worst_leg"] >= 27.0 and row["loss_percent"] < 1.0
 
 
 def holds(row: dict, max_latency: float) -> bool:
@@ -151,7 +150,7 @@ async def bench(args: argparse.Namespace) -> dict:
         "load": {"video": f"VP8 {args.width}x{args.height} {args.fps} fps",
                  "video_bitrate_measured": round(media.video_bitrate), "audio": "Opus 20 ms",
                  "seconds_per_room": args.seconds},
-        "criteria": (f"29 <= mean fps <= 31, every leg >= 27 fps, loss < 1%, median added video latency "
+        "criteria": (f"mean fps >= 29, every leg >= 27 fps, loss < 1%, median added video latency "
                      f"< {args.max_latency:g} ms (fails when seen twice, at most 3 tries)"),
         "direct_latency_ms": {"video": direct[0], "audio": direct[1]},
         "skipped": skipped,
