@@ -167,10 +167,10 @@ def machine_busy_seconds() -> float:
     return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
 
 
-def others_percent(pids: list[int], seconds: float) -> float:
+async def others_percent(pids: list[int], seconds: float) -> float:
     """What everything but ``pids`` used of the machine over ``seconds``, % of one core."""
     busy, mine = machine_busy_seconds(), sum(process_cpu_seconds(p) for p in pids)
-    time.sleep(seconds)
+    await asyncio.sleep(seconds)  # a measuring window, not a wait for something to happen
     return 100 * ((machine_busy_seconds() - busy) - (sum(process_cpu_seconds(p) for p in pids) - mine)) / seconds
 
 
@@ -179,7 +179,7 @@ async def wait_for_quiet(pids: list[int], limit: float, timeout: float) -> tuple
     a core; returns (seconds waited, the last reading)."""
     started = time.monotonic()
     while True:
-        other = await asyncio.get_running_loop().run_in_executor(None, others_percent, pids, 0.5)
+        other = await others_percent(pids, 0.5)
         waited = time.monotonic() - started
         if other < limit or waited >= timeout:
             return waited, other
