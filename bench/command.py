@@ -57,7 +57,7 @@ async def serve_meetnow(api_url: str, store_path: str) -> None:
     from aiohttp import web
 
     from meeting.config import Config, MediaConfig, ServerConfig, SlackConfig, StoreConfig
-    from meeting.sqlite_store import SqliteStore
+    from meeting.store.sqlite import SqliteStore
     from tests.fakes import FakeSfu  # no media plane is needed to answer commands
     from web.accesslog import RedactingAccessLogger
     from web.server import build_server

@@ -60,7 +60,7 @@ async def serve(receive_loss: float, address: str) -> None:
     """Run an Sfu announcing ``address`` and a JSON-lines control socket on 127.0.0.1;
     print the port."""
     from meeting.config import MediaConfig
-    from meeting.sfu import Offer, Sfu
+    from meeting.media.sfu import Offer, Sfu
 
     allowed = "127.0.0.0/8" if address.startswith("127.") else f"{address}/32"
     sfu = Sfu(
@@ -238,7 +238,7 @@ class Control:
         self.task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        from meeting.sfu import Offer, TrackSlot
+        from meeting.media.sfu import Offer, TrackSlot
 
         while True:
             line = await self.reader.readline()
@@ -271,7 +271,7 @@ class Control:
 
 
 class RemotePeer:
-    """Stands in for meeting.sfu.Peer on the benchmark side of the control socket."""
+    """Stands in for meeting.media.sfu.Peer on the benchmark side of the control socket."""
 
     def __init__(self, control: Control, room: str, pid: str) -> None:
         self.control = control
@@ -346,7 +346,7 @@ class MeetnowBackend:
         return (await self.control.request("stats", reset_peaks=reset_peaks))["stats"]["totals"]
 
     def participant(self, name: str, media: Any, stamps: Any) -> Any:
-        from meeting.synthetic import SyntheticParticipant
+        from bench.synthetic import SyntheticParticipant
 
         allowed = "127.0.0.0/8" if self.address.startswith("127.") else f"{self.address}/32"
         return SyntheticParticipant(
@@ -444,7 +444,7 @@ async def run_room(
 ) -> Row:
     """Gather ``publishers`` publishing and ``viewers`` viewing-only participants on
     ``backend``; measure one window; send everyone away."""
-    from meeting.synthetic import LatencyStamps
+    from bench.synthetic import LatencyStamps
 
     stamps = LatencyStamps()
     row = Row(name=name, publishers=publishers, legs=0, backend=backend.label, repeat=repeat)
@@ -558,8 +558,8 @@ def _sent_packets(person: Any) -> int:
 
 async def direct_latency(media: Any, seconds: float, address: str) -> tuple[float | None, float | None]:
     """Median latency publisher -> viewer over a direct aiortc connection (no server)."""
-    from meeting.sfu import Offer, TrackSlot
-    from meeting.synthetic import LatencyStamps, SyntheticParticipant
+    from meeting.media.sfu import Offer, TrackSlot
+    from bench.synthetic import LatencyStamps, SyntheticParticipant
 
     stamps = LatencyStamps()
     allowed = ("127.0.0.0/8",) if address.startswith("127.") else (f"{address}/32",)
@@ -763,7 +763,7 @@ def network_description(address: str) -> str:
 
 async def bench(args: argparse.Namespace) -> dict:
     from bench import janus, netns
-    from meeting.synthetic import encoded_media
+    from bench.synthetic import encoded_media
 
     address = netns.VETH_ADDRESS if netns.inside() == "veth" else "127.0.0.1"
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)

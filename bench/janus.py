@@ -298,7 +298,7 @@ class JanusBackend:
 
     def participant(self, name: str, media: Any, stamps: Any) -> Any:
         from bench.forwarding import CLIENT_RECEIVE_BUFFER
-        from meeting.synthetic import SyntheticParticipant
+        from bench.synthetic import SyntheticParticipant
 
         return SyntheticParticipant(
             name, media, decode=False, stamps=stamps, announce=(self.address,),
@@ -309,7 +309,7 @@ class JanusBackend:
         """Publishers p0.. each publish (and, in a full room, watch everyone else);
         viewers v.. watch every publisher."""
         from bench.forwarding import Gathering
-        from meeting.sfu import Offer, TrackSlot
+        from meeting.media.sfu import Offer, TrackSlot
 
         assert self.http is not None and self.admin is not None
         number = next(_rooms)

@@ -5,7 +5,7 @@ leaves loopback):
 
 1. Composition: per-track files like the recorder writes (one camera and one mic per
    person, optionally a screen share) are composed into the one MP4 by
-   ``meeting.compose.compose`` in a worker process at low priority, as the server does.
+   ``meeting.recording.compose.compose`` in a worker process at low priority, as the server does.
    Speed is media seconds per wall second ("x real time"); CPU counts every thread of
    the worker (x264 encodes on several).
 2. Forwarding CPU: meetnow's SFU in its own process (driven over a JSON-lines socket on
@@ -52,7 +52,7 @@ def write_tracks(folder: Path, people: int, seconds: float, screen: bool, width:
     """Per-track files and a manifest as the recorder leaves them, from pre-encoded media."""
     import av
 
-    from meeting.synthetic import encoded_media
+    from bench.synthetic import encoded_media
 
     media = encoded_media(width, height, fps=30, bitrate=bitrate, seconds=4.0)
     ms = Fraction(1, 1000)
@@ -90,7 +90,7 @@ def write_tracks(folder: Path, people: int, seconds: float, screen: bool, width:
 
 def timed_compose(folder: str, span: float, preset: str) -> tuple[dict, float]:
     """Runs in the worker: compose, and the worker's CPU seconds (all threads) it took."""
-    from meeting.compose import ComposeSettings, compose
+    from meeting.recording.compose import ComposeSettings, compose
 
     cpu = time.process_time()
     result = compose(folder, span=span, key="bench", settings=ComposeSettings(preset=preset))
@@ -112,7 +112,7 @@ class ComposeRow:
 
 
 def bench_compose(args: argparse.Namespace, workdir: Path) -> list[ComposeRow]:
-    from meeting.compose import init_worker
+    from meeting.recording.compose import init_worker
 
     import multiprocessing
 
@@ -148,8 +148,8 @@ async def serve(folder: str) -> None:
     from dataclasses import asdict as as_dict
 
     from meeting.config import MediaConfig
-    from meeting.recorder import RoomRecorder
-    from meeting.sfu import Offer, Sfu
+    from meeting.recording.capture import RoomRecorder
+    from meeting.media.sfu import Offer, Sfu
 
     sfu = Sfu(MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",),
                           max_participants=64))
@@ -248,7 +248,7 @@ class Control:
         self.task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        from meeting.sfu import Offer, TrackSlot
+        from meeting.media.sfu import Offer, TrackSlot
 
         while True:
             line = await self.reader.readline()
@@ -313,7 +313,7 @@ async def wait_until(cond: Any, timeout: float, what: str) -> None:
 
 
 async def bench_forwarding(args: argparse.Namespace, workdir: Path) -> list[ForwardingRow]:
-    from meeting.synthetic import SyntheticParticipant, encoded_media
+    from bench.synthetic import SyntheticParticipant, encoded_media
 
     media = encoded_media(args.width, args.height, fps=30, bitrate=args.bitrate, seconds=4.0)
     server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir / "sfu")],
@@ -438,7 +438,7 @@ def parse_compose(value: str) -> tuple[int, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from meeting.compose import ComposeSettings
+    from meeting.recording.compose import ComposeSettings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

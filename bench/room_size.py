@@ -128,7 +128,7 @@ async def search(backend: Any, media: Any, args: argparse.Namespace, direct: tup
 
 async def bench(args: argparse.Namespace) -> dict:
     from bench import janus, netns
-    from meeting.synthetic import encoded_media
+    from bench.synthetic import encoded_media
 
     address = netns.VETH_ADDRESS if netns.inside() == "veth" else "127.0.0.1"
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)

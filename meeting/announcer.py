@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .models import CHAT_ORIGINS
-from .outbox import ANNOUNCE, RECORDING_EXPIRING, RECORDING_READY, Outbox
-from .room import Ended, Joined, Left, RoomEvent
-from .service import MeetingService, MintedMeeting
+from meeting.models import CHAT_ORIGINS
+from meeting.outbox import ANNOUNCE, RECORDING_EXPIRING, RECORDING_READY, Outbox
+from meeting.session.room import Ended, Joined, Left, RoomEvent
+from meeting.service import MeetingService, MintedMeeting
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Union
 
-from . import ids
-from .logfmt import kv
+from meeting import ids
+from meeting.logfmt import kv
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import ids
-from .logfmt import kv
-from .models import Meeting, Origin
-from .store import Store
+from meeting import ids
+from meeting.logfmt import kv
+from meeting.models import Meeting, Origin
+from meeting.store.base import Store
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from playwright.async_api import Browser
 
 from meeting.config import Config, MediaConfig, ServerConfig, StoreConfig, RecordingsConfig
 from meeting.service import MeetingService
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 from tests.browser import launch_chromium
 from web.app import create_app
 

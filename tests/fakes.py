@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-from meeting.sfu import CandidateError, Offer, SdpError, TrackSlot
+from meeting.media.sfu import CandidateError, Offer, SdpError, TrackSlot
 
 
 class FakePeer:

@@ -9,11 +9,11 @@ from typing import Callable
 from aiohttp import web
 
 from meeting.config import Config
-from meeting.recording import RecordingService
-from meeting.retention import RecordingNotifier
-from meeting.room import Rooms
+from meeting.recording.service import RecordingService
+from meeting.recording.retention import RecordingNotifier
+from meeting.session.room import Rooms
 from meeting.service import MeetingService
-from meeting.sfu import Sfu
+from meeting.media.sfu import Sfu
 
 from . import api, pages, recordings
 from .errors import error_pages

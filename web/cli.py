@@ -15,9 +15,9 @@ from aiohttp import web
 from meeting.config import Config, ConfigError, load_config
 from meeting.logfmt import kv
 from meeting.models import Origin
-from meeting.recording_store import DELETED
+from meeting.recording.model import DELETED
 from meeting.service import MeetingService, TitleError
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 
 from .accesslog import RedactingAccessLogger
 from .recordings import format_length

@@ -21,24 +21,24 @@ from meeting import ids
 from meeting.config import MediaConfig
 from meeting.logfmt import kv
 from meeting.models import Meeting
-from meeting.recording import STOP_DISK, RecordingRefused, RecordingStatus
-from meeting.recording_store import Recording
-from meeting.room import (
+from meeting.recording.service import STOP_DISK, RecordingRefused, RecordingStatus
+from meeting.recording.model import Recording
+from meeting.session.room import (
     Ended, Joined, Left, LobbyChanged, LockChanged, Participant, Room, RoomEvent, RoomFull, Rooms,
     Updated,
 )
 from meeting.service import MeetingService
-from meeting.sfu import CandidateError, Offer, Peer, SdpError, Sfu
+from meeting.media.sfu import CandidateError, Offer, Peer, SdpError, Sfu
 
 from .keys import MEETINGS, SIGNALING
 from .ratelimit import KeyedLimiter, TokenBucket
-from .signaling import (
+from meeting.session.messages import (
     MAX_MESSAGE_BYTES, Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState,
     Ping, Publish, SignalingError, parse_message,
 )
 
 if TYPE_CHECKING:
-    from meeting.recording import RecordingService
+    from meeting.recording.service import RecordingService
 
 log = logging.getLogger(__name__)
 

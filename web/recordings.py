@@ -19,8 +19,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from meeting import ids
-from meeting.recording import RecordingRefused, RecordingService
-from meeting.recording_store import DELETED, FAILED, READY, Recording
+from meeting.recording.service import RecordingRefused, RecordingService
+from meeting.recording.model import DELETED, FAILED, READY, Recording
 
 from .api import BadRequest, read_json_object
 from .errors import json_error

@@ -12,10 +12,10 @@ from bot import ChatBot, configured_bots
 from meeting.announcer import Announcer
 from meeting.config import Config
 from meeting.outbox import Outbox
-from meeting.recording import RecordingService
+from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
-from meeting.sfu import Sfu
-from meeting.store import Store
+from meeting.media.sfu import Sfu
+from meeting.store.base import Store
 
 from .app import create_app
 from .keys import SIGNALING

@@ -25,7 +25,7 @@ from meeting.announcer import Announcer
 from meeting.config import Config, DiscordConfig
 from meeting.outbox import Outbox
 from meeting.service import MeetingService
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 from tests.bot.fake_discord import (
     APP_ID, CHANNEL_ID, DM_CHANNEL_ID, GUILD_ID, THREAD_ID, TOKEN, FakeDiscord, command_interaction,
     option, thread_channel,

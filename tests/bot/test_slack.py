@@ -24,7 +24,7 @@ from meeting.config import Config, SlackConfig
 from meeting.models import Origin
 from meeting.outbox import ANNOUNCE, STATUS, ChatPost, Delivered, GiveUp, Outbox, OutboxEntry, Retry
 from meeting.service import TITLE_MAX, MeetingService
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 from tests.bot.fake_slack import (
     APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack, command_payload, form, sign,
 )

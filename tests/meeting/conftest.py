@@ -8,8 +8,8 @@ from typing import AsyncIterator, Callable
 import pytest
 
 from meeting.config import MediaConfig
-from meeting.sfu import Sfu
-from meeting.synthetic import EncodedMedia, SyntheticParticipant, encoded_media
+from meeting.media.sfu import Sfu
+from bench.synthetic import EncodedMedia, SyntheticParticipant, encoded_media
 
 LOOPBACK = MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",))
 

@@ -8,8 +8,8 @@ import struct
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpPsfbPacket, RtcpRtpfbPacket, RtpPacket
 
-from meeting import rtp
-from meeting.forwarder import Publication, ViewerStream
+from meeting.media import rtp
+from meeting.media.forwarder import Publication, ViewerStream
 
 MAP = HeaderExtensionsMap()
 MAP.configure(

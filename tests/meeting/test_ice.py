@@ -8,7 +8,7 @@ import pytest
 from aioice import Candidate, Connection, stun
 
 from meeting.config import IceServer
-from meeting.ice import (
+from meeting.media.ice import (
     CandidatePolicy,
     apply_ice_policy,
     filter_sdp_candidates,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meeting.negotiation import (
+from meeting.media.negotiation import (
     Line,
     MakeOffer,
     Negotiation,

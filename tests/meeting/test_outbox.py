@@ -9,7 +9,7 @@ from meeting.outbox import (
     ANNOUNCE, GIVE_UP_AFTER, STATUS, ChatPost, Delivered, Delivery, GiveUp, Outbox, OutboxEntry, Retry,
 )
 from meeting.service import MeetingService
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 
 
 class Clock:

@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import pytest
 
-from meeting.compose import ComposeError, compose, read_manifest, verify
-from meeting.layout import fit, layout
-from meeting.synthetic import EncodedMedia, encoded_media
+from meeting.recording.compose import ComposeError, compose, read_manifest, verify
+from meeting.recording.layout import fit, layout
+from bench.synthetic import EncodedMedia, encoded_media
 
 
 def _overlap(a, b) -> bool:

@@ -18,10 +18,10 @@ import av
 
 from meeting.config import Config
 from meeting.models import Origin
-from meeting.recording import RecordingService
-from meeting.recording_store import READY, RECORDING
+from meeting.recording.service import RecordingService
+from meeting.recording.model import READY, RECORDING
 from meeting.service import MeetingService
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 from tests.conftest import make_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,8 +121,8 @@ async def test_a_server_killed_mid_recording_leaves_playable_tracks_that_are_com
 
 async def _serve_and_record(tmp_path: Path, meeting_id: str) -> None:
     """The server process: record two synthetic participants until killed."""
-    from meeting.sfu import Sfu
-    from meeting.synthetic import SyntheticParticipant, encoded_media
+    from meeting.media.sfu import Sfu
+    from bench.synthetic import SyntheticParticipant, encoded_media
 
     config = make_config(tmp_path)
     store = SqliteStore(config.store.path)

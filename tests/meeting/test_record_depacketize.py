@@ -6,7 +6,7 @@ import random
 
 from aiortc.codecs.vpx import Vp8Encoder
 
-from meeting.depacketize import (
+from meeting.recording.depacketize import (
     GAP,
     ReorderBuffer,
     TrackClock,
@@ -16,7 +16,7 @@ from meeting.depacketize import (
     vp8_dimensions,
     vp8_is_keyframe,
 )
-from meeting.synthetic import encoded_media
+from bench.synthetic import encoded_media
 
 
 def test_reorder_buffer_puts_late_packets_back_in_place() -> None:

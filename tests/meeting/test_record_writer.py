@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import pytest
 
-from meeting.compose import read_levels, read_manifest
-from meeting.forwarder import Publication
-from meeting.recorder import RoomRecorder
-from meeting.rtp import extension_block
-from meeting.synthetic import encoded_media
+from meeting.recording.compose import read_levels, read_manifest
+from meeting.media.forwarder import Publication
+from meeting.recording.capture import RoomRecorder
+from meeting.media.rtp import extension_block
+from bench.synthetic import encoded_media
 from aiortc.codecs.vpx import Vp8Encoder
 from tests.meeting.waiting import wait_for
 
@@ -156,7 +156,7 @@ async def test_a_file_cut_short_while_recording_still_plays(folder: Path) -> Non
 
 
 async def test_when_the_writer_falls_behind_packets_are_dropped_not_hoarded(folder: Path, monkeypatch) -> None:
-    import meeting.recorder as recorder_module
+    import meeting.recording.capture as recorder_module
 
     monkeypatch.setattr(recorder_module, "MAX_QUEUE", 10)
     recorder = RoomRecorder(folder, lambda pid: "Ann", "test")  # not started: nothing drains
@@ -164,7 +164,7 @@ async def test_when_the_writer_falls_behind_packets_are_dropped_not_hoarded(fold
     tap = recorder.publication_started(pub)
     media = encoded_media(320, 240, fps=30, bitrate=300_000, seconds=1.0)
     view_source = [rtp(i, 960 * i, 2222, media.audio[i], True, OPUS_PT) for i in range(30)]
-    from meeting.rtp import parse_rtp
+    from meeting.media.rtp import parse_rtp
 
     for data in view_source:
         tap(parse_rtp(data), time.monotonic())

@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from meeting.room import (
+from meeting.session.room import (
     NAME_MAX, Ended, Joined, Left, NotInRoom, Room, RoomFull, Rooms, Started, Updated, clean_name,
 )
 

@@ -10,7 +10,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpPsfbPacket, RtcpRtpf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meeting import rtp
+from meeting.media import rtp
 
 EXTENSIONS = [
     RTCRtpHeaderExtensionParameters(id=1, uri=rtp.MID_URI),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from meeting.sdpanswer import AnswerError, check_answer
+from meeting.media.sdpanswer import AnswerError, check_answer
 
 OFFER = """v=0
 o=- 1 1 IN IP4 0.0.0.0

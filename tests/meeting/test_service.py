@@ -3,7 +3,7 @@ import pytest
 from meeting import ids
 from meeting.models import Origin
 from meeting.service import DEFAULT_TITLE, MeetingService, TitleError, clean_title, cut_title
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 
 
 async def test_mint_gives_links_and_keeps_only_the_key_hash(meetings: MeetingService, store: SqliteStore) -> None:

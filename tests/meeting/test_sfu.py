@@ -15,8 +15,8 @@ import aiortc.rtcrtpreceiver
 import pytest
 
 from meeting.config import MediaConfig
-from meeting.rtp import iter_rtcp, unpack_sender_info
-from meeting.sfu import CandidateError, Offer, SdpError
+from meeting.media.rtp import iter_rtcp, unpack_sender_info
+from meeting.media.sfu import CandidateError, Offer, SdpError
 from tests.meeting.waiting import wait_for
 
 VIDEO_FRAMES = 15  # half a second of video
@@ -254,7 +254,7 @@ async def test_malformed_answers_raise_and_change_nothing(meeting, media):
     async def keep(offer: Offer) -> None:
         offers.append(offer)
 
-    from meeting.synthetic import SyntheticParticipant
+    from bench.synthetic import SyntheticParticipant
 
     person = SyntheticParticipant("alice", media)
     peer = await meeting.sfu.join("room", "alice", keep)
@@ -307,7 +307,7 @@ async def test_disallowed_and_mdns_candidates_are_ignored(meeting, media):
     async def keep(offer: Offer) -> None:
         offers.append(offer)
 
-    from meeting.synthetic import SyntheticParticipant
+    from bench.synthetic import SyntheticParticipant
 
     person = SyntheticParticipant("alice", media)
     peer = await meeting.sfu.join("room", "alice", keep)
@@ -336,7 +336,7 @@ async def test_disallowed_and_mdns_candidates_are_ignored(meeting, media):
 
 
 async def test_offers_are_serialized_and_changes_coalesced(meeting, media):
-    from meeting.synthetic import SyntheticParticipant
+    from bench.synthetic import SyntheticParticipant
 
     offers: list[Offer] = []
 
@@ -380,7 +380,7 @@ async def test_leave_is_idempotent_and_close_closes_everyone(meeting):
 
 
 async def test_server_with_default_config_uses_no_ice_servers(media):
-    from meeting.sfu import Sfu
+    from meeting.media.sfu import Sfu
 
     sfu = Sfu(MediaConfig(announce_addresses=("127.0.0.1",)))
     offers = []
@@ -420,7 +420,7 @@ async def test_republishing_before_the_next_offer_keeps_streams_on_their_m_lines
 
 
 async def test_receive_backlog_is_bounded(meeting):
-    from meeting.sfu import MAX_BACKLOG
+    from meeting.media.sfu import MAX_BACKLOG
 
     alice = await meeting.join("alice")
 

@@ -2,9 +2,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from meeting import ids
-from meeting.migrations import MIGRATIONS
+from meeting.store.migrations import MIGRATIONS
 from meeting.models import Meeting, Origin
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 
 
 def _meeting(origin: Origin | None = None) -> Meeting:

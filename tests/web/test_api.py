@@ -4,7 +4,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from meeting import ids
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 from tests.conftest import make_config
 from meeting.service import MeetingService
 from web.app import create_app

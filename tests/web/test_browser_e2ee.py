@@ -15,7 +15,7 @@ from playwright.async_api import Browser
 from meeting import ids
 from meeting.models import Origin
 from meeting.service import MeetingService
-from meeting.sfu import Peer
+from meeting.media.sfu import Peer
 from tests.conftest import wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, new_page, remote_media
 

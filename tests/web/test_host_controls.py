@@ -16,7 +16,7 @@ from tests.fakes import FakeSfu
 from tests.signaling_client import Socket, connect, join
 from web.app import create_app
 from web.keys import SIGNALING
-from web.signaling import MAX_CHAT_CHARS
+from meeting.session.messages import MAX_CHAT_CHARS
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from tests.fakes import FakeSfu
 from tests.signaling_client import connect, join
 from web.app import create_app
 from web.keys import SIGNALING
-from web.signaling import MAX_MESSAGE_BYTES
+from meeting.session.messages import MAX_MESSAGE_BYTES
 
 
 @pytest.fixture

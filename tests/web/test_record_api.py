@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from meeting.models import Origin
-from meeting.recording_store import COMPOSING, RECORDING
+from meeting.recording.model import COMPOSING, RECORDING
 from meeting.service import MeetingService, MintedMeeting
 from tests.conftest import make_config, wait_for
 from tests.fakes import FakeSfu

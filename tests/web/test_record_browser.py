@@ -13,9 +13,9 @@ from playwright.async_api import Browser
 
 from meeting.config import Config
 from meeting.models import Origin
-from meeting.recording_store import READY
+from meeting.recording.model import READY
 from meeting.service import MeetingService
-from meeting.sqlite_store import SqliteStore
+from meeting.store.sqlite import SqliteStore
 from tests.conftest import wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, new_page
 from tests.web.test_record_pages import FakeNotifier

@@ -12,13 +12,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from meeting import ids
-from meeting.compose import compose
+from meeting.recording.compose import compose
 from meeting.config import Config
 from meeting.models import Origin
-from meeting.recording_store import COMPOSING, RECORDING, Recording
+from meeting.recording.model import COMPOSING, RECORDING, Recording
 from meeting.service import MeetingService
-from meeting.sqlite_store import SqliteStore
-from meeting.synthetic import encoded_media
+from meeting.store.sqlite import SqliteStore
+from bench.synthetic import encoded_media
 from tests.meeting.test_record_compose import write_track
 from web.app import create_app
 from web.cli import list_recordings

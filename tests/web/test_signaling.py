@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from web.signaling import (
+from meeting.session.messages import (
     MAX_MESSAGE_BYTES, Answer, Candidate, Join, Leave, MediaState, Ping, SignalingError, parse_message,
 )
 

@@ -18,7 +18,7 @@ from tests.conftest import wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, meeting_url  # noqa: F401
 from web.keys import SIGNALING
 from web.ratelimit import KeyedLimiter
-from web.signaling import SCHEMA
+from meeting.session.messages import SCHEMA
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,7 @@ and they return what should be sent; the caller does the sending.
 
 from __future__ import annotations
 
-from meeting.rtp import seq_diff
+from meeting.media.rtp import seq_diff
 
 _NOTHING: tuple[int, ...] = ()
 

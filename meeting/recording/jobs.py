@@ -17,10 +17,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from . import ids
-from .compose import OUTPUT_NAME, ComposeResult, ComposeSettings, compose, init_worker
-from .logfmt import kv
-from .recording_store import COMPOSING, RECORDING, Recording, RecordingStore
+from meeting import ids
+from meeting.recording.compose import OUTPUT_NAME, ComposeResult, ComposeSettings, compose, init_worker
+from meeting.logfmt import kv
+from meeting.recording.model import COMPOSING, RECORDING, Recording, RecordingStore
 
 log = logging.getLogger(__name__)
 

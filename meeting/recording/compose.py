@@ -1,13 +1,13 @@
 """Composing a recording: the per-track files in, one MP4 (H.264 + AAC) out.
 
-Runs in a worker process (``meeting.composer`` submits :func:`compose`), never on the
+Runs in a worker process (``meeting.recording.jobs`` submits :func:`compose`), never on the
 event loop. One pass over the recording's time line:
 
 - audio: every track decoded, placed at its recording time (silence before, after and in
   holes), and mixed with FFmpeg's ``amix`` through a PyAV filter graph, fed in lockstep
   so nothing piles up;
 - video: every video track decoded lazily; for each output frame the people present get
-  a grid of tiles (``meeting.layout``), a screen share the large tile, each picture
+  a grid of tiles (``meeting.recording.layout``), a screen share the large tile, each picture
   scaled to fit its tile with its shape kept; people without a picture get a coloured
   tile;
 - a speaker timeline from the audio levels gathered while recording (the RFC 6464
@@ -37,9 +37,9 @@ from typing import Any, Callable, Iterator
 import av
 import av.filter
 
-from .layout import Tile, fit, layout
-from .logfmt import kv
-from .recorder import LEVEL_BIN_MS, MANIFEST
+from meeting.recording.layout import Tile, fit, layout
+from meeting.logfmt import kv
+from meeting.recording.capture import LEVEL_BIN_MS, MANIFEST
 
 log = logging.getLogger(__name__)
 

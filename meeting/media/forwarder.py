@@ -13,7 +13,7 @@ viewers' NACKs with RTX, keyframe requests relayed upstream (rate-limited), and 
 publisher's NTP/RTP timestamp pair so each viewer stream gets sender reports in its own
 timestamp space (lip sync).
 
-The I/O side (meeting.sfu) hands in received datagrams and RTCP, and provides the
+The I/O side (meeting.media.sfu) hands in received datagrams and RTCP, and provides the
 coroutines that send; time comes in as ``now`` (seconds, monotonic).
 """
 
@@ -23,8 +23,8 @@ import random
 import struct
 from typing import Awaitable, Callable
 
-from meeting.feedback import KeyframeLimiter, NackTracker, ReceptionStats
-from meeting.rtp import (
+from meeting.media.feedback import KeyframeLimiter, NackTracker, ReceptionStats
+from meeting.media.rtp import (
     RtpError,
     RtpView,
     mid_element,

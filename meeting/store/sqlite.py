@@ -10,11 +10,11 @@ from typing import Any
 
 import aiosqlite
 
-from .logfmt import kv
-from .migrations import MIGRATIONS
-from .models import Meeting, Origin
-from .outbox import ANNOUNCE, ChatPost, OutboxEntry
-from .recording_store import COMPOSING, DELETED, READY, RECORDING, Recording
+from meeting.logfmt import kv
+from meeting.store.migrations import MIGRATIONS
+from meeting.models import Meeting, Origin
+from meeting.outbox import ANNOUNCE, ChatPost, OutboxEntry
+from meeting.recording.model import COMPOSING, DELETED, READY, RECORDING, Recording
 
 log = logging.getLogger(__name__)
 

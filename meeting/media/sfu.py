@@ -3,7 +3,7 @@
 The server is always the offerer. Each participant's offer has "publish" m-lines (the
 browser sends: its mic, camera, maybe screen) and "receive" m-lines (the browser
 receives: every source every other participant publishes). Changes are renegotiated
-with new server offers, serialized per peer by :class:`meeting.negotiation.Negotiation`.
+with new server offers, serialized per peer by :class:`meeting.media.negotiation.Negotiation`.
 
 aiortc is used for signaling, ICE, DTLS and SRTP; its media pipeline is not. On every
 transceiver the server creates:
@@ -12,10 +12,10 @@ transceiver the server creates:
   jitter buffer, decoder thread, encoder or sender loop ever starts for forwarded media;
 - on the (single, bundled) ``RTCDtlsTransport``, ``_handle_rtp_data`` and
   ``_handle_rtcp_data`` are replaced: decrypted RTP goes to the publication that owns
-  its SSRC (:mod:`meeting.forwarder`), RTCP to the publication or viewer stream it is
+  its SSRC (:mod:`meeting.media.forwarder`), RTCP to the publication or viewer stream it is
   about; forwarded packets leave through the viewer's ``_send_rtp`` (SRTP protect);
 - the aioice connection gets the announce-address and remote-candidate policy of
-  :mod:`meeting.ice`, and its ``data_received`` is wrapped to drop datagrams when the
+  :mod:`meeting.media.ice`, and its ``data_received`` is wrapped to drop datagrams when the
   event loop is far behind (aioice's receive queue is unbounded).
 
 All of these are private aiortc/aioice names; aiortc is pinned to 1.16.0 and the tests
@@ -38,16 +38,16 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from meeting.config import MediaConfig
-from meeting.forwarder import PacketTap, Publication, ViewerStream
-from meeting.ice import (
+from meeting.media.forwarder import PacketTap, Publication, ViewerStream
+from meeting.media.ice import (
     CandidatePolicy,
     apply_ice_policy,
     filter_sdp_candidates,
     parse_candidate,
     rtc_ice_servers,
 )
-from meeting.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
-from meeting.rtp import (
+from meeting.media.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
+from meeting.media.rtp import (
     AUDIO_LEVEL_URI,
     MID_URI,
     PSFB_FIR,
@@ -65,7 +65,7 @@ from meeting.rtp import (
     unpack_nack_fci,
     unpack_sender_info,
 )
-from meeting.sdpanswer import AnsweredLine, AnswerError, check_answer
+from meeting.media.sdpanswer import AnsweredLine, AnswerError, check_answer
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import ids
-from .logfmt import kv
-from .recording_store import RecordingStore
+from meeting import ids
+from meeting.logfmt import kv
+from meeting.recording.model import RecordingStore
 
 log = logging.getLogger(__name__)
 

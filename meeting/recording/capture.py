@@ -3,7 +3,7 @@
 A :class:`RoomRecorder` is the SFU's observer for one meeting (``Sfu.observe``). On the
 event loop it does as little as possible: each publication gets a tap that appends
 ``(track, packet, arrival)`` to a deque. A writer thread drains the deque every 50 ms,
-puts packets back in order, reassembles frames (``meeting.depacketize``) and muxes them,
+puts packets back in order, reassembles frames (``meeting.recording.depacketize``) and muxes them,
 still encoded, with PyAV. Nothing is decoded.
 
 Files stay usable if the process dies: Matroska written incrementally is playable when
@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 import av
 
-from .depacketize import GAP, ReorderBuffer, TrackClock, Vp8Depacketizer, audio_level, vp8_dimensions
-from .forwarder import PacketTap, Publication
-from .logfmt import kv
-from .rtp import RtpView
+from meeting.recording.depacketize import GAP, ReorderBuffer, TrackClock, Vp8Depacketizer, audio_level, vp8_dimensions
+from meeting.media.forwarder import PacketTap, Publication
+from meeting.logfmt import kv
+from meeting.media.rtp import RtpView
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .models import Meeting
-from .outbox import OutboxStore
-from .recording_store import RecordingStore
+from meeting.models import Meeting
+from meeting.outbox import OutboxStore
+from meeting.recording.model import RecordingStore
 
 
 class Store(OutboxStore, RecordingStore, Protocol):

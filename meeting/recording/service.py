@@ -1,9 +1,9 @@
 """Recording meetings: start and stop, the disk floor, and what happens after.
 
-The service owns one :class:`~meeting.recorder.RoomRecorder` per meeting being recorded
+The service owns one :class:`~meeting.recording.capture.RoomRecorder` per meeting being recorded
 (several meetings can record at once, each with its own writer thread), hands stopped
-recordings to the :class:`~meeting.composer.Composer`, and runs the retention
-:class:`~meeting.retention.Sweeper`. Signaling listens to it to show the "Recording"
+recordings to the :class:`~meeting.recording.jobs.Composer`, and runs the retention
+:class:`~meeting.recording.retention.Sweeper`. Signaling listens to it to show the "Recording"
 indicator and to give hosts the link; the chat notifier posts the link in the channel.
 
 Everything blocking (disk checks, directory and file work) runs in threads; composing runs
@@ -21,17 +21,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
-from . import ids
-from .compose import ComposeResult, ComposeSettings
-from .composer import Composer
-from .config import Config
-from .logfmt import kv
-from .models import Meeting
-from .recorder import RoomRecorder
-from .recording_store import RECORDING, Recording
-from .retention import RecordingNotifier, Sweeper
-from .room import Ended
-from .store import Store
+from meeting import ids
+from meeting.recording.compose import ComposeResult, ComposeSettings
+from meeting.recording.jobs import Composer
+from meeting.config import Config
+from meeting.logfmt import kv
+from meeting.models import Meeting
+from meeting.recording.capture import RoomRecorder
+from meeting.recording.model import RECORDING, Recording
+from meeting.recording.retention import RecordingNotifier, Sweeper
+from meeting.session.room import Ended
+from meeting.store.base import Store
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class RecordingRefused(Exception):
 
 
 class MediaTap(Protocol):
-    """The part of :class:`meeting.sfu.Sfu` recording needs."""
+    """The part of :class:`meeting.media.sfu.Sfu` recording needs."""
 
     def observe(self, room_id: str, observer: Any) -> None: ...
 

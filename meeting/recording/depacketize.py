@@ -1,7 +1,7 @@
 """From a publication's RTP packets back to codec frames with times, for recording.
 
 Pure functions and small state machines: packets in, frames out, no I/O and no clocks
-(arrival times come in as arguments). The recorder (``meeting.recorder``) runs them on its
+(arrival times come in as arguments). The recorder (``meeting.recording.capture``) runs them on its
 writer thread.
 
 - :class:`ReorderBuffer` hands packets on in sequence order. Upstream NACK/RTX recovers

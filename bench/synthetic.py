@@ -34,9 +34,9 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from meeting.feedback import ReceptionStats
-from meeting.ice import CandidatePolicy, apply_ice_policy, ice_connections
-from meeting.rtp import RtpError, parse_rtp, seq_diff
+from meeting.media.feedback import ReceptionStats
+from meeting.media.ice import CandidatePolicy, apply_ice_policy, ice_connections
+from meeting.media.rtp import RtpError, parse_rtp, seq_diff
 
 logger = logging.getLogger(__name__)
 
