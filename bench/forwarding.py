@@ -60,7 +60,8 @@ async def serve(receive_loss: float, address: str) -> None:
     """Run an Sfu announcing ``address`` and a JSON-lines control socket on 127.0.0.1;
     print the port."""
     from meeting.config import MediaConfig
-    from meeting.media.sfu import Offer, Sfu
+    from meeting.media.peer import Offer
+    from meeting.media.sfu import Sfu
 
     allowed = "127.0.0.0/8" if address.startswith("127.") else f"{address}/32"
     sfu = Sfu(
@@ -92,14 +93,14 @@ async def serve(receive_loss: float, address: str) -> None:
                         await send({"op": "offer", "room": room, "pid": pid, "sdp": offer.sdp,
                                     "slots": [asdict(s) for s in offer.slots]})
 
-                    peers[(room, pid)] = await sfu.join(room, pid, send_offer, publish=msg["publish"])
+                    peers[(room, pid)] = await sfu.open(room).join(pid, send_offer, publish=msg["publish"])
                     await send({"op": "ok", "id": msg["id"]})
                 elif op == "answer":
                     peer = peers.get((msg["room"], msg["pid"]))
                     if peer is not None:  # else it left while its answer was on the way
                         await peer.accept_answer(msg["sdp"])
                 elif op == "leave":
-                    await sfu.leave(msg["room"], msg["pid"])
+                    await sfu.open(msg["room"]).leave(msg["pid"])
                     peers.pop((msg["room"], msg["pid"]), None)
                     await send({"op": "ok", "id": msg["id"]})
                 elif op == "stats":
@@ -238,7 +239,7 @@ class Control:
         self.task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        from meeting.media.sfu import Offer, TrackSlot
+        from meeting.media.peer import Offer, TrackSlot
 
         while True:
             line = await self.reader.readline()
@@ -558,7 +559,7 @@ def _sent_packets(person: Any) -> int:
 
 async def direct_latency(media: Any, seconds: float, address: str) -> tuple[float | None, float | None]:
     """Median latency publisher -> viewer over a direct aiortc connection (no server)."""
-    from meeting.media.sfu import Offer, TrackSlot
+    from meeting.media.peer import Offer, TrackSlot
     from bench.synthetic import LatencyStamps, SyntheticParticipant
 
     stamps = LatencyStamps()

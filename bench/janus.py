@@ -309,7 +309,7 @@ class JanusBackend:
         """Publishers p0.. each publish (and, in a full room, watch everyone else);
         viewers v.. watch every publisher."""
         from bench.forwarding import Gathering
-        from meeting.media.sfu import Offer, TrackSlot
+        from meeting.media.peer import Offer, TrackSlot
 
         assert self.http is not None and self.admin is not None
         number = next(_rooms)

@@ -149,7 +149,8 @@ async def serve(folder: str) -> None:
 
     from meeting.config import MediaConfig
     from meeting.recording.capture import RoomRecorder
-    from meeting.media.sfu import Offer, Sfu
+    from meeting.media.peer import Offer
+    from meeting.media.sfu import Sfu
 
     sfu = Sfu(MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",),
                           max_participants=64))
@@ -180,7 +181,7 @@ async def serve(folder: str) -> None:
                         await send({"op": "offer", "room": room, "pid": pid, "sdp": offer.sdp,
                                     "slots": [as_dict(s) for s in offer.slots]})
 
-                    peers[(room, pid)] = await sfu.join(room, pid, send_offer, publish=msg["publish"])
+                    peers[(room, pid)] = await sfu.open(room).join(pid, send_offer, publish=msg["publish"])
                     await send({"op": "ok", "id": msg["id"]})
                 elif op == "answer":
                     peer = peers.get((msg["room"], msg["pid"]))
@@ -193,10 +194,10 @@ async def serve(folder: str) -> None:
                     recorder = RoomRecorder(path, lambda pid: pid, "bench")
                     recorder.start()
                     recorders[msg["room"]] = recorder
-                    sfu.observe(msg["room"], recorder)
+                    sfu.open(msg["room"]).observe(recorder)
                     await send({"op": "ok", "id": msg["id"]})
                 elif op == "stop-recording":
-                    sfu.unobserve(msg["room"])
+                    sfu.open(msg["room"]).unobserve()
                     summary = await asyncio.to_thread(recorders.pop(msg["room"]).close)
                     await send({"op": "ok", "id": msg["id"], "summary": as_dict(summary)})
                 elif op == "stats":
@@ -248,7 +249,7 @@ class Control:
         self.task = asyncio.ensure_future(self._read())
 
     async def _read(self) -> None:
-        from meeting.media.sfu import Offer, TrackSlot
+        from meeting.media.peer import Offer, TrackSlot
 
         while True:
             line = await self.reader.readline()

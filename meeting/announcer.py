@@ -1,7 +1,7 @@
 """What a chat channel hears about its meetings, decided here and delivered by the outbox.
 
-Only meetings made from chat have a channel to tell. The announcer turns commands, room
-events and recordings into outbox entries; each platform's courier renders them.
+Only meetings made from chat have a channel to tell. The announcer turns commands and the
+bus's events (presence, recordings) into outbox entries; each platform's courier renders them.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from meeting.events import Bus, PresenceChanged, RecordingExpiring, RecordingReady
 from meeting.models import CHAT_ORIGINS
 from meeting.outbox import ANNOUNCE, RECORDING_EXPIRING, RECORDING_READY, Outbox
-from meeting.session.room import Ended, Joined, Left, RoomEvent
 from meeting.service import MeetingService, MintedMeeting
 
 
@@ -29,9 +29,12 @@ class StatusPayload:
 class Announcer:
     """Turns what happens to chat-made meetings into outbox entries."""
 
-    def __init__(self, meetings: MeetingService, outbox: Outbox) -> None:
+    def __init__(self, meetings: MeetingService, outbox: Outbox, bus: Bus) -> None:
         self.meetings = meetings
         self.outbox = outbox
+        bus.subscribe(PresenceChanged, self.presence_changed)
+        bus.subscribe(RecordingReady, self.recording_ready)
+        bus.subscribe(RecordingExpiring, self.recording_expiring)
 
     async def announce(self, minted: MintedMeeting, invocation_id: str, reply: dict[str, Any]) -> None:
         """Post the meeting's link in its channel, once per command invocation.
@@ -46,28 +49,23 @@ class Announcer:
              "creator": meeting.origin.creator_name, "reply": reply},
         )
 
-    async def on_room_event(self, meeting_id: str, event: RoomEvent, present: list[str]) -> None:
-        """Signaling listener: joins, leaves and the end update the channel's message."""
-        if not isinstance(event, (Joined, Left, Ended)):
-            return
-        meeting = await self.meetings.get(meeting_id)
+    async def presence_changed(self, event: PresenceChanged) -> None:
+        """Joins, leaves and the end update the channel's message."""
+        meeting = await self.meetings.get(event.meeting_id)
         # An E2EE meeting's message holds its key: it is posted once and never rewritten.
         if meeting is None or meeting.origin.kind not in CHAT_ORIGINS or meeting.e2ee:
             return
-        if isinstance(event, Ended):
-            minutes = max(1, round(event.duration.total_seconds() / 60))
-            status = StatusPayload(present=[], ended_minutes=minutes)
-        else:
-            status = StatusPayload(present=present)
-        await self.outbox.put_status(meeting_id, meeting.origin.kind, status.as_dict())
+        status = StatusPayload(present=list(event.present), ended_minutes=event.ended_minutes)
+        await self.outbox.put_status(event.meeting_id, meeting.origin.kind, status.as_dict())
 
-    async def recording_ready(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
+    async def recording_ready(self, event: RecordingReady) -> None:
         """Reply to the meeting's message with its recording's link and deletion date."""
-        await self._recording(RECORDING_READY, meeting_id, recording_id, url, delete_on)
+        await self._recording(RECORDING_READY, event.meeting_id, event.recording_id, event.url, event.delete_on)
 
-    async def recording_expiring(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
+    async def recording_expiring(self, event: RecordingExpiring) -> None:
         """Remind the channel, once, that a recording will soon be deleted."""
-        await self._recording(RECORDING_EXPIRING, meeting_id, recording_id, url, delete_on)
+        await self._recording(RECORDING_EXPIRING, event.meeting_id, event.recording_id, event.url,
+                              event.delete_on)
 
     async def _recording(self, kind: str, meeting_id: str, recording_id: str, url: str,
                          delete_on: str) -> None:

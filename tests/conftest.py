@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,7 +16,9 @@ from meeting.config import Config, MediaConfig, ServerConfig, StoreConfig, Recor
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from tests.browser import launch_chromium
-from web.app import create_app
+from meeting.session.room import Room
+from web.keys import SESSIONS
+from web.server import Server, build_server
 
 
 def make_config(tmp_path: Path, **server: object) -> Config:
@@ -46,9 +49,24 @@ def meetings(store: SqliteStore, config: Config) -> MeetingService:
     return MeetingService(store, config.server.public_url)
 
 
+@asynccontextmanager
+async def serving(config: Config, store: SqliteStore, **build: Any) -> AsyncIterator[tuple[TestClient, Server]]:
+    """The whole server (``build_server``) on a test HTTP server; background work not started."""
+    server = build_server(config, store, **build)
+    async with TestClient(TestServer(server.app)) as client:
+        yield client, server
+    await server.stop_background()
+
+
+def room_of(client: TestClient, meeting_id: str) -> Room | None:
+    """Who is in a meeting now, as its live session sees it (None when nobody is connected)."""
+    session = client.server.app[SESSIONS].session(meeting_id)
+    return session.room if session is not None else None
+
+
 @pytest.fixture
-async def client(config: Config, meetings: MeetingService) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(config, meetings))) as client:
+async def client(config: Config, store: SqliteStore) -> AsyncIterator[TestClient]:
+    async with serving(config, store) as (client, _):
         yield client
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-from meeting.media.sfu import CandidateError, Offer, SdpError, TrackSlot
+from meeting.media.peer import CandidateError, Offer, SdpError, TrackSlot
 
 
 class FakePeer:
@@ -33,26 +33,51 @@ class FakePeer:
         self.sources.discard(source)
 
 
-class FakeSfu:
-    """Records what signaling asks of the media plane; offers one slot per call."""
+class FakeMediaRoom:
+    """One meeting's fake media: records joins and leaves, offers one slot per join."""
 
-    def __init__(self) -> None:
-        self.peers: dict[tuple[str, str], FakePeer] = {}
-        self.left: list[str] = []
-        self.gate = asyncio.Event()  # clear it to hold joins, as a slow media set-up would
-        self.gate.set()
+    def __init__(self, sfu: FakeSfu, room_id: str) -> None:
+        self.sfu = sfu
+        self.id = room_id
 
-    async def join(self, room_id: str, participant_id: str,
-                   send_offer: Callable[[Offer], Awaitable[None]], publish: Any = (), on_state: Any = None) -> FakePeer:
-        await self.gate.wait()
-        peer = self.peers[room_id, participant_id] = FakePeer(participant_id)
+    async def join(self, participant_id: str, send_offer: Callable[[Offer], Awaitable[None]],
+                   publish: Any = (), on_state: Any = None) -> FakePeer:
+        await self.sfu.gate.wait()
+        peer = self.sfu.peers[self.id, participant_id] = FakePeer(participant_id)
         slot = TrackSlot(mid="0", kind="audio", source="mic", direction="publish", participant=participant_id)
         await send_offer(Offer(sdp="v=0\r\n", slots=(slot,)))
         return peer
 
-    async def leave(self, room_id: str, participant_id: str) -> None:
-        self.left.append(participant_id)
-        self.peers.pop((room_id, participant_id), None)
+    async def leave(self, participant_id: str) -> None:
+        self.sfu.left.append(participant_id)
+        self.sfu.peers.pop((self.id, participant_id), None)
+
+    def observe(self, observer: Any) -> None:
+        self.sfu.observed[self.id] = observer
+
+    def unobserve(self) -> None:
+        self.sfu.observed.pop(self.id, None)
+
+    async def close(self) -> None:
+        self.unobserve()
+        for key in [k for k in self.sfu.peers if k[0] == self.id]:
+            del self.sfu.peers[key]
+        self.sfu.rooms.pop(self.id, None)
+
+
+class FakeSfu:
+    """Records what sessions ask of the media plane."""
+
+    def __init__(self) -> None:
+        self.peers: dict[tuple[str, str], FakePeer] = {}
+        self.left: list[str] = []
+        self.observed: dict[str, Any] = {}  # room id -> the recorder tapping it
+        self.rooms: dict[str, FakeMediaRoom] = {}
+        self.gate = asyncio.Event()  # clear it to hold joins, as a slow media set-up would
+        self.gate.set()
+
+    def open(self, room_id: str) -> FakeMediaRoom:
+        return self.rooms.setdefault(room_id, FakeMediaRoom(self, room_id))
 
     async def close(self) -> None:
         self.peers.clear()

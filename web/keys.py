@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from meeting.config import Config
+from meeting.ratelimit import KeyedLimiter
+from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
+from meeting.session.host import Sessions
 
-from .ratelimit import KeyedLimiter
-
-if TYPE_CHECKING:
-    from .meeting_socket import Signaling
+from .limits import SocketLimits
 
 CONFIG = web.AppKey("config", Config)
 MEETINGS = web.AppKey("meetings", MeetingService)
-SIGNALING: web.AppKey["Signaling"] = web.AppKey("signaling")
+SESSIONS = web.AppKey("sessions", Sessions)
+RECORDINGS = web.AppKey("recordings", RecordingService)
 MINT_LIMIT = web.AppKey("mint_limit", KeyedLimiter)
+SOCKET_LIMITS = web.AppKey("socket_limits", SocketLimits)

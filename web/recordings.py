@@ -19,15 +19,13 @@ from urllib.parse import quote
 from aiohttp import web
 
 from meeting import ids
-from meeting.recording.service import RecordingRefused, RecordingService
 from meeting.recording.model import DELETED, FAILED, READY, Recording
+from meeting.recording.service import RecordingRefused, RecordingService
 
 from .api import BadRequest, read_json_object
 from .errors import json_error
-from .keys import MEETINGS
+from .keys import MEETINGS, RECORDINGS, SESSIONS
 from .pages import render
-
-RECORDINGS = web.AppKey("recordings", RecordingService)
 
 REFUSED_STATUS = {"e2ee": 409, "empty": 409, "disk": 507}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9 ._-]+")
@@ -61,10 +59,7 @@ async def recording_action(request: web.Request) -> web.Response:
         return json_error(400, str(exc))
     service = request.app[RECORDINGS]
     try:
-        if action == "start":
-            status = await service.start_recording(meeting)
-        else:
-            status = await service.stop_recording(meeting.id)
+        status = await request.app[SESSIONS].recording(meeting, start=action == "start")
     except RecordingRefused as exc:
         return web.json_response({"error": str(exc), "code": exc.code}, status=REFUSED_STATUS.get(exc.code, 409))
     body: dict[str, object] = {"active": status.active}

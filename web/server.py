@@ -1,25 +1,32 @@
-"""The whole server assembled: store, services, web app, bots and background work."""
+"""The composition root: every long-lived service built once, wired at construction."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from aiohttp import web
 
 from bot import ChatBot, configured_bots
 from meeting.announcer import Announcer
 from meeting.config import Config
+from meeting.events import Bus
+from meeting.media.sfu import Sfu
 from meeting.outbox import Outbox
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
-from meeting.media.sfu import Sfu
+from meeting.session.context import SessionContext
+from meeting.session.host import Sessions
 from meeting.store.base import Store
 
 from .app import create_app
-from .keys import SIGNALING
-from .recordings import RECORDINGS
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -27,42 +34,66 @@ class Server:
     """Everything ``meetnow serve`` runs, built but not started."""
 
     config: Config
+    store: Store
+    bus: Bus
     meetings: MeetingService
     outbox: Outbox
     announcer: Announcer
+    recordings: RecordingService
+    sfu: Sfu
+    sessions: Sessions
     app: web.Application
     bots: list[ChatBot]
-    recordings: RecordingService
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
         """Connect the bots, start delivering the outbox, and start the recordings' background
-        work: resume unfinished composing, sweep expired recordings (after the app is serving)."""
+        work: resume unfinished composing, sweep expired recordings, watch the disk."""
         # Recordings first: it settles what a previous run left half-done before anyone can
         # start a new recording that might be taken for one of those.
         await self.recordings.start()
         for bot in self.bots:
             await bot.start()
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
+        self.tasks.append(asyncio.create_task(self.sessions.watch_disk(), name="disk-watch"))
 
     async def stop_background(self) -> None:
+        """Stop what :meth:`start_background` started (live sessions close with the app)."""
+        await self.sessions.close()
         await self.recordings.close()
         for task in self.tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.tasks.clear()
         for bot in self.bots:
             await bot.stop()
+        await self.sfu.close()
 
 
-def build_server(config: Config, store: Store, sfu: Sfu | None = None) -> Server:
-    """Wire the parts together around an opened store."""
-    meetings = MeetingService(store, config.server.public_url)
+def ice_servers_for(config: Config) -> Callable[[], list[dict[str, Any]]]:
+    """The STUN/TURN servers each joining page is given, in RTCIceServer form."""
+    servers = [
+        {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
+        for s in config.media.ice_servers
+    ]
+    return lambda: [dict(s) for s in servers]
+
+
+def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
+                 clock: Callable[[], datetime] = _utc_now) -> Server:
+    """Build every service around an opened store. ``sfu`` and ``clock`` are for tests."""
+    bus = Bus()
+    meetings = MeetingService(store, config.server.public_url, clock)
     outbox = Outbox(store)
-    announcer = Announcer(meetings, outbox)
-    app = create_app(config, meetings, sfu=sfu, notifier=announcer)
-    app[SIGNALING].listeners.append(announcer.on_room_event)
+    announcer = Announcer(meetings, outbox, bus)
+    recordings = RecordingService(config, store, bus, clock=clock)
+    sfu = sfu or Sfu(config.media)
+    sessions = Sessions(SessionContext(
+        sfu=sfu, meetings=meetings, bus=bus, recordings=recordings, ice_servers=ice_servers_for(config),
+        capacity=config.media.max_participants, clock=clock))
+    app = create_app(config, meetings, sessions, recordings)
     bots = configured_bots(config, meetings, announcer, outbox)
     for bot in bots:
         bot.attach(app)
-    return Server(config, meetings, outbox, announcer, app, bots, app[RECORDINGS])
+    return Server(config, store, bus, meetings, outbox, announcer, recordings, sfu, sessions, app, bots)

@@ -20,7 +20,6 @@ coroutines that send; time comes in as ``now`` (seconds, monotonic).
 from __future__ import annotations
 
 import random
-import struct
 from typing import Awaitable, Callable
 
 from meeting.media.feedback import KeyframeLimiter, NackTracker, ReceptionStats
@@ -28,6 +27,7 @@ from meeting.media.rtp import (
     RtpError,
     RtpView,
     mid_element,
+    pack_rtp,
     pack_nack,
     pack_pli,
     pack_receiver_report,
@@ -56,7 +56,6 @@ _FRESH_PACKETS = 2 * HISTORY_SIZE
 # A viewer waiting for its first keyframe asks again if none came this long after asking.
 KEYFRAME_RETRY = 1.0
 
-_HEADER = struct.Struct("!BBHII")
 _NTP_UNIT = 1 << 32
 
 
@@ -338,13 +337,13 @@ class Publication:
             await self._fan_out(view, now)
 
     async def _fan_out(self, view: RtpView, now: float) -> None:
-        b0 = view.b0 | (len(view.csrc) >> 2)
+        b0 = view.b0
         b1 = view.b1
         seq = view.seq
         ts = view.ts
-        tail = view.csrc + view.body if view.csrc else view.body
+        csrc = view.csrc
+        body = view.body
         size = view.payload_size
-        pack = _HEADER.pack
         last_elem = None
         block = b""
         keyframe = None
@@ -370,11 +369,8 @@ class Publication:
             if v.mid_elem != last_elem or v.allowed_ext is not None:
                 block = viewer_extension_block(view, v.mid_elem, v.allowed_ext)
                 last_elem = v.mid_elem
-            data = (
-                pack(b0 | 0x10 if block else b0, b1, (seq + v.seq_offset) & 0xFFFF, (ts + v.ts_offset) & 0xFFFFFFFF, v.ssrc)
-                + block
-                + tail
-            )
+            data = pack_rtp(b0, b1, (seq + v.seq_offset) & 0xFFFF, (ts + v.ts_offset) & 0xFFFFFFFF, v.ssrc,
+                            csrc, block, body)
             try:
                 await v.send(data)
             except ConnectionError:
@@ -485,19 +481,14 @@ class Publication:
                 continue  # before this viewer's first packet (or another binding's)
             block = viewer_extension_block(view, viewer.mid_elem, viewer.allowed_ext)
             ts = (view.ts + viewer.ts_offset) & 0xFFFFFFFF
-            b0 = view.b0 | (len(view.csrc) >> 2) | (0x10 if block else 0)
-            rtx_pt = self.rtx_payload_type(viewer, view.b1 & 0x7F)
+            rtx_pt = viewer.rtx_payload_types.get(view.b1 & 0x7F)
             if rtx_pt is not None and viewer.rtx_ssrc is not None:
-                b1 = (view.b1 & 0x80) | rtx_pt
-                data = (
-                    _HEADER.pack(b0 & ~0x20, b1, viewer.rtx_seq, ts, viewer.rtx_ssrc)
-                    + view.csrc
-                    + block
-                    + rtx_body(out_seq, view)
-                )
+                # RFC 4588: the original sequence number leads the payload; no padding.
+                data = pack_rtp(view.b0 & ~0x20, (view.b1 & 0x80) | rtx_pt, viewer.rtx_seq, ts, viewer.rtx_ssrc,
+                                view.csrc, block, rtx_body(out_seq, view))
                 viewer.rtx_seq = (viewer.rtx_seq + 1) & 0xFFFF
             else:
-                data = _HEADER.pack(b0, view.b1, out_seq, ts, viewer.ssrc) + view.csrc + block + view.body
+                data = pack_rtp(view.b0, view.b1, out_seq, ts, viewer.ssrc, view.csrc, block, view.body)
             try:
                 await viewer.send(data)
             except ConnectionError:
@@ -505,7 +496,3 @@ class Publication:
                 return
             viewer.retransmitted += 1
             self.retransmitted += 1
-
-    @staticmethod
-    def rtx_payload_type(viewer: ViewerStream, payload_type: int) -> int | None:
-        return viewer.rtx_payload_types.get(payload_type)

@@ -293,20 +293,14 @@ def encode_extension_block(elements: Sequence[tuple[int, bytes]]) -> bytes:
     return _EXT_HEADER.pack(TWO_BYTE_PROFILE, (len(raw) + len(pad)) >> 2) + raw + pad
 
 
-def build_rtp(
-    view: RtpView,
-    *,
-    payload_type: int,
-    seq: int,
-    ts: int,
-    ssrc: int,
-    ext_block: bytes,
-    body: bytes,
-) -> bytes:
-    """Serialize a packet from ``view`` with a new header and extension block."""
-    b0 = view.b0 | (0x10 if ext_block else 0) | (len(view.csrc) >> 2)
-    b1 = (view.b1 & 0x80) | payload_type
-    return _HEADER.pack(b0, b1, seq, ts, ssrc) + view.csrc + ext_block + body
+def pack_rtp(b0: int, b1: int, seq: int, ts: int, ssrc: int, csrc: bytes, ext_block: bytes, body: bytes) -> bytes:
+    """Serialize one RTP packet: the only RTP serializer (forwarding, RTX, tests).
+
+    RFC 3550 section 5.1 order: the fixed header, the CSRC list, the header extension,
+    then the payload (and padding). ``b0`` carries V and P; X and CC are set here from
+    ``ext_block`` and ``csrc``. ``b1`` is M and PT.
+    """
+    return _HEADER.pack(b0 | (0x10 if ext_block else 0) | (len(csrc) >> 2), b1, seq, ts, ssrc) + csrc + ext_block + body
 
 
 def viewer_extension_block(view: RtpView, mid_elem: bytes, allowed: frozenset[int] | None) -> bytes:

@@ -14,9 +14,10 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 from meeting import ids
+from meeting.events import Bus, RecordingExpiring
 from meeting.logfmt import kv
 from meeting.recording.model import RecordingStore
 
@@ -24,14 +25,6 @@ log = logging.getLogger(__name__)
 
 REMIND_BEFORE = timedelta(days=3)
 SWEEP_INTERVAL = 3600.0  # seconds
-
-
-class RecordingNotifier(Protocol):
-    """What the chat side is told about recordings (``meeting.announcer.Announcer``)."""
-
-    async def recording_ready(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None: ...
-
-    async def recording_expiring(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -44,13 +37,13 @@ class Sweeper:
     """Deletes expired recordings and sends the one reminder before it."""
 
     def __init__(self, store: RecordingStore, folder: Path, url_for: Callable[[str], str],
-                 clock: Callable[[], datetime], notifier: RecordingNotifier | None = None,
+                 clock: Callable[[], datetime], bus: Bus,
                  busy: Callable[[str], bool] = lambda recording_id: False) -> None:
         self.store = store
         self.folder = folder
         self.url_for = url_for
         self.clock = clock
-        self.notifier = notifier
+        self.bus = bus
         self.busy = busy  # a recording being composed is left for the next sweep
         self.interval = SWEEP_INTERVAL
 
@@ -69,14 +62,14 @@ class Sweeper:
         for recording in await self.store.recordings_to_remind(now + REMIND_BEFORE):
             if recording.expires_at <= now:
                 continue
-            if self.notifier is not None:
-                try:
-                    await self.notifier.recording_expiring(
-                        recording.meeting_id, recording.id, self.url_for(recording.id),
-                        recording.expires_at.date().isoformat())
-                except Exception:
-                    log.exception("expiry reminder failed %s", kv(recording=ids.short(recording.id)))
-                    continue
+            try:
+                await self.bus.publish(RecordingExpiring(
+                    recording.meeting_id, recording.id, self.url_for(recording.id),
+                    recording.expires_at.date().isoformat()), strict=True)
+            except Exception:
+                # Not marked as reminded: the next sweep tries again.
+                log.exception("expiry reminder failed %s", kv(recording=ids.short(recording.id)))
+                continue
             await self.store.recording_reminded(recording.id)
             reminded += 1
         return SweepReport(deleted, reminded)

@@ -3,8 +3,9 @@
 The service owns one :class:`~meeting.recording.capture.RoomRecorder` per meeting being recorded
 (several meetings can record at once, each with its own writer thread), hands stopped
 recordings to the :class:`~meeting.recording.jobs.Composer`, and runs the retention
-:class:`~meeting.recording.retention.Sweeper`. Signaling listens to it to show the "Recording"
-indicator and to give hosts the link; the chat notifier posts the link in the channel.
+:class:`~meeting.recording.retention.Sweeper`. A meeting's session starts and stops its
+recording and shows the indicator; when a file is ready the service publishes
+:class:`~meeting.events.RecordingReady` (the chat bots post the link, hosts see it).
 
 Everything blocking (disk checks, directory and file work) runs in threads; composing runs
 in worker processes.
@@ -19,23 +20,21 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from meeting import ids
-from meeting.recording.compose import ComposeResult, ComposeSettings
-from meeting.recording.jobs import Composer
 from meeting.config import Config
+from meeting.events import Bus, RecordingReady
 from meeting.logfmt import kv
 from meeting.models import Meeting
 from meeting.recording.capture import RoomRecorder
+from meeting.recording.compose import ComposeResult, ComposeSettings
+from meeting.recording.jobs import Composer
 from meeting.recording.model import RECORDING, Recording
-from meeting.recording.retention import RecordingNotifier, Sweeper
-from meeting.session.room import Ended
+from meeting.recording.retention import Sweeper
 from meeting.store.base import Store
 
 log = logging.getLogger(__name__)
-
-DISK_CHECK_INTERVAL = 10.0  # seconds between free-space checks while anything records
 
 # Why a recording stopped, as signaling tells the room.
 STOP_HOST = "host"
@@ -56,11 +55,11 @@ class RecordingRefused(Exception):
 
 
 class MediaTap(Protocol):
-    """The part of :class:`meeting.media.sfu.Sfu` recording needs."""
+    """The part of a meeting's :class:`~meeting.media.sfu.MediaRoom` recording needs."""
 
-    def observe(self, room_id: str, observer: Any) -> None: ...
+    def observe(self, observer: Any) -> None: ...
 
-    def unobserve(self, room_id: str) -> None: ...
+    def unobserve(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -74,26 +73,12 @@ class RecordingStatus:
     reason: str = ""  # why it stopped (STOP_*), on the change that stopped it
     recording_id: str | None = None  # for hosts only: participants are not sent it
 
-    def message(self) -> dict[str, Any]:
-        """The signaling message (and the welcome's ``recording`` field)."""
-        out: dict[str, Any] = {"type": "recording", "active": self.active, "available": self.available}
-        if self.since is not None:
-            out["since"] = self.since.isoformat(timespec="seconds")
-        if self.reason:
-            out["reason"] = self.reason
-        if not self.available:
-            out["message"] = E2EE_MESSAGE
-        return out
-
 
 @dataclass
 class _Active:
     recording: Recording
     recorder: RoomRecorder
-
-
-StatusListener = Callable[[RecordingStatus], Awaitable[None]]
-ReadyListener = Callable[[Recording, str], Awaitable[None]]
+    media: MediaTap
 
 
 def disk_free_mb(path: Path) -> float:
@@ -107,39 +92,32 @@ def _utc_now() -> datetime:
 
 
 class RecordingService:
-    """Starts and stops meeting recordings and sees them through to a link."""
+    """Starts and stops meeting recordings and sees them through to a link.
+
+    Each meeting's session serializes its own starts and stops; the service only keeps
+    which meetings record.
+    """
 
     def __init__(
         self,
         config: Config,
         store: Store,
-        sfu: MediaTap,
-        public_url: str,
+        bus: Bus,
         *,
         clock: Callable[[], datetime] = _utc_now,
-        notifier: RecordingNotifier | None = None,
-        occupancy: Callable[[str], int] = lambda meeting_id: 1,
-        names: Callable[[str, str], str] = lambda meeting_id, participant_id: participant_id,
         settings: ComposeSettings = ComposeSettings(),
     ) -> None:
         self.store = store
-        self.sfu = sfu
-        self.public_url = public_url.rstrip("/")
+        self.bus = bus
+        self.public_url = config.server.public_url.rstrip("/")
         self.clock = clock
-        self.notifier = notifier
-        self.occupancy = occupancy  # people in a meeting now
-        self.names = names  # a participant's display name
         self.folder = Path(config.recordings.folder)
         self.retention = timedelta(days=config.recordings.retention_days)
         self.min_free_mb = config.recordings.min_free_mb
         self.free_mb: Callable[[Path], float] = disk_free_mb
-        self.disk_check_interval = DISK_CHECK_INTERVAL
-        self.listeners: list[StatusListener] = []
-        self.ready_listeners: list[ReadyListener] = []
         self.composer = Composer(store, self.folder, config.recordings.compose_workers, self._ready, settings)
-        self.sweeper = Sweeper(store, self.folder, self.url, clock, notifier, busy=self.composer.busy)
+        self.sweeper = Sweeper(store, self.folder, self.url, clock, bus, busy=self.composer.busy)
         self._active: dict[str, _Active] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -148,7 +126,6 @@ class RecordingService:
         """Resume unfinished compose jobs, sweep expired recordings, start the periodic work."""
         await self.composer.start()
         self._tasks.append(asyncio.create_task(self.sweeper.run(), name="recording-sweeper"))
-        self._tasks.append(asyncio.create_task(self._watch_disk(), name="recording-disk"))
 
     async def close(self) -> None:
         """Stop every recording (their composing resumes at the next start), end the workers."""
@@ -174,6 +151,18 @@ class RecordingService:
                                since=active.recording.started_at if active else None,
                                recording_id=active.recording.id if active else None)
 
+    async def disk_low(self) -> bool:
+        """Whether the recordings folder is below its free-space floor (logged when it is)."""
+        try:
+            free = await asyncio.to_thread(self.free_mb, self.folder)
+        except OSError:
+            log.exception("disk check failed")
+            return False
+        if free < self.min_free_mb:
+            log.warning("recordings folder low on space %s", kv(free_mb=int(free), floor_mb=self.min_free_mb))
+            return True
+        return False
+
     def recorder(self, meeting_id: str) -> RoomRecorder | None:
         """The live recorder of a meeting (tests and benchmarks look at its progress)."""
         active = self._active.get(meeting_id)
@@ -190,103 +179,54 @@ class RecordingService:
 
     # --- start and stop ----------------------------------------------------------------
 
-    def _lock(self, meeting_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(meeting_id, asyncio.Lock())
+    async def start_recording(self, meeting: Meeting, media: MediaTap,
+                              names: Callable[[str], str]) -> RecordingStatus:
+        """Start recording a meeting's ``media`` (starting a running recording changes nothing).
 
-    async def start_recording(self, meeting: Meeting) -> RecordingStatus:
-        """Start recording (starting a running recording changes nothing).
-
-        Raises RecordingRefused for an end-to-end encrypted or empty meeting, or when the
-        disk is below its floor.
+        ``names`` gives a participant's display name, to label their tracks. Raises
+        RecordingRefused for an end-to-end encrypted meeting, or when the disk is below its floor.
         """
-        async with self._lock(meeting.id):
-            if meeting.e2ee:
-                raise RecordingRefused("e2ee", E2EE_MESSAGE)
-            if meeting.id in self._active:
-                return self.status(meeting)
-            if self.occupancy(meeting.id) < 1:
-                raise RecordingRefused("empty", "Nobody is in the meeting: recording starts once people have joined.")
-            free = await asyncio.to_thread(self.free_mb, self.folder)
-            if free < self.min_free_mb:
-                log.warning("recording refused %s", kv(meeting=ids.short(meeting.id), reason="disk",
-                                                       free_mb=int(free), floor_mb=self.min_free_mb))
-                raise RecordingRefused("disk", "The server is low on disk space, so it cannot record now.")
-            now = self.clock()
-            recording = Recording(id=ids.new_id(), meeting_id=meeting.id, state=RECORDING, started_at=now,
-                                  expires_at=now + self.retention)
-            folder = self.folder / recording.id
-            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-            await self.store.add_recording(recording)
-            recorder = RoomRecorder(folder, lambda pid: self.names(meeting.id, pid), ids.short(recording.id))
-            recorder.start()
-            self._active[meeting.id] = _Active(recording, recorder)
-            self.sfu.observe(meeting.id, recorder)
-            log.info("recording started %s", kv(meeting=ids.short(meeting.id), recording=ids.short(recording.id)))
-        status = self.status(meeting)
-        await self._tell(status)
-        return status
+        if meeting.e2ee:
+            raise RecordingRefused("e2ee", E2EE_MESSAGE)
+        if meeting.id in self._active:
+            return self.status(meeting)
+        free = await asyncio.to_thread(self.free_mb, self.folder)
+        if free < self.min_free_mb:
+            log.warning("recording refused %s", kv(meeting=ids.short(meeting.id), reason="disk",
+                                                   free_mb=int(free), floor_mb=self.min_free_mb))
+            raise RecordingRefused("disk", "The server is low on disk space, so it cannot record now.")
+        now = self.clock()
+        recording = Recording(id=ids.new_id(), meeting_id=meeting.id, state=RECORDING, started_at=now,
+                              expires_at=now + self.retention)
+        folder = self.folder / recording.id
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        await self.store.add_recording(recording)
+        recorder = RoomRecorder(folder, names, ids.short(recording.id))
+        recorder.start()
+        self._active[meeting.id] = _Active(recording, recorder, media)
+        media.observe(recorder)
+        log.info("recording started %s", kv(meeting=ids.short(meeting.id), recording=ids.short(recording.id)))
+        return self.status(meeting)
 
     async def stop_recording(self, meeting_id: str, reason: str = STOP_HOST) -> RecordingStatus:
         """Stop recording and queue composing (stopping when not recording changes nothing)."""
-        async with self._lock(meeting_id):
-            active = self._active.pop(meeting_id, None)
-            if active is None:
-                return RecordingStatus(meeting_id, False, True)
-            self.sfu.unobserve(meeting_id)
-            summary = await asyncio.to_thread(active.recorder.close)
-            recording = active.recording
-            await self.store.recording_stopped(recording.id, self.clock(), round(summary.span, 3))
-            log.info("recording stopped %s", kv(
-                meeting=ids.short(meeting_id), recording=ids.short(recording.id), reason=reason,
-                span_s=round(summary.span, 1), files=summary.tracks, bytes=summary.bytes, dropped=summary.dropped))
-            if reason != STOP_SHUTDOWN:
-                self.composer.submit(recording.id)
-        # The lock stays: a start already waiting on it must not race a start on a new one.
-        status = RecordingStatus(meeting_id, False, True, reason=reason, recording_id=recording.id)
-        await self._tell(status)
-        return status
-
-    async def on_room_event(self, meeting_id: str, event: Any, present: list[str]) -> None:
-        """Signaling listener: the last one out stops the recording."""
-        if isinstance(event, Ended) and meeting_id in self._active:
-            await self.stop_recording(meeting_id, STOP_EMPTY)
-
-    async def _tell(self, status: RecordingStatus) -> None:
-        for listener in self.listeners:
-            try:
-                await listener(status)
-            except Exception:
-                log.exception("recording listener failed")
+        active = self._active.pop(meeting_id, None)
+        if active is None:
+            return RecordingStatus(meeting_id, False, True)
+        active.media.unobserve()
+        summary = await asyncio.to_thread(active.recorder.close)
+        recording = active.recording
+        await self.store.recording_stopped(recording.id, self.clock(), round(summary.span, 3))
+        log.info("recording stopped %s", kv(
+            meeting=ids.short(meeting_id), recording=ids.short(recording.id), reason=reason,
+            span_s=round(summary.span, 1), files=summary.tracks, bytes=summary.bytes, dropped=summary.dropped))
+        if reason != STOP_SHUTDOWN:
+            self.composer.submit(recording.id)
+        return RecordingStatus(meeting_id, False, True, reason=reason, recording_id=recording.id)
 
     # --- background ------------------------------------------------------------------------
 
-    async def _watch_disk(self) -> None:
-        while True:
-            await asyncio.sleep(self.disk_check_interval)
-            if not self._active:
-                continue
-            try:
-                free = await asyncio.to_thread(self.free_mb, self.folder)
-            except OSError:
-                log.exception("disk check failed")
-                continue
-            if free >= self.min_free_mb:
-                continue
-            log.warning("recordings stopped for disk space %s", kv(free_mb=int(free), floor_mb=self.min_free_mb,
-                                                                   recordings=len(self._active)))
-            for meeting_id in list(self._active):
-                await self.stop_recording(meeting_id, STOP_DISK)
-
     async def _ready(self, recording: Recording, result: ComposeResult) -> None:
-        url = self.url(recording.id)
-        if self.notifier is not None:
-            try:
-                await self.notifier.recording_ready(recording.meeting_id, recording.id, url,
-                                                    recording.expires_at.date().isoformat())
-            except Exception:
-                log.exception("recording notice failed %s", kv(recording=ids.short(recording.id)))
-        for listener in self.ready_listeners:
-            try:
-                await listener(recording, url)
-            except Exception:
-                log.exception("recording ready listener failed")
+        link = self.link(recording)
+        await self.bus.publish(RecordingReady(recording.meeting_id, recording.id, link["url"],
+                                              link["started_at"], link["delete_on"]))

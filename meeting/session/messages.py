@@ -1,8 +1,10 @@
-"""The signaling protocol's client messages: a declared schema, checked on arrival, no I/O.
+"""The signaling protocol, both ways: declared schemas, checked, no I/O.
 
-Every message is a JSON object with a ``type``. What a type may carry is declared in
+Every message is a JSON object with a ``type``. What a client may send is declared in
 ``SCHEMA``; anything else (too big, not JSON, unknown type, unknown field, wrong type) raises
 ``SignalingError`` with a code the page can act on, and the connection carries on unchanged.
+What the server sends is declared in ``SERVER_SCHEMA`` and built only through :func:`reply`,
+which refuses a message that does not fit it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,62 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "stop-recording": {},
 }
 HOST_ACTIONS = ("lock", "admit", "deny", "remove", "ask-mute", "end-meeting", "start-recording", "stop-recording")
+
+
+# What the server sends: type -> field -> (python type, required).
+_TEXT: dict[str, tuple[type | tuple[type, ...], bool]] = {"message": (str, True)}
+SERVER_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
+    "welcome": {"you": (dict, True), "participants": (list, True), "ice_servers": (list, True),
+                "resume": (str, True), "locked": (bool, True), "e2ee": (bool, True),
+                "recording": (dict, False), "recordings": (list, False)},
+    "offer": {"sdp": (str, True), "slots": (list, True)},
+    "participant-joined": {"participant": (dict, True)},
+    "participant-updated": {"participant": (dict, True)},
+    "participant-left": {"id": (str, True)},
+    "chat": {"from": (str, True), "name": (str, True), "at": (str, True), "text": (str, False),
+             "ciphertext": (str, False)},
+    "locked": {"locked": (bool, True)},
+    "lobby": {"waiting": (list, True)},
+    "waiting": _TEXT,
+    "mute-request": {"by": (str, True)},
+    "recording": {"active": (bool, True), "available": (bool, True), "since": (str, False),
+                  "reason": (str, False), "message": (str, False)},
+    "recording-ready": {"id": (str, True), "url": (str, True), "started_at": (str, True),
+                        "delete_on": (str, True)},
+    "notice": {"text": (str, True)},
+    "denied": _TEXT,
+    "removed": _TEXT,
+    "meeting-ended": _TEXT,
+    "error": {"code": (str, True), "message": (str, True)},
+    "pong": {},
+}
+
+# Websocket close codes the server uses (4000-4999 are the application's own).
+CLOSE_GOING_AWAY = 1001  # the server is shutting down: reconnecting later may work
+CLOSE_FINAL = 4000  # ended on purpose (meeting ended, removed, denied, full): do not reconnect
+CLOSE_RETRY = 4001  # this connection failed (media, rate limits): a fresh join may work
+
+
+def reply(kind: str, **fields: Any) -> dict[str, Any]:
+    """A server message of ``kind``; raises ValueError if it does not fit SERVER_SCHEMA."""
+    schema = SERVER_SCHEMA.get(kind)
+    if schema is None:
+        raise ValueError(f"no server message of type {kind!r}")
+    for name, value in fields.items():
+        if name not in schema:
+            raise ValueError(f"{kind}: undeclared field {name}")
+        expected = schema[name][0]
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
+            raise ValueError(f"{kind}: field {name} has the wrong type")
+    for name, (_, required) in schema.items():
+        if required and name not in fields:
+            raise ValueError(f"{kind}: missing field {name}")
+    return {"type": kind, **fields}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    """An ``error`` message: ``code`` for programs, ``message`` for people."""
+    return reply("error", code=code, message=message)
 
 
 class SignalingError(ValueError):

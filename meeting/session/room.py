@@ -1,8 +1,8 @@
 """Who is in a meeting right now: a plain state machine, events out, no I/O.
 
-The media plane (``sfu.py``) decides how bytes move; this decides who is present, what each
-one publishes and shows, and when a meeting starts and ends. Signaling drives it and
-broadcasts the events it returns.
+The media plane (:mod:`meeting.media`) decides how bytes move; this decides who is present,
+what each one publishes and shows, who waits in the lobby, and when a meeting starts and
+ends. The meeting's session drives it and tells everyone the events it returns.
 """
 
 from __future__ import annotations
@@ -191,30 +191,3 @@ class Room:
     def empty(self) -> bool:
         """Nobody in the meeting and nobody waiting: the room can be forgotten."""
         return not self.participants and not self.lobby
-
-
-class Rooms:
-    """The rooms with someone in them, created on first join and dropped when empty."""
-
-    def __init__(self, capacity: int, clock: Callable[[], datetime]) -> None:
-        self.capacity = capacity
-        self.clock = clock
-        self._rooms: dict[str, Room] = {}
-
-    def get(self, meeting_id: str) -> Room | None:
-        return self._rooms.get(meeting_id)
-
-    def open(self, meeting_id: str) -> Room:
-        """The meeting's room, made if nobody is in it yet."""
-        room = self._rooms.get(meeting_id)
-        if room is None:
-            room = self._rooms[meeting_id] = Room(meeting_id, self.capacity, self.clock)
-        return room
-
-    def discard_if_empty(self, meeting_id: str) -> None:
-        room = self._rooms.get(meeting_id)
-        if room is not None and room.empty:
-            del self._rooms[meeting_id]
-
-    def __len__(self) -> int:
-        return len(self._rooms)

@@ -22,6 +22,7 @@ from discord.http import Route
 
 from bot.discord_bot import INVITE_PERMISSIONS, UNKNOWN_COMMAND_TEXT, DiscordBot, invite_url
 from meeting.announcer import Announcer
+from meeting.events import Bus, RecordingExpiring, RecordingReady
 from meeting.config import Config, DiscordConfig
 from meeting.outbox import Outbox
 from meeting.service import MeetingService
@@ -297,8 +298,8 @@ async def test_rate_limited_reply_is_retried_after_retry_after_and_posted_once(s
     meeting_id = meeting_id_of(callback)
     stack.fake.rate_limit_next("POST", MESSAGES, retry_after=0.3)
 
-    await stack.server.announcer.recording_ready(meeting_id, "rec-1", "https://rec.example/r/1", "2026-03-01")
-    await wait_for(lambda: len(stack.fake.posts(CHANNEL_ID)) == 1)
+    await stack.server.bus.publish(RecordingReady(meeting_id, "rec-1", "https://rec.example/r/1", "2026-01-30T10:00:00+00:00", "2026-03-01"))
+    await wait_for(lambda: len(stack.fake.posts(CHANNEL_ID)) == 1, timeout=15)
 
     first, second = stack.fake.requests_to("POST", MESSAGES)
     assert second.at - first.at >= 0.3
@@ -312,7 +313,7 @@ async def test_long_rate_limit_is_left_to_the_outbox_not_slept_through(stack: St
     callback = await stack.meetnow()
     stack.fake.rate_limit_next("POST", MESSAGES, retry_after=60)
 
-    await stack.server.announcer.recording_expiring(meeting_id_of(callback), "rec-1", "https://r/1", "2026-03-01")
+    await stack.server.bus.publish(RecordingExpiring(meeting_id_of(callback), "rec-1", "https://r/1", "2026-03-01"))
     await wait_for(lambda: len(stack.fake.requests_to("POST", MESSAGES)) == 1)
 
     async def rescheduled() -> bool:
@@ -332,9 +333,9 @@ async def test_restart_between_failure_and_retry_still_posts_exactly_once(stack:
     stack.fake.fail_next("POST", MESSAGES, "server_error", after_effect=True)
 
     store = stack.store
-    outbox = Outbox(store)
-    bot = DiscordBot(stack.config.discord, stack.server.meetings, Announcer(stack.server.meetings, outbox), outbox)
-    await bot.announcer.recording_ready(meeting_id, "rec-1", "https://rec.example/r/1", "2026-03-01")
+    outbox, bus = Outbox(store), Bus()
+    bot = DiscordBot(stack.config.discord, stack.server.meetings, Announcer(stack.server.meetings, outbox, bus), outbox)
+    await bus.publish(RecordingReady(meeting_id, "rec-1", "https://rec.example/r/1", "2026-01-30T10:00:00+00:00", "2026-03-01"))
     assert await outbox.deliver_due() == 1
     assert await store.outbox_next_due(["discord"]) is not None  # still pending
     await bot.stop()
@@ -346,7 +347,7 @@ async def test_restart_between_failure_and_retry_still_posts_exactly_once(stack:
     try:
         meetings = MeetingService(store, stack.config.server.public_url)
         outbox = Outbox(store, clock=lambda: time.time() + 3600)
-        bot = DiscordBot(stack.config.discord, meetings, Announcer(meetings, outbox), outbox)
+        bot = DiscordBot(stack.config.discord, meetings, Announcer(meetings, outbox, Bus()), outbox)
         assert await outbox.deliver_due() == 1
         assert await outbox.deliver_due() == 0
         await bot.stop()
@@ -385,7 +386,7 @@ async def test_permanent_errors_are_dropped_with_one_log_line(
     stack.fake.fail_next("POST", MESSAGES, error)
     caplog.set_level(logging.INFO)
 
-    await stack.server.announcer.recording_ready(meeting_id_of(callback), "rec-1", "https://r/1", "2026-03-01")
+    await stack.server.bus.publish(RecordingReady(meeting_id_of(callback), "rec-1", "https://r/1", "2026-01-30T10:00:00+00:00", "2026-03-01"))
 
     def dropped() -> list[logging.LogRecord]:
         return [r for r in caplog.records if "chat message dropped" in r.getMessage()]

@@ -20,6 +20,7 @@ from bot.slack import EVENTS_PATH, SlackBot
 from bot.slack_blocks import MessageRef, call_users, escape
 from bot import text
 from meeting.announcer import Announcer
+from meeting.events import Bus, RecordingExpiring, RecordingReady
 from meeting.config import Config, SlackConfig
 from meeting.models import Origin
 from meeting.outbox import ANNOUNCE, STATUS, ChatPost, Delivered, GiveUp, Outbox, OutboxEntry, Retry
@@ -345,13 +346,13 @@ async def test_recording_ready_replies_in_the_meeting_thread(
         await slash(client, fake, "Retro")
         await wait_for(lambda: fake.done("chat.postMessage"))
         meeting_id = block_url(fake.done("chat.postMessage")[0]).rsplit("/m/", 1)[1]
-        await server.announcer.recording_ready(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await server.bus.publish(RecordingReady(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-01-30T10:00:00+00:00", "2026-12-31"))
         await wait_for(lambda: len(fake.done("chat.postMessage")) == 2)
         reply = fake.done("chat.postMessage")[1]
         assert reply["thread_ts"] == "1700000000.000001"  # the meeting message's ts
         assert reply["text"] == text.recording_ready_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
-        await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
-        await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await server.bus.publish(RecordingExpiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31"))
+        await server.bus.publish(RecordingExpiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31"))
         await wait_for(lambda: len(fake.done("chat.postMessage")) == 3)
         await wait_for(lambda: settled(store))
         [warning] = fake.done("chat.postMessage")[2:]  # the reminder goes out once
@@ -396,7 +397,7 @@ async def test_a_restart_between_failure_and_retry_still_delivers_once(
         await store.open()
         meetings = MeetingService(store, config.server.public_url)
         outbox = Outbox(store, clock)
-        announcer = Announcer(meetings, outbox)
+        announcer = Announcer(meetings, outbox, Bus())
         bot = SlackBot(settings, meetings, announcer, outbox)
         await bot.start()
         return store, meetings, announcer, outbox, bot

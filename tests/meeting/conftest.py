@@ -33,11 +33,11 @@ class Meeting:
     ) -> SyntheticParticipant:
         person = SyntheticParticipant(name, self.media, **kwargs)
         self.people[name] = person
-        person.peer = await self.sfu.join(room, name, person.send_offer, publish=publish)
+        person.peer = await self.sfu.open(room).join(name, person.send_offer, publish=publish)
         return person
 
     async def leave(self, name: str, room: str = "room") -> None:
-        await self.sfu.leave(room, name)
+        await self.sfu.open(room).leave(name)
         person = self.people.pop(name)
         await person.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import av
 
 from meeting.config import Config
+from meeting.events import Bus, RecordingReady
 from meeting.models import Origin
 from meeting.recording.service import RecordingService
 from meeting.recording.model import READY, RECORDING
@@ -25,27 +26,6 @@ from meeting.store.sqlite import SqliteStore
 from tests.conftest import make_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Notices:
-    def __init__(self) -> None:
-        self.ready: list[tuple[str, str, str, str]] = []
-
-    async def recording_ready(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
-        self.ready.append((meeting_id, recording_id, url, delete_on))
-
-    async def recording_expiring(self, *args: str) -> None:
-        pass
-
-
-class NoMedia:
-    """The restarted server's media plane: nobody is in the meeting any more."""
-
-    def observe(self, room_id: str, observer: object) -> None:
-        raise AssertionError("nothing should be recorded after the restart")
-
-    def unobserve(self, room_id: str) -> None:
-        pass
 
 
 def track_files(folder: Path) -> list[Path]:
@@ -102,11 +82,16 @@ async def test_a_server_killed_mid_recording_leaves_playable_tracks_that_are_com
     assert (await store.get_recording(recording_id)).state == RECORDING  # type: ignore[union-attr]
 
     # Restart: the job is resumed from the store and composed from what reached the disk.
-    notices = Notices()
-    service = RecordingService(config, store, NoMedia(), config.server.public_url, notifier=notices)
+    bus, ready = Bus(), []
+
+    async def on_ready(event: RecordingReady) -> None:
+        ready.append(event)
+
+    bus.subscribe(RecordingReady, on_ready)
+    service = RecordingService(config, store, bus)
     await service.start()
     try:
-        await wait_for(lambda: notices.ready, timeout=60)
+        await wait_for(lambda: ready, timeout=60)
     finally:
         await service.close()
     recording = await store.get_recording(recording_id)
@@ -115,8 +100,10 @@ async def test_a_server_killed_mid_recording_leaves_playable_tracks_that_are_com
     assert [p.name for p in folder.iterdir()] == ["recording.mp4"]  # track files gone once verified
     with av.open(str(folder / "recording.mp4")) as container:
         assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
-    assert notices.ready == [(minted.meeting.id, recording_id, f"http://127.0.0.1:8080/r/{recording_id}",
-                              recording.expires_at.date().isoformat())]
+    [event] = ready
+    assert (event.meeting_id, event.recording_id, event.url, event.delete_on) == (
+        minted.meeting.id, recording_id, f"http://127.0.0.1:8080/r/{recording_id}",
+        recording.expires_at.date().isoformat())
 
 
 async def _serve_and_record(tmp_path: Path, meeting_id: str) -> None:
@@ -134,12 +121,12 @@ async def _serve_and_record(tmp_path: Path, meeting_id: str) -> None:
     people = []
     for name in ("ann", "ben"):
         person = SyntheticParticipant(name, media, decode=False)
-        person.peer = await sfu.join(meeting_id, name, person.send_offer, publish=("mic", "camera"))
+        person.peer = await sfu.open(meeting_id).join(name, person.send_offer, publish=("mic", "camera"))
         people.append(person)
     while not all(p.frames_from(o.name, "camera") > 5 for p in people for o in people if o is not p):
         await asyncio.sleep(0.05)
-    service = RecordingService(config, store, sfu, config.server.public_url, names=lambda m, p: p.title())
-    status = await service.start_recording(meeting)
+    service = RecordingService(config, store, Bus())
+    status = await service.start_recording(meeting, sfu.open(meeting_id), lambda pid: pid.title())
     print(json.dumps({"recording": status.recording_id}), flush=True)
     await asyncio.Event().wait()
 

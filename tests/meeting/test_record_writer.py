@@ -196,9 +196,9 @@ class CountingObserver:
 async def test_the_sfu_taps_a_rooms_publications_only_while_observed(meeting) -> None:
     ann = await meeting.join("ann")
     observer, other = CountingObserver(), CountingObserver()
-    meeting.sfu.observe("room", observer)
+    meeting.sfu.open("room").observe(observer)
     assert sorted(observer.started) == [("ann", "camera"), ("ann", "mic")]
-    meeting.sfu.observe("other", other)  # two meetings recorded at once, each on its own
+    meeting.sfu.open("other").observe(other)  # two meetings recorded at once, each on its own
     await meeting.join("ben", publish=("mic",))
     await meeting.join("cat", room="other")
     assert sorted(observer.started) == [("ann", "camera"), ("ann", "mic"), ("ben", "mic")]
@@ -207,13 +207,13 @@ async def test_the_sfu_taps_a_rooms_publications_only_while_observed(meeting) ->
                    what="packets through every tap")
     await meeting.leave("ben")
     assert observer.ended == [("ben", "mic")]
-    meeting.sfu.unobserve("room")
+    meeting.sfu.room("room").unobserve()
     assert sorted(observer.ended) == [("ann", "camera"), ("ann", "mic"), ("ben", "mic")]
     counts = dict(observer.packets)
     await wait_for(lambda: ann.keyframe_requests >= 1, what="the keyframe asked for at the start")
-    room = meeting.sfu._rooms["room"]
-    assert all(pub.tap is None for peer in room.peers.values() for pub in peer._publications.values())
-    meeting.sfu.unobserve("room")  # idempotent
+    room = meeting.sfu.room("room")
+    assert all(pub.tap is None for pub in room.all_publications())
+    room.unobserve()  # idempotent
     assert observer.packets == counts
     assert all(n > 0 for n in other.packets.values()) and other.ended == []
-    meeting.sfu.unobserve("other")
+    meeting.sfu.room("other").unobserve()

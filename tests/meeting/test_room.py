@@ -3,7 +3,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from meeting.session.room import (
-    NAME_MAX, Ended, Joined, Left, NotInRoom, Room, RoomFull, Rooms, Started, Updated, clean_name,
+    NAME_MAX, Ended, Joined, Left, NotInRoom, Room, RoomFull, Started, Updated, clean_name,
 )
 
 
@@ -64,15 +64,3 @@ def test_names_are_cleaned() -> None:
     assert clean_name("  Ada\n  Lovelace ") == "Ada Lovelace"
     assert clean_name("") == "Guest"
     assert len(clean_name("x" * 500)) == NAME_MAX
-
-
-def test_rooms_registry_drops_empty_rooms() -> None:
-    rooms = Rooms(capacity=3, clock=Clock())
-    room = rooms.open("m1")
-    assert rooms.open("m1") is room
-    p, _ = room.join("a")
-    rooms.discard_if_empty("m1")
-    assert rooms.get("m1") is room
-    room.leave(p.id)
-    rooms.discard_if_empty("m1")
-    assert rooms.get("m1") is None and len(rooms) == 0

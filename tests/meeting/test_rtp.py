@@ -51,7 +51,7 @@ def test_rewrite_for_a_viewer_round_trips_through_aiortc():
     data = aiortc_packet(mid="0", audio_level=(True, 30))
     view = rtp.parse_rtp(data, mid_id=1)
     block = rtp.viewer_extension_block(view, rtp.mid_element(1, "12"), None)
-    out = rtp.build_rtp(view, payload_type=97, seq=7, ts=1234, ssrc=0xCAFE, ext_block=block, body=view.body)
+    out = rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 97, 7, 1234, 0xCAFE, view.csrc, block, view.body)
     parsed = RtpPacket.parse(out, ext_map())
     assert (parsed.sequence_number, parsed.timestamp, parsed.ssrc, parsed.marker) == (7, 1234, 0xCAFE, 1)
     assert parsed.extensions.mid == "12"
@@ -77,7 +77,7 @@ def test_rewrite_strips_extensions_the_viewer_did_not_negotiate():
     view = rtp.parse_rtp(aiortc_packet(mid="0", audio_level=(False, 10)), mid_id=1)
     block = rtp.viewer_extension_block(view, rtp.mid_element(1, "3"), frozenset({2}))
     parsed = RtpPacket.parse(
-        rtp.build_rtp(view, payload_type=97, seq=1, ts=1, ssrc=1, ext_block=block, body=view.body), ext_map()
+        rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 97, 1, 1, 1, view.csrc, block, view.body), ext_map()
     )
     assert parsed.extensions.mid == "3"
     assert parsed.extensions.audio_level == (False, 10)
@@ -88,7 +88,7 @@ def test_no_extensions_at_all_gives_no_extension_block():
     packet = RtpPacket(payload_type=96, sequence_number=1, timestamp=2, ssrc=3, payload=b"opus")
     view = rtp.parse_rtp(packet.serialize(HeaderExtensionsMap()))
     assert rtp.viewer_extension_block(view, b"", None) == b""
-    out = rtp.build_rtp(view, payload_type=96, seq=1, ts=2, ssrc=3, ext_block=b"", body=view.body)
+    out = rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 96, 1, 2, 3, view.csrc, b"", view.body)
     assert out[0] & 0x10 == 0 and out[12:] == b"opus"
 
 
@@ -103,7 +103,7 @@ def test_two_byte_extensions_are_parsed_and_kept():
     block = rtp.viewer_extension_block(view, rtp.mid_element(1, "2"), None)
     assert struct.unpack_from("!H", block)[0] == 0x1000
     again = rtp.parse_rtp(
-        rtp.build_rtp(view, payload_type=97, seq=1, ts=2, ssrc=3, ext_block=block, body=view.body), mid_id=1
+        rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 97, 1, 2, 3, view.csrc, block, view.body), mid_id=1
     )
     assert again.mid == "2" and again.elements == [(5, long_value)] and again.payload == b"pay"
 
@@ -114,7 +114,7 @@ def test_csrcs_and_padding_are_kept():
     packet.csrc = [10, 20]
     view = rtp.parse_rtp(packet.serialize(HeaderExtensionsMap()))
     assert view.payload == b"data" and view.padding_size == 3
-    out = rtp.build_rtp(view, payload_type=96, seq=9, ts=2, ssrc=4, ext_block=b"", body=view.body)
+    out = rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 96, 9, 2, 4, view.csrc, b"", view.body)
     parsed = RtpPacket.parse(out)
     assert parsed.csrc == [10, 20] and parsed.payload == b"data" and parsed.padding_size == 3
 
@@ -138,9 +138,7 @@ def test_parse_never_raises_anything_but_rtp_error(data):
 
 def test_rtx_wrap_and_unwrap_round_trip():
     view = rtp.parse_rtp(aiortc_packet(seq=500, payload=b"\x10\x00abcdef"), mid_id=1)
-    rtx_packet = rtp.build_rtp(
-        view, payload_type=98, seq=40, ts=view.ts, ssrc=0xBEEF, ext_block=b"", body=rtp.rtx_body(500, view)
-    )
+    rtx_packet = rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 98, 40, view.ts, 0xBEEF, view.csrc, b"", rtp.rtx_body(500, view))
     back = rtp.parse_rtp(rtx_packet)
     assert rtp.unwrap_rtx(back, media_ssrc=0x11223344, payload_type=97)
     assert (back.seq, back.ssrc, back.payload_type, back.payload) == (500, 0x11223344, 97, b"\x10\x00abcdef")

@@ -16,7 +16,8 @@ import pytest
 
 from meeting.config import MediaConfig
 from meeting.media.rtp import iter_rtcp, unpack_sender_info
-from meeting.media.sfu import CandidateError, Offer, SdpError
+from meeting import internals
+from meeting.media.peer import CandidateError, Offer, SdpError
 from tests.meeting.waiting import wait_for
 
 VIDEO_FRAMES = 15  # half a second of video
@@ -82,7 +83,7 @@ async def test_leaving_renegotiates_the_others_without_breaking_their_streams(me
     await wait_for(flowing(bob, "alice"), 10, "bob to get alice")
     await wait_for(flowing(alice, "carol"), 10, "alice to get carol")
 
-    server_alice = meeting.sfu.peer("room", "alice")
+    server_alice = meeting.sfu.room("room").peer("alice")
     streams = {line.mid: line.stream for line in server_alice._lines if line.stream is not None}
     ssrcs_before = {mid: s.ssrc for mid, s in streams.items()}
     from_bob = alice.stream_from("bob", "camera")
@@ -198,7 +199,7 @@ async def test_no_video_decoder_on_the_server(meeting, monkeypatch):
     assert calls == []
     assert not [t.name for t in threading.enumerate() if t.name.endswith("-decoder")]
     for name in ("alice", "bob"):
-        for transceiver in meeting.sfu.peer("room", name)._pc.getTransceivers():
+        for transceiver in meeting.sfu.room("room").peer(name).transceivers():
             assert transceiver.receiver._RTCRtpReceiver__decoder_thread is None
             assert transceiver.receiver.track is None or transceiver.receiver.track._queue.qsize() == 0
 
@@ -235,7 +236,7 @@ async def test_sender_reports_carry_the_publishers_clock_in_the_viewers_timestam
         for kind in ("audio", "video")
     }
     await wait_for(lambda: all(s in reports and s in latest for s in media_ssrcs.values()), 6, "sender reports")
-    server_alice = meeting.sfu.peer("room", "alice")
+    server_alice = meeting.sfu.room("room").peer("alice")
     for kind, ssrc in media_ssrcs.items():
         clock = 48000 if kind == "audio" else 90000
         ntp, sr_rtp, _ = reports[ssrc]
@@ -257,7 +258,7 @@ async def test_malformed_answers_raise_and_change_nothing(meeting, media):
     from bench.synthetic import SyntheticParticipant
 
     person = SyntheticParticipant("alice", media)
-    peer = await meeting.sfu.join("room", "alice", keep)
+    peer = await meeting.sfu.open("room").join("alice", keep)
     assert len(offers) == 1
     good = await person.answer(offers[0])
     bad_answers = [
@@ -274,7 +275,7 @@ async def test_malformed_answers_raise_and_change_nothing(meeting, media):
         with pytest.raises(SdpError):
             await peer.accept_answer(bad)
     assert peer.connection_state == "new"
-    assert peer._pc.signalingState == "have-local-offer"
+    assert peer.signaling_state == "have-local-offer"
     await peer.accept_answer(good)
     with pytest.raises(SdpError):
         await peer.accept_answer(good)  # no offer outstanding any more
@@ -285,7 +286,7 @@ async def test_malformed_answers_raise_and_change_nothing(meeting, media):
 async def test_malformed_candidates_raise_and_change_nothing(meeting):
     alice = await meeting.join("alice")
     await wait_for(lambda: alice.peer.connection_state == "connected", 5, "connection")
-    connection = alice.peer._dtls.transport._connection
+    connection = internals.ice_connection(alice.peer.transport.dtls)
     before = list(connection.remote_candidates)
     for candidate, mid, index in [
         ("nonsense", "0", 0),
@@ -310,7 +311,7 @@ async def test_disallowed_and_mdns_candidates_are_ignored(meeting, media):
     from bench.synthetic import SyntheticParticipant
 
     person = SyntheticParticipant("alice", media)
-    peer = await meeting.sfu.join("room", "alice", keep)
+    peer = await meeting.sfu.open("room").join("alice", keep)
     answer = await person.answer(offers[0])
     # Candidates in the answer from outside 127.0.0.0/8 or as mDNS names are dropped too.
     extra = (
@@ -320,7 +321,7 @@ async def test_disallowed_and_mdns_candidates_are_ignored(meeting, media):
     answer = answer.replace("a=end-of-candidates\r\n", "", 1)
     answer = re.sub(r"(a=candidate:[^\r\n]+\r\n)", lambda m: m.group(1) + extra, answer, count=1)
     await peer.accept_answer(answer)
-    connection = peer._dtls.transport._connection
+    connection = internals.ice_connection(peer.transport.dtls)
     for candidate in (
         "candidate:1 1 udp 2122260223 0b9a2c4d-aaaa-bbbb-cccc-ddddeeeeffff.local 50002 typ host",
         "candidate:2 1 udp 2122260223 192.0.2.11 50003 typ host",
@@ -344,7 +345,7 @@ async def test_offers_are_serialized_and_changes_coalesced(meeting, media):
         offers.append(offer)
 
     person = SyntheticParticipant("alice", media)
-    peer = await meeting.sfu.join("room", "alice", keep)
+    peer = await meeting.sfu.open("room").join("alice", keep)
     # While alice's first offer is unanswered, two others join: no offer is sent to her...
     await meeting.join("bob")
     await meeting.join("carol")
@@ -366,10 +367,10 @@ async def test_leave_is_idempotent_and_close_closes_everyone(meeting):
     alice = await meeting.join("alice")
     await meeting.join("bob")
     await wait_for(lambda: alice.peer.connection_state == "connected", 5, "connection")
-    await meeting.sfu.leave("room", "nobody")
-    await meeting.sfu.leave("nowhere", "alice")
-    await meeting.sfu.leave("room", "bob")
-    await meeting.sfu.leave("room", "bob")
+    room = meeting.sfu.room("room")
+    await room.leave("nobody")
+    await room.leave("bob")
+    await room.leave("bob")
     assert meeting.sfu.stats()["rooms"]["room"]["participants"] == 1
     peer = alice.peer
     peer._on_state = states.append
@@ -388,8 +389,8 @@ async def test_server_with_default_config_uses_no_ice_servers(media):
     async def keep(offer):
         offers.append(offer)
 
-    peer = await sfu.join("r", "p", keep)
-    connection = peer._dtls.transport._connection
+    peer = await sfu.open("r").join("p", keep)
+    connection = internals.ice_connection(peer.transport.dtls)
     assert connection.stun_server is None and connection.turn_server is None
     await sfu.close()
 
@@ -420,7 +421,7 @@ async def test_republishing_before_the_next_offer_keeps_streams_on_their_m_lines
 
 
 async def test_receive_backlog_is_bounded(meeting):
-    from meeting.media.sfu import MAX_BACKLOG
+    from meeting.media.transport import MAX_BACKLOG
 
     alice = await meeting.join("alice")
 
@@ -432,11 +433,12 @@ async def test_receive_backlog_is_bounded(meeting):
             self._queue.put_nowait((data, component))
 
     fake = FakeConnection()
-    alice.peer._bound_backlog(fake)
+    room = meeting.sfu.room("room")
+    internals.bound_backlog(fake, MAX_BACKLOG, lambda: setattr(room, "overload_drops", room.overload_drops + 1))
     for _ in range(MAX_BACKLOG + 25):
         fake.data_received(b"\x80" * 20, 1)
     assert fake._queue.qsize() == MAX_BACKLOG
     assert meeting.sfu.stats()["rooms"]["room"]["packets_dropped_overload"] == 25
     # the real connection is wrapped the same way
-    assert alice.peer._dtls.transport._connection.data_received.__name__ == "data_received"
-    assert alice.peer._dtls.transport._connection.data_received.__qualname__.startswith("Peer._bound_backlog")
+    wrapped = internals.ice_connection(alice.peer.transport.dtls).data_received
+    assert wrapped.__qualname__.startswith("bound_backlog")

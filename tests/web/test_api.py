@@ -5,9 +5,8 @@ from aiohttp.test_utils import TestClient
 
 from meeting import ids
 from meeting.store.sqlite import SqliteStore
-from tests.conftest import make_config
+from tests.conftest import make_config, serving
 from meeting.service import MeetingService
-from web.app import create_app
 from aiohttp.test_utils import TestServer
 
 
@@ -73,8 +72,7 @@ async def test_wrong_method_gets_json_error(client: TestClient, store: SqliteSto
 
 async def test_minting_can_be_switched_off(tmp_path, store: SqliteStore) -> None:
     config = make_config(tmp_path, allow_web_minting=False)
-    app = create_app(config, MeetingService(store, config.server.public_url))
-    async with TestClient(TestServer(app)) as client:
+    async with serving(config, store) as (client, _):
         response = await client.post("/api/meetings", json={"title": "x"})
         assert response.status == 403
         assert "switched off" in (await response.json())["error"]

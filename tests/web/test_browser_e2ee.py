@@ -15,7 +15,7 @@ from playwright.async_api import Browser
 from meeting import ids
 from meeting.models import Origin
 from meeting.service import MeetingService
-from meeting.media.sfu import Peer
+from meeting.media.transport import PeerTransport
 from tests.conftest import wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, new_page, remote_media
 
@@ -31,15 +31,16 @@ class ServerTap:
         self.packets: dict[str, list[RtpPacket]] = defaultdict(list)
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        original = Peer._on_rtp
+        original = PeerTransport._on_rtp
         tap = self
 
-        async def on_rtp(peer: Peer, data: bytes, *args: Any, **kwargs: Any) -> None:
-            if len(data) > 12 and data[1] & 0x7F == VP8 and len(tap.packets[peer.participant_id]) < 3000:
-                tap.packets[peer.participant_id].append(RtpPacket.parse(data))
-            await original(peer, data, *args, **kwargs)
+        async def on_rtp(transport: PeerTransport, data: bytes, *args: Any, **kwargs: Any) -> None:
+            who = transport.participant_id
+            if len(data) > 12 and data[1] & 0x7F == VP8 and len(tap.packets[who]) < 3000:
+                tap.packets[who].append(RtpPacket.parse(data))
+            await original(transport, data, *args, **kwargs)
 
-        monkeypatch.setattr(Peer, "_on_rtp", on_rtp)
+        monkeypatch.setattr(PeerTransport, "_on_rtp", on_rtp)
 
     def frames(self, participant_id: str) -> list[bytes]:
         """Whole VP8 frames (payload descriptors removed), complete ones only."""

@@ -8,7 +8,7 @@ from playwright.async_api import Browser, Page, Request
 
 from meeting.models import Origin
 from meeting.service import MeetingService, MintedMeeting
-from tests.conftest import wait_for
+from tests.conftest import room_of, wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, names_shown, new_page
 
 pytestmark = pytest.mark.browser
@@ -140,8 +140,6 @@ async def test_join_flood_leaves_a_meeting_in_progress_undisturbed(
 ) -> None:
     import aiohttp
 
-    from web.keys import SIGNALING
-
     ann, ben = await new_page(browser), await new_page(browser)
     await join_meeting(ann, local(client, minted.url), "Ann")
     await join_meeting(ben, local(client, minted.url), "Ben")
@@ -156,8 +154,7 @@ async def test_join_flood_leaves_a_meeting_in_progress_undisturbed(
                 kind = reply.get("code") or reply["type"]
                 answers[kind] = answers.get(kind, 0) + 1
     assert answers.get("rate-limited", 0) >= 45, answers
-    signaling = client.server.app[SIGNALING]
-    room = signaling.rooms.get(minted.meeting.id)
+    room = room_of(client, minted.meeting.id)
     await wait_for(lambda: len(room.participants) == 2, timeout=10)
     for page in (ann, ben):
         await frames_keep_rising(page, 1)

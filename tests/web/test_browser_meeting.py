@@ -161,22 +161,21 @@ async def test_without_camera_or_any_device_people_still_join_and_are_told_why(
 async def test_page_reconnects_by_itself_after_the_connection_drops(
     browser: Browser, meeting_url: str, client: TestClient
 ) -> None:
-    from web.keys import SIGNALING
+    from web.keys import SESSIONS
 
     ann = await new_page(browser)
     await join_meeting(ann, meeting_url, "Ann")
     ben = await new_page(browser)
     await join_meeting(ben, meeting_url, "Ben")
     await frames_keep_rising(ann, 1, timeout=10)
-    signaling = client.server.app[SIGNALING]
-    [connections] = signaling.connections.values()
-    ben_id = next(pid for pid, c in connections.items() if c.participant and c.participant.name == "Ben")
-    await connections[ben_id].ws.close()  # a network blip, as the server sees it
+    [session] = client.server.app[SESSIONS].all()
+    [ben_conn] = [c for c in session.conns.values() if c.participant and c.participant.name == "Ben"]
+    ben_id = ben_conn.participant.id
+    await ben_conn.channel.ws.close()  # a network blip, as the server sees it
 
     async def ben_is_back() -> bool:
-        current = next(iter(signaling.connections.values()), {})
-        names = [c.participant.name for c in current.values() if c.participant]
-        return sorted(names) == ["Ann", "Ben"] and ben_id not in current
+        names = [p.name for p in session.room.participants.values()]
+        return sorted(names) == ["Ann", "Ben"] and ben_id not in session.room.participants
     await wait_for(ben_is_back, timeout=8)
     await wait_for(lambda: _shows(ann, "Ben"), timeout=5)
     await frames_keep_rising(ben, 1, timeout=10)

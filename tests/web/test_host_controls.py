@@ -11,11 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from meeting.models import Origin
 from meeting.service import MeetingService, MintedMeeting
-from tests.conftest import make_config, wait_for
+from tests.conftest import make_config, room_of, serving, wait_for
 from tests.fakes import FakeSfu
 from tests.signaling_client import Socket, connect, join
-from web.app import create_app
-from web.keys import SIGNALING
 from meeting.session.messages import MAX_CHAT_CHARS
 
 
@@ -26,7 +24,7 @@ def sfu() -> FakeSfu:
 
 @pytest.fixture
 async def server(tmp_path: Path, meetings: MeetingService, sfu: FakeSfu) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(make_config(tmp_path), meetings, sfu=sfu))) as client:  # type: ignore[arg-type]
+    async with serving(make_config(tmp_path), meetings.store, sfu=sfu) as (client, _):  # type: ignore[arg-type]
         yield client
 
 
@@ -57,7 +55,7 @@ async def test_host_key_makes_a_host_and_a_wrong_one_a_guest(server: TestClient,
     assert (await guest.next("welcome"))["you"]["host"] is False
     await guest.send({"type": "lock", "locked": True})
     assert await guest.error() == "not-host"
-    assert not server.app[SIGNALING].rooms.get(minted.meeting.id).locked
+    assert not room_of(server, minted.meeting.id).locked
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "host action refused" in logged and wrong_key not in logged and host_key(minted) not in logged
 
@@ -128,7 +126,7 @@ async def test_ask_to_mute_and_end_for_all(server: TestClient, minted: MintedMee
     await guest.next("meeting-ended")
     await host.next("meeting-ended")
     await wait_for(lambda: guest.ws.closed and host.ws.closed)
-    await wait_for(lambda: server.app[SIGNALING].rooms.get(minted.meeting.id) is None)
+    await wait_for(lambda: room_of(server, minted.meeting.id) is None)
     assert sfu.peers == {}
 
 
@@ -204,7 +202,7 @@ async def test_join_flood_from_one_address_is_refused_and_the_meeting_goes_on(
     assert refused >= 15
     await guest.send({"type": "chat", "text": "still here"})
     assert (await host.next("chat"))["text"] == "still here"
-    await wait_for(lambda: len(server.app[SIGNALING].rooms.get(minted.meeting.id).participants) == 2)
+    await wait_for(lambda: len(room_of(server, minted.meeting.id).participants) == 2)
 
 
 async def test_two_admits_at_once_let_one_person_in_once(server: TestClient, minted: MintedMeeting) -> None:
@@ -213,10 +211,11 @@ async def test_two_admits_at_once_let_one_person_in_once(server: TestClient, min
     newcomer = await connect(server, minted.meeting.id)
     await newcomer.send({"type": "join", "name": "Nia"})
     await newcomer.next("waiting")
-    [waiting] = server.app[SIGNALING].waiting[minted.meeting.id].values()
-    await asyncio.gather(waiting.admit(), waiting.admit())
+    [waiting] = (await host.next("lobby"))["waiting"]
+    admit = {"type": "admit", "id": waiting["id"]}
+    await asyncio.gather(host.send(admit), host.send(admit))
     await newcomer.next("welcome")
-    names = [p.name for p in server.app[SIGNALING].rooms.get(minted.meeting.id).participants.values()]
+    names = [p.name for p in room_of(server, minted.meeting.id).participants.values()]
     assert sorted(names) == ["Gus", "Hana", "Nia"]
 
 
@@ -228,13 +227,13 @@ async def test_admitted_then_gone_before_entering_leaves_no_ghost(
     newcomer = await connect(server, minted.meeting.id)
     await newcomer.send({"type": "join", "name": "Nia"})
     await newcomer.next("waiting")
-    [waiting] = server.app[SIGNALING].waiting[minted.meeting.id].values()
-    admitting = asyncio.ensure_future(waiting.admit())
-    await waiting.close()  # the page went away while the hosts were being told
-    await admitting
-    room = server.app[SIGNALING].rooms.get(minted.meeting.id)
-    assert sorted(p.name for p in room.participants.values()) == ["Gus", "Hana"]
-    assert len(sfu.peers) == 2
+    [waiting] = (await host.next("lobby"))["waiting"]
+    # The page goes away while a host lets it in: whichever lands first, nobody stays a ghost.
+    await asyncio.gather(host.send({"type": "admit", "id": waiting["id"]}), newcomer.ws.close())
+    room = room_of(server, minted.meeting.id)
+    await wait_for(lambda: sorted(p.name for p in room.participants.values()) == ["Gus", "Hana"])
+    await wait_for(lambda: len(sfu.peers) == 2)
+    assert room.lobby == {}
 
 
 async def test_removed_while_media_is_set_up_leaves_no_orphan_peer(

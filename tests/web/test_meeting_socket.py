@@ -14,11 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from meeting import ids
 from meeting.models import Origin
 from meeting.service import MeetingService
-from tests.conftest import make_config, wait_for
+from tests.conftest import make_config, room_of, serving, wait_for
 from tests.fakes import FakeSfu
 from tests.signaling_client import connect, join
-from web.app import create_app
-from web.keys import SIGNALING
 from meeting.session.messages import MAX_MESSAGE_BYTES
 
 
@@ -31,7 +29,7 @@ def sfu() -> FakeSfu:
 async def server(tmp_path: Path, meetings: MeetingService, sfu: FakeSfu) -> AsyncIterator[TestClient]:
     config = make_config(tmp_path)
     config = type(config)(**{**config.__dict__, "media": type(config.media)(max_participants=3)})
-    async with TestClient(TestServer(create_app(config, meetings, sfu=sfu))) as client:  # type: ignore[arg-type]
+    async with serving(config, meetings.store, sfu=sfu) as (client, _):  # type: ignore[arg-type]
         yield client
 
 
@@ -88,7 +86,7 @@ async def test_bad_input_gets_errors_and_changes_nothing(server: TestClient, mee
     assert peer.answers == [] and peer.candidates == []
     await alice.send({"type": "ping"})
     await alice.next("pong")
-    room = server.app[SIGNALING].rooms.get(meeting_id)
+    room = room_of(server, meeting_id)
     assert room is not None and len(room.participants) == 1
 
 
@@ -109,7 +107,7 @@ async def test_full_meeting_is_refused_with_a_clear_message(server: TestClient, 
     error = await late.next("error")
     assert error["code"] == "meeting-full" and "full" in error["message"]
     await wait_for(lambda: late.ws.closed)
-    assert len(server.app[SIGNALING].rooms.get(meeting_id).participants) == 3
+    assert len(room_of(server, meeting_id).participants) == 3
 
 
 async def test_dropped_socket_is_cleaned_up(server: TestClient, meeting_id: str, sfu: FakeSfu) -> None:
@@ -119,7 +117,7 @@ async def test_dropped_socket_is_cleaned_up(server: TestClient, meeting_id: str,
     left = await alice.next("participant-left", timeout=3)
     assert left["id"] == bob_welcome["you"]["id"]
     await alice.ws.close()
-    await wait_for(lambda: server.app[SIGNALING].rooms.get(meeting_id) is None)
+    await wait_for(lambda: room_of(server, meeting_id) is None)
     assert sfu.peers == {}
 
 
@@ -132,7 +130,7 @@ async def test_resume_replaces_the_stale_participant(server: TestClient, meeting
     assert (await alice.next("participant-left"))["id"] == first["you"]["id"]
     assert [p["name"] for p in second["participants"]] == ["Alice"]
     await wait_for(lambda: bob.ws.closed)  # the replaced page's old socket is closed
-    assert len(server.app[SIGNALING].rooms.get(meeting_id).participants) == 2
+    assert len(room_of(server, meeting_id).participants) == 2
 
 
 async def test_flood_is_rate_limited_without_disturbing_others(server: TestClient, meeting_id: str) -> None:

@@ -71,12 +71,10 @@ async def test_static_has_no_listing_or_escape(client: TestClient) -> None:
 async def test_hsts_only_where_the_site_is_https(tmp_path, store) -> None:
     from aiohttp.test_utils import TestServer
 
-    from tests.conftest import make_config
-    from web.app import create_app
-
+    from tests.conftest import make_config, serving
+    
     for public_url, expected in (("https://meet.example.org", True), ("http://127.0.0.1:8080", False)):
         config = make_config(tmp_path, public_url=public_url)
-        app = create_app(config, MeetingService(store, public_url))
-        async with TestClient(TestServer(app)) as client:
+        async with serving(config, store) as (client, _):
             response = await client.get("/")
             assert ("Strict-Transport-Security" in response.headers) is expected

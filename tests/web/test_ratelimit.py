@@ -1,4 +1,4 @@
-from web.ratelimit import KeyedLimiter, TokenBucket
+from meeting.ratelimit import KeyedLimiter, TokenBucket
 
 
 class Clock:

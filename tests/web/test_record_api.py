@@ -12,35 +12,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from meeting.models import Origin
 from meeting.recording.model import COMPOSING, RECORDING
 from meeting.service import MeetingService, MintedMeeting
-from tests.conftest import make_config, wait_for
+from tests.conftest import make_config, serving, wait_for
 from tests.fakes import FakeSfu
 from tests.signaling_client import join
-from web.app import create_app
-from web.recordings import RECORDINGS
-
-
-class ObservedFakeSfu(FakeSfu):
-    """The fake media plane, plus the recorder's hook."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.observed: dict[str, Any] = {}
-
-    def observe(self, room_id: str, observer: Any) -> None:
-        self.observed[room_id] = observer
-
-    def unobserve(self, room_id: str) -> None:
-        self.observed.pop(room_id, None)
+from web.keys import RECORDINGS, SESSIONS
 
 
 @pytest.fixture
-def sfu() -> ObservedFakeSfu:
-    return ObservedFakeSfu()
+def sfu() -> FakeSfu:
+    return FakeSfu()
 
 
 @pytest.fixture
-async def server(tmp_path: Path, meetings: MeetingService, sfu: ObservedFakeSfu) -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(create_app(make_config(tmp_path), meetings, sfu=sfu))) as client:  # type: ignore[arg-type]
+async def server(tmp_path: Path, meetings: MeetingService, sfu: FakeSfu) -> AsyncIterator[TestClient]:
+    async with serving(make_config(tmp_path), meetings.store, sfu=sfu) as (client, _):  # type: ignore[arg-type]
         yield client
 
 
@@ -60,7 +45,7 @@ async def post(server: TestClient, meeting_id: str, body: Any, key: str | None =
 
 
 async def test_only_hosts_start_recording_everyone_sees_it_and_starting_twice_changes_nothing(
-        server: TestClient, minted: MintedMeeting, sfu: ObservedFakeSfu, meetings: MeetingService,
+        server: TestClient, minted: MintedMeeting, sfu: FakeSfu, meetings: MeetingService,
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO")
     meeting_id = minted.meeting.id
@@ -124,7 +109,7 @@ async def test_bad_requests_are_refused_and_change_nothing(
 
 
 async def test_the_recording_stops_by_itself_when_the_meeting_empties(
-        server: TestClient, minted: MintedMeeting, sfu: ObservedFakeSfu, meetings: MeetingService) -> None:
+        server: TestClient, minted: MintedMeeting, sfu: FakeSfu, meetings: MeetingService) -> None:
     host, _ = await join(server, minted.meeting.id, "Hana", host_key(minted))
     guest, _ = await join(server, minted.meeting.id, "Gus")
     await host.send({"type": "start-recording"})
@@ -140,7 +125,7 @@ async def test_the_recording_stops_by_itself_when_the_meeting_empties(
 
 
 async def test_an_end_to_end_encrypted_meeting_cannot_be_recorded(
-        server: TestClient, meetings: MeetingService, sfu: ObservedFakeSfu) -> None:
+        server: TestClient, meetings: MeetingService, sfu: FakeSfu) -> None:
     minted = await meetings.mint("Secret", Origin("web"), e2ee=True)
     host, welcome = await join(server, minted.meeting.id, "Hana", host_key(minted))
     assert welcome["recording"]["available"] is False
@@ -154,7 +139,7 @@ async def test_an_end_to_end_encrypted_meeting_cannot_be_recorded(
 
 
 async def test_low_disk_refuses_to_start_and_stops_a_running_recording(
-        server: TestClient, minted: MintedMeeting, sfu: ObservedFakeSfu, meetings: MeetingService) -> None:
+        server: TestClient, minted: MintedMeeting, sfu: FakeSfu, meetings: MeetingService) -> None:
     service = server.app[RECORDINGS]
     free = {"mb": 10.0}
     service.free_mb = lambda path: free["mb"]
@@ -168,8 +153,9 @@ async def test_low_disk_refuses_to_start_and_stops_a_running_recording(
     free["mb"] = 50_000.0
     assert (await post(server, minted.meeting.id, {"action": "start"}, host_key(minted)))[0] == 200
     assert (await host.next("recording"))["active"] is True
-    service.disk_check_interval = 0.05
-    watcher = asyncio.create_task(service._watch_disk())
+    sessions = server.app[SESSIONS]
+    sessions.disk_check_interval = 0.05
+    watcher = asyncio.create_task(sessions.watch_disk())
     try:
         free["mb"] = 100.0  # below the 1024 MB floor
         stopped = await host.next("recording")

@@ -16,11 +16,9 @@ from meeting.models import Origin
 from meeting.recording.model import READY
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
-from tests.conftest import wait_for
+from tests.conftest import serving, wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, new_page
 from tests.web.test_record_pages import FakeNotifier
-from web.app import create_app
-from web.recordings import RECORDINGS
 
 pytestmark = pytest.mark.browser
 
@@ -54,9 +52,9 @@ def luma_spread(path: Path, at: float) -> int:
 async def test_two_people_record_a_meeting_and_get_one_composed_file_and_its_link(
         browser: Browser, config: Config, meetings: MeetingService, store: SqliteStore) -> None:
     notifier = FakeNotifier()
-    app = create_app(config, meetings, notifier=notifier)
-    async with TestClient(TestServer(app)) as client:
-        service = app[RECORDINGS]
+    async with serving(config, store) as (client, built):
+        notifier.listen(built.bus)
+        service = built.recordings
         await service.start()
         try:
             minted = await meetings.mint("Design review", Origin("web"))

@@ -14,15 +14,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from meeting import ids
 from meeting.recording.compose import compose
 from meeting.config import Config
+from meeting.events import Bus, RecordingExpiring, RecordingReady
 from meeting.models import Origin
 from meeting.recording.model import COMPOSING, RECORDING, Recording
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from bench.synthetic import encoded_media
+from tests.conftest import serving
 from tests.meeting.test_record_compose import write_track
-from web.app import create_app
 from web.cli import list_recordings
-from web.recordings import RECORDINGS
+from web.keys import RECORDINGS
 
 MADE = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
 
@@ -36,15 +37,21 @@ class Clock:
 
 
 class FakeNotifier:
+    """Hears what the chat bots would: recordings ready and expiring, from the bus."""
+
     def __init__(self) -> None:
         self.ready: list[tuple[str, str, str, str]] = []
         self.expiring: list[tuple[str, str, str, str]] = []
 
-    async def recording_ready(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
-        self.ready.append((meeting_id, recording_id, url, delete_on))
+    def listen(self, bus: Bus) -> None:
+        bus.subscribe(RecordingReady, self._ready)
+        bus.subscribe(RecordingExpiring, self._expiring)
 
-    async def recording_expiring(self, meeting_id: str, recording_id: str, url: str, delete_on: str) -> None:
-        self.expiring.append((meeting_id, recording_id, url, delete_on))
+    async def _ready(self, e: RecordingReady) -> None:
+        self.ready.append((e.meeting_id, e.recording_id, e.url, e.delete_on))
+
+    async def _expiring(self, e: RecordingExpiring) -> None:
+        self.expiring.append((e.meeting_id, e.recording_id, e.url, e.delete_on))
 
 
 @pytest.fixture
@@ -58,10 +65,10 @@ def notifier() -> FakeNotifier:
 
 
 @pytest.fixture
-async def server(config: Config, meetings: MeetingService, clock: Clock,
+async def server(config: Config, store: SqliteStore, clock: Clock,
                  notifier: FakeNotifier) -> AsyncIterator[TestClient]:
-    app = create_app(config, meetings, notifier=notifier, clock=clock)
-    async with TestClient(TestServer(app)) as client:
+    async with serving(config, store, clock=clock) as (client, built):
+        notifier.listen(built.bus)
         yield client
 
 

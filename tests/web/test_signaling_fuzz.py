@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from playwright.async_api import Browser
 
-from tests.conftest import wait_for
+from tests.conftest import room_of, wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, meeting_url  # noqa: F401
-from web.keys import SIGNALING
-from web.ratelimit import KeyedLimiter
+from web.keys import SESSIONS, SOCKET_LIMITS
+from meeting.ratelimit import KeyedLimiter
 from meeting.session.messages import SCHEMA
 
 pytestmark = pytest.mark.browser
@@ -85,11 +85,11 @@ async def test_fuzzed_signaling_never_crashes_or_disturbs_a_meeting(
         "sdp": await pages[0].evaluate("() => window.meetnow.pc.localDescription.sdp"),
         "candidate": "candidate:842163049 1 udp 1677729535 127.0.0.1 52000 typ srflx raddr 0.0.0.0 rport 0",
     }
-    signaling = client.server.app[SIGNALING]
     # Let the fuzz through to the parser: the limits have tests of their own.
-    signaling.rate_per_second = signaling.rate_burst = 10_000.0
-    signaling.joins = KeyedLimiter(10_000.0, 10_000.0)
-    signaling.ip_messages = KeyedLimiter(10_000.0, 10_000.0)
+    limits = client.server.app[SOCKET_LIMITS]
+    limits.rate_per_second = limits.rate_burst = 10_000.0
+    limits.connects = KeyedLimiter(10_000.0, 10_000.0)
+    limits.messages = KeyedLimiter(10_000.0, 10_000.0)
     ws_url = meeting_url.replace("http://", "ws://") + "/ws"
     codes: dict[str, int] = {}
     sent = 0
@@ -125,8 +125,9 @@ async def test_fuzzed_signaling_never_crashes_or_disturbs_a_meeting(
     assert "internal" not in codes  # every refusal was a deliberate one
     assert {"bad-json", "bad-message", "unknown-type"} <= set(codes)
     # Every fuzzing participant is gone from the room and from the media plane.
-    room = signaling.rooms.get(meeting_url.rsplit("/", 1)[1])
+    room = room_of(client, meeting_url.rsplit("/", 1)[1])
     await wait_for(lambda: len(room.participants) == 2, timeout=10)
-    await wait_for(lambda: signaling.sfu.stats()["totals"]["participants"] == 2, timeout=10)
+    sfu = client.server.app[SESSIONS].context.sfu
+    await wait_for(lambda: sfu.stats()["totals"]["participants"] == 2, timeout=10)
     for page in pages:
         await frames_keep_rising(page, 1, timeout=10)

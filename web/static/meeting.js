@@ -10,6 +10,12 @@ const fragment = new URLSearchParams(location.hash.slice(1));
 
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;  // no message for this long: the connection is dead
+// The server closes with this code when it ended the connection on purpose: never reconnect.
+const CLOSE_FINAL = 4000;
+const FINAL_REASONS = {
+  replaced: "You joined this meeting again from another window.",
+  left: "You left the meeting.",
+};
 const SPEAKER_EVERY_MS = 400;
 const SPEAKING_LEVEL = 0.02;     // audioLevel (0..1) above which someone counts as speaking
 
@@ -136,8 +142,14 @@ function connect() {
     const message = JSON.parse(event.data);
     state.chain = state.chain.then(() => handle(message)).catch((err) => console.error("signaling", err));
   };
-  ws.onclose = () => {
-    if (state.ws === ws) lostConnection();
+  ws.onclose = (event) => {
+    // In order, after every message that came before it: a "removed" or "meeting-ended"
+    // still waiting behind an offer must win over reconnecting.
+    state.chain = state.chain.then(() => {
+      if (state.ws !== ws) return;
+      if (event.code === CLOSE_FINAL) ended(FINAL_REASONS[event.reason] || "The meeting ended.");
+      else lostConnection();
+    });
   };
   stopTimers();
   state.timers.push(setInterval(() => {

@@ -1,0 +1,137 @@
+"""Every use of another library's private names, in one place.
+
+meetnow forwards RTP below aiortc's media pipeline, which aiortc has no public API for
+(see ../README.md, "Media"). The handful of private aiortc and aioice attributes this needs
+are read and replaced here and nowhere else, so a newer aiortc breaks exactly one module,
+and :func:`shape_problems` (run by the test suite) names what moved. aiortc is pinned in
+pyproject.toml for the same reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Awaitable, Callable
+
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+
+RtpHandler = Callable[..., Awaitable[None]]
+
+
+async def _inert(*args: Any, **kwargs: Any) -> None:
+    """Stands in for aiortc's media start-up on server transceivers."""
+    return None
+
+
+# --- transceivers and senders --------------------------------------------------------------
+
+
+def silence(transceiver: Any) -> None:
+    """Keep aiortc's own media pipeline off a transceiver: no jitter buffer, decoder
+    thread, encoder or sender loop ever starts; meetnow moves the packets itself."""
+    transceiver.receiver.receive = _inert
+    transceiver.sender.send = _inert
+
+
+def sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
+    """The media and RTX SSRCs aiortc chose for a sender (and put in the SDP)."""
+    return sender._ssrc, sender._rtx_ssrc
+
+
+def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
+    """The msid stream id the next offer gives this sender's track (browsers lip-sync by it)."""
+    sender._stream_id = stream_id
+
+
+# --- the bundled DTLS transport --------------------------------------------------------------
+
+
+def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpHandler) -> None:
+    """Route decrypted RTP and RTCP to meetnow instead of aiortc's receivers and senders."""
+    dtls._handle_rtp_data = on_rtp
+    dtls._handle_rtcp_data = on_rtcp
+
+
+def dtls_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
+    """The coroutine that SRTP-protects one packet and sends it (RTP or RTCP alike)."""
+    return dtls._send_rtp
+
+
+def ice_connection(dtls: RTCDtlsTransport) -> Any:
+    """The aioice ``Connection`` under a DTLS transport."""
+    return dtls.transport.iceGatherer._connection
+
+
+def ice_connection_of_transport(transport: RTCIceTransport) -> Any:
+    """The aioice ``Connection`` of an ICE transport (a client peer's view)."""
+    return transport._connection
+
+
+def bound_backlog(connection: Any, limit: int, on_drop: Callable[[], None]) -> None:
+    """Drop incoming datagrams while ``limit`` of them already wait for the event loop.
+
+    aioice queues every datagram in an unbounded asyncio.Queue until the DTLS loop reads
+    it; under overload that queue would hold seconds of media that viewers then get late.
+    """
+    queue = connection._queue
+    original = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        if queue.qsize() >= limit:
+            on_drop()
+            return
+        original(data, component)
+
+    connection.data_received = data_received
+
+
+# --- what the tests check ----------------------------------------------------------------------
+
+# (owner, attribute, what it must be): each name above, and the shape meetnow relies on.
+_SHAPES: tuple[tuple[type, str, str], ...] = (
+    (RTCRtpReceiver, "receive", "coroutine function"),
+    (RTCRtpSender, "send", "coroutine function"),
+    (RTCRtpSender, "_send_keyframe", "function"),
+    (RTCRtpSender, "_retransmit", "coroutine function"),
+    (RTCDtlsTransport, "_handle_rtp_data", "coroutine function"),
+    (RTCDtlsTransport, "_handle_rtcp_data", "coroutine function"),
+    (RTCDtlsTransport, "_send_rtp", "coroutine function"),
+)
+# Instance attributes, set in __init__, so only a live object shows them.
+_INSTANCE_SHAPES: tuple[tuple[str, str], ...] = (
+    ("sender", "_ssrc"),
+    ("sender", "_rtx_ssrc"),
+    ("sender", "_stream_id"),
+    ("gatherer", "_connection"),
+    ("connection", "_queue"),
+    ("connection", "data_received"),
+    ("connection", "get_component_candidates"),
+    ("connection", "add_remote_candidate"),
+    ("connection", "request_received"),
+)
+
+
+def shape_problems(transceiver: Any = None) -> list[str]:
+    """What no longer looks as meetnow expects in the installed aiortc and aioice.
+
+    Empty when all is well. With a live ``transceiver`` (of a peer connection that has
+    made an offer) the attributes aiortc sets per object are checked too.
+    """
+    problems = []
+    for owner, name, kind in _SHAPES:
+        value = getattr(owner, name, None)
+        if value is None:
+            problems.append(f"{owner.__name__}.{name} is gone")
+        elif kind == "coroutine function" and not inspect.iscoroutinefunction(value):
+            problems.append(f"{owner.__name__}.{name} is no longer a coroutine function")
+        elif kind == "function" and not callable(value):
+            problems.append(f"{owner.__name__}.{name} is no longer callable")
+    if transceiver is not None:
+        gatherer: RTCIceGatherer = transceiver.receiver.transport.transport.iceGatherer
+        objects = {"sender": transceiver.sender, "gatherer": gatherer,
+                   "connection": getattr(gatherer, "_connection", None)}
+        for owner_name, name in _INSTANCE_SHAPES:
+            owner = objects[owner_name]
+            if owner is None or not hasattr(owner, name):
+                problems.append(f"{owner_name}.{name} is gone")
+    return problems

@@ -1,0 +1,228 @@
+"""One peer's bundled transport: decrypted RTP and RTCP in, routed to publications and viewer streams.
+
+aiortc terminates ICE, DTLS and SRTP; below that, meetnow takes the packets itself
+(:mod:`meeting.internals` holds the hooks). A :class:`PeerTransport` knows which SSRC
+belongs to which publication (the browser sends) and which to which viewer stream (the
+browser receives), hands RTP to :meth:`Publication.ingest` (the hot path), turns RTCP into
+NACK answers and keyframe requests, and sends receiver and sender reports about once a
+second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from meeting import internals
+from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.ice import CandidatePolicy, apply_ice_policy
+from meeting.media.rtp import (
+    PSFB_FIR,
+    PSFB_PLI,
+    RTCP_PSFB,
+    RTCP_RTPFB,
+    RTCP_SR,
+    RTPFB_NACK,
+    RtpError,
+    iter_rtcp,
+    pack_sdes_cname,
+    parse_rtp,
+    unpack_fir_fci,
+    unpack_nack_fci,
+    unpack_sender_info,
+)
+
+if TYPE_CHECKING:
+    from meeting.media.sfu import MediaRoom
+
+logger = logging.getLogger(__name__)
+
+# Datagrams a peer connection may have waiting for the event loop (~1 s of one publisher).
+MAX_BACKLOG = 150
+
+
+class PeerTransport:
+    """Routes one peer connection's media packets; owns its RTCP timer."""
+
+    def __init__(self, room: MediaRoom, participant_id: str) -> None:
+        self.room = room
+        self.participant_id = participant_id
+        self.dtls: Any = None
+        self.send_rtp: Callable[[bytes], Any] | None = None
+        self.connected = False
+        self.cname = "meetnow"
+        self.publications: dict[str, Publication] = {}  # by source, owned by the peer
+        self.streams: dict[int, ViewerStream] = {}  # viewer stream SSRC -> stream
+        self._ingest: dict[int, tuple[Publication, bool]] = {}  # SSRC -> (publication, is RTX)
+        self._ingest_by_mid: dict[str, Publication] = {}
+        self._mid_ext_id = 0
+        self._rtcp_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def install(self, transceiver: Any, announce: tuple[str, ...], policy: CandidatePolicy) -> None:
+        """Take over the (single, bundled) DTLS transport of the peer's first transceiver."""
+        dtls = transceiver.receiver.transport
+        self.dtls = dtls
+        self.send_rtp = internals.dtls_sender(dtls)
+        connection = internals.ice_connection(dtls)
+        apply_ice_policy(connection, announce, policy)
+        internals.bound_backlog(connection, MAX_BACKLOG, self._overloaded)
+        internals.hook_dtls(dtls, self._on_rtp, self._on_rtcp)
+        dtls.on("statechange", self._on_dtls_state)
+
+    def _overloaded(self) -> None:
+        self.room.overload_drops += 1
+
+    def route(self, pub: Publication, mid: str, ssrc: int | None, rtx_ssrc: int | None,
+              rtx_apt: dict[int, int]) -> None:
+        """Send the publication the packets of these SSRCs (or of its MID, once seen)."""
+        self.unroute(pub, keep_mid=True)
+        self._mid_ext_id = pub.mid_id or self._mid_ext_id
+        if ssrc is not None:
+            pub.set_source(ssrc, rtx_ssrc, rtx_apt)
+            self._ingest[ssrc] = (pub, False)
+            if rtx_ssrc is not None:
+                self._ingest[rtx_ssrc] = (pub, True)
+        else:
+            pub.rtx_apt = dict(rtx_apt)
+        self._ingest_by_mid[mid] = pub
+
+    def unroute(self, pub: Publication, keep_mid: bool = False) -> None:
+        """Forget the publication's SSRCs (and its MID unless ``keep_mid``)."""
+        for ssrc in [s for s, (p, _) in self._ingest.items() if p is pub]:
+            del self._ingest[ssrc]
+        if not keep_mid:
+            for mid in [m for m, p in self._ingest_by_mid.items() if p is pub]:
+                del self._ingest_by_mid[mid]
+
+    # --- in: RTP ------------------------------------------------------------------------------
+
+    async def _on_rtp(self, data: bytes, arrival_time_ms: int = 0) -> None:
+        """Decrypted RTP from this peer's browser (the hot path starts here)."""
+        room = self.room
+        if room.receive_loss and room.rng.random() < room.receive_loss:
+            room.dropped += 1
+            return
+        entry = self._ingest.get(int.from_bytes(data[8:12], "big"))
+        if entry is None:
+            entry = self._learn_ssrc(data)
+            if entry is None:
+                return
+        await entry[0].ingest(data, arrival_time_ms, time.monotonic(), entry[1])
+
+    def _learn_ssrc(self, data: bytes) -> tuple[Publication, bool] | None:
+        """An SSRC the answer did not list: find its m-line by the MID extension."""
+        if not self._mid_ext_id or len(data) < 12:
+            return None
+        try:
+            view = parse_rtp(data, self._mid_ext_id)
+        except RtpError:
+            return None
+        pub = self._ingest_by_mid.get(view.mid or "")
+        if pub is None:
+            return None
+        is_rtx = (view.b1 & 0x7F) in pub.rtx_apt
+        if is_rtx:
+            pub.rtx_ssrc = view.ssrc
+        else:
+            pub.set_source(view.ssrc, pub.rtx_ssrc, pub.rtx_apt)
+        self._ingest[view.ssrc] = (pub, is_rtx)
+        return pub, is_rtx
+
+    # --- in: RTCP -----------------------------------------------------------------------------
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        """Decrypted RTCP from this peer's browser, as publisher and as viewer."""
+        now = time.monotonic()
+        for packet_type, count, payload in iter_rtcp(data):
+            if len(payload) < 8:
+                continue
+            if packet_type == RTCP_SR:
+                try:
+                    ssrc, ntp, rtp_ts = unpack_sender_info(payload)
+                except ValueError:
+                    continue
+                entry = self._ingest.get(ssrc)
+                if entry is not None and not entry[1]:
+                    entry[0].handle_sender_report(ntp, rtp_ts, now)
+                continue
+            media_ssrc = int.from_bytes(payload[4:8], "big")
+            if packet_type == RTCP_RTPFB and count == RTPFB_NACK:
+                stream = self.streams.get(media_ssrc)
+                if stream is not None and stream.publication is not None:
+                    await stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]))
+            elif packet_type == RTCP_PSFB and count in (PSFB_PLI, PSFB_FIR):
+                targets = [media_ssrc] if count == PSFB_PLI else unpack_fir_fci(payload[8:])
+                for ssrc in targets:
+                    stream = self.streams.get(ssrc)
+                    if stream is not None and stream.publication is not None:
+                        stream.keyframe_requests += 1
+                        stream.publication.request_keyframe(now)
+            # Receiver reports and REMB from viewers are not acted on: without simulcast
+            # there is nothing to switch, and capping a publisher for its slowest viewer
+            # would degrade everyone.
+
+    # --- out ---------------------------------------------------------------------------------
+
+    async def send_rtcp(self, data: bytes) -> None:
+        """Send one RTCP compound to the browser, if the transport is up."""
+        if self.connected and self.send_rtp is not None:
+            try:
+                await self.send_rtp(data)
+            except ConnectionError:
+                pass
+
+    def _on_dtls_state(self) -> None:
+        state = self.dtls.state if self.dtls is not None else "closed"
+        if state == "connected" and not self.connected:
+            self.connected = True
+            now = time.monotonic()
+            for stream in self.streams.values():
+                stream.ready = True
+                if stream.publication is not None:
+                    stream.publication.viewer_ready(stream, now)
+            if self._rtcp_task is None and not self._closed:
+                self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        elif state in ("closed", "failed"):
+            self.connected = False
+            for stream in self.streams.values():
+                stream.ready = False
+
+    async def _run_rtcp(self) -> None:
+        """Receiver reports to the publisher, sender reports to the viewer, ~1 per second."""
+        jitter = random.Random()
+        try:
+            while not self._closed:
+                # RFC 3550 randomizes the interval over [0.5, 1.5] times its nominal value.
+                delay = 0.5 + jitter.random()
+                due = time.monotonic() + delay
+                await asyncio.sleep(delay)
+                now = time.monotonic()
+                # How late the event loop woke us: the server's own queueing delay.
+                lag_ms = int((now - due) * 1000)
+                if lag_ms > self.room.loop_lag_ms_max:
+                    self.room.loop_lag_ms_max = lag_ms
+                for pub in list(self.publications.values()):
+                    await pub.service(now)
+                    rr = pub.receiver_report(now)
+                    if rr is not None:
+                        await self.send_rtcp(rr + pack_sdes_cname(pub.rtcp_ssrc, self.cname))
+                for stream in list(self.streams.values()):
+                    if stream.ready and stream.publication is not None:
+                        sr = stream.sender_report(now)
+                        if sr is not None:
+                            await self.send_rtcp(sr)
+        except asyncio.CancelledError:
+            pass
+
+    async def close(self) -> None:
+        """Stop the RTCP timer; the peer connection itself is closed by the peer."""
+        self._closed = True
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            await asyncio.gather(self._rtcp_task, return_exceptions=True)
