@@ -63,6 +63,11 @@ class MediaConfig:
     allowed_peer_networks: tuple[str, ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
     max_participants: int = 25
+    # Live meetings, and people over all of them, this server takes at once.
+    max_meetings: int = 200
+    max_people: int = 500
+    # People who may wait at once in one locked meeting's lobby.
+    max_waiting: int = 50
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,9 @@ def _check(config: Config) -> None:
         raise ConfigError("config key 'recordings.compose_workers' must be at least 1")
     if config.media.max_participants < 2:
         raise ConfigError("config key 'media.max_participants' must be at least 2")
+    for key in ("max_meetings", "max_people", "max_waiting"):
+        if getattr(config.media, key) < 1:
+            raise ConfigError(f"config key 'media.{key}' must be at least 1")
     _check_addresses(config.media)
 
 

@@ -46,6 +46,8 @@ class FakeMediaRoom:
         peer = self.sfu.peers[self.id, participant_id] = FakePeer(participant_id)
         slot = TrackSlot(mid="0", kind="audio", source="mic", direction="publish", participant=participant_id)
         await send_offer(Offer(sdp="v=0\r\n", slots=(slot,)))
+        if on_state is not None:
+            on_state("connected")  # no media to wait for
         return peer
 
     async def leave(self, participant_id: str) -> None:

@@ -20,6 +20,7 @@ from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
 from meeting.session.context import SessionContext
 from meeting.session.host import Sessions
+from meeting.session.limits import ServerLimits
 from meeting.store.base import Store
 
 from .app import create_app
@@ -91,7 +92,9 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
     sfu = sfu or Sfu(config.media)
     sessions = Sessions(SessionContext(
         sfu=sfu, meetings=meetings, bus=bus, recordings=recordings, ice_servers=ice_servers_for(config),
-        capacity=config.media.max_participants, clock=clock))
+        capacity=config.media.max_participants, clock=clock,
+        limits=ServerLimits(config.media.max_meetings, config.media.max_people),
+        max_waiting=config.media.max_waiting))
     app = create_app(config, meetings, sessions, recordings)
     bots = configured_bots(config, meetings, announcer, outbox)
     for bot in bots:

@@ -9,6 +9,7 @@ from typing import Any, Callable, Protocol
 from meeting.events import Bus
 from meeting.media.sfu import Sfu
 from meeting.recording.service import RecordingService
+from meeting.session.limits import ServerLimits
 
 
 class HostKeys(Protocol):
@@ -27,5 +28,7 @@ class SessionContext:
     recordings: RecordingService | None
     # The STUN/TURN servers for one joining page, in RTCIceServer form.
     ice_servers: Callable[[], list[dict[str, Any]]]
-    capacity: int
+    capacity: int  # people per meeting
     clock: Callable[[], datetime]
+    limits: ServerLimits  # meetings and people over the whole server
+    max_waiting: int = 50  # people in one meeting's lobby

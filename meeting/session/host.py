@@ -17,8 +17,9 @@ from meeting.events import RecordingReady
 from meeting.models import Meeting
 from meeting.recording.service import STOP_DISK, STOP_HOST, RecordingRefused, RecordingStatus
 from meeting.session.context import SessionContext
-from meeting.session.messages import CLOSE_GOING_AWAY, SignalingError, parse_message, reply
-from meeting.session.session import Channel, MeetingSession
+from meeting.session.messages import CLOSE_FINAL, CLOSE_GOING_AWAY, SignalingError, error, parse_message, reply
+from meeting.session.conn import Channel
+from meeting.session.session import MeetingSession
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class Sessions:
                     del self._sessions[meeting.id]
                 continue
             if session is None:
+                if len(self._sessions) >= self.context.limits.max_meetings:
+                    channel.send(error("server-full", "This server is full right now. Try again in a few minutes."))
+                    channel.close(CLOSE_FINAL, "server full")
+                    return
                 session = self._sessions[meeting.id] = MeetingSession(meeting, self.context)
             if await session.connect(conn_id, address, channel):
                 self._by_conn[conn_id] = session

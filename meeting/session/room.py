@@ -20,6 +20,10 @@ class RoomFull(Exception):
     """The meeting already holds its capacity."""
 
 
+class LobbyFull(Exception):
+    """The lobby already holds its capacity of people waiting."""
+
+
 class NotInRoom(KeyError):
     """An action named a participant who is not (or no longer) in the room."""
 
@@ -92,11 +96,20 @@ class LockChanged:
 
 
 @dataclass(frozen=True)
-class LobbyChanged:
-    waiting: tuple[Waiting, ...]
+class Knocked:
+    """Someone arrived in the lobby."""
+
+    waiting: Waiting
 
 
-RoomEvent = Union[Joined, Left, Updated, Started, Ended, LockChanged, LobbyChanged]
+@dataclass(frozen=True)
+class Unknocked:
+    """Someone left the lobby (admitted, denied, or gone)."""
+
+    waiting_id: str
+
+
+RoomEvent = Union[Joined, Left, Updated, Started, Ended, LockChanged, Knocked, Unknocked]
 
 
 def clean_name(name: str) -> str:
@@ -112,15 +125,22 @@ class Room:
     meeting_id: str
     capacity: int
     clock: Callable[[], datetime]
+    lobby_capacity: int = 50
     participants: dict[str, Participant] = field(default_factory=dict)
     started_at: datetime | None = None
     locked: bool = False
     lobby: dict[str, Waiting] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # joined, media not connected yet
 
     def join(self, name: str, publishes: frozenset[str] = frozenset(),
              is_host: bool = False) -> tuple[Participant, list[RoomEvent]]:
-        """Admit a participant; raises RoomFull at capacity."""
-        if len(self.participants) >= self.capacity:
+        """Admit a participant; raises RoomFull at capacity.
+
+        Until :meth:`media_connected`, a participant is pending: pending people do not take
+        the places of connected ones (squatters that never connect media cannot fill a
+        meeting), and at most ``capacity`` of them wait at once.
+        """
+        if len(self.participants) - len(self.pending) >= self.capacity or len(self.pending) >= self.capacity:
             raise RoomFull(self.meeting_id)
         now = self.clock()
         participant = Participant(
@@ -128,6 +148,7 @@ class Room:
             publishes=publishes & frozenset(SOURCES), is_host=is_host,
         )
         self.participants[participant.id] = participant
+        self.pending.add(participant.id)
         events: list[RoomEvent] = []
         if self.started_at is None:
             self.started_at = now
@@ -140,11 +161,20 @@ class Room:
         participant = self.participants.pop(participant_id, None)
         if participant is None:
             return []
+        self.pending.discard(participant_id)
         events: list[RoomEvent] = [Left(participant)]
         if not self.participants and self.started_at is not None:
             events.append(Ended(self.started_at, self.clock()))
             self.started_at = None
         return events
+
+    def media_connected(self, participant_id: str) -> None:
+        """The participant's media is flowing: they count against the capacity now."""
+        self.pending.discard(participant_id)
+
+    def hosts_present(self) -> bool:
+        """Whether anyone in the meeting can let people in from the lobby."""
+        return any(p.is_host for p in self.participants.values())
 
     def update(self, participant_id: str, **changes: object) -> list[RoomEvent]:
         """Change what a participant shows (mute flags, publications)."""
@@ -165,19 +195,18 @@ class Room:
         return [LockChanged(locked)]
 
     def knock(self, name: str) -> tuple[Waiting, list[RoomEvent]]:
-        """Put a newcomer in the lobby of a locked meeting."""
+        """Put a newcomer in the lobby of a locked meeting; raises LobbyFull at its capacity."""
+        if len(self.lobby) >= self.lobby_capacity:
+            raise LobbyFull(self.meeting_id)
         waiting = Waiting(secrets.token_urlsafe(9), clean_name(name))
         self.lobby[waiting.id] = waiting
-        return waiting, [self._lobby_changed()]
+        return waiting, [Knocked(waiting)]
 
     def unknock(self, waiting_id: str) -> list[RoomEvent]:
         """Take someone out of the lobby (admitted, denied or gone); unknown ids change nothing."""
         if self.lobby.pop(waiting_id, None) is None:
             return []
-        return [self._lobby_changed()]
-
-    def _lobby_changed(self) -> LobbyChanged:
-        return LobbyChanged(tuple(self.lobby.values()))
+        return [Unknocked(waiting_id)]
 
     def others(self, participant_id: str) -> list[Participant]:
         """Everyone but the given participant, in order of arrival."""

@@ -15,72 +15,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 from meeting import ids
-from meeting.events import PresenceChanged
 from meeting.logfmt import kv
-from meeting.media.peer import CandidateError, Offer, Peer, SdpError
+from meeting.media.peer import CandidateError, Offer, SdpError
 from meeting.media.sfu import MediaRoom
 from meeting.models import Meeting
-from meeting.ratelimit import TokenBucket
+from meeting.ratelimit import KeyedLimiter
 from meeting.recording.service import (
-    E2EE_MESSAGE, STOP_DISK, STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingRefused, RecordingStatus,
+    STOP_DISK, STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingRefused, RecordingStatus,
 )
 from meeting.session import messages as msg
+from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, Channel, Conn
 from meeting.session.context import SessionContext
 from meeting.session.messages import (
     Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState, Ping, Publish,
     SignalingError, reply,
 )
-from meeting.session.room import (
-    Ended, Joined, Left, LobbyChanged, LockChanged, Participant, Room, RoomEvent, RoomFull, Updated,
-)
+from meeting.session.notices import HOSTS, lobby_message, notices, presence, recording_message
+from meeting.session.resume import ResumeTokens
+from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull
 
 log = logging.getLogger(__name__)
 
-# A page that lost its connection may take its place back (past the lobby) this long.
-RESUME_GRACE = 60.0
-# Chat, per participant: a conversation, not a flood.
-CHAT_PER_SECOND = 1.0
-CHAT_BURST = 5.0
-
-NEW, WAITING, JOINED, CLOSED = "new", "waiting", "joined", "closed"
-
-
-class Channel(Protocol):
-    """Where a session's messages to one connection go, in order."""
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue one message for the connection; never blocks."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Close the connection once every queued message has gone."""
-
-
-@dataclass(eq=False)
-class _Conn:
-    """One connection as the session sees it."""
-
-    id: str
-    address: str
-    channel: Channel
-    state: str = NEW
-    participant: Participant | None = None
-    peer: Peer | None = None
-    waiting_id: str | None = None
-    pending: Join | None = None  # the join a lobby guest will enter with once admitted
-    media_pending: asyncio.Event | None = None  # set once its peer connection is made (or not)
-    chat_budget: TokenBucket = field(default_factory=lambda: TokenBucket(CHAT_PER_SECOND, CHAT_BURST))
-
-    def send(self, message: dict[str, Any]) -> None:
-        if self.state != CLOSED:
-            self.channel.send(message)
-
+# An open connection must ask to join this soon, and a participant's media must connect this
+# soon after: sockets that never do are closed, so they cannot hold places or memory.
+JOIN_DEADLINE = 10.0
+MEDIA_DEADLINE = 20.0
+# Knocks on a locked meeting, per client address: a person, not a flood of lobby entries.
+KNOCKS_PER_SECOND = 0.2
+KNOCK_BURST = 3.0
 
 class MeetingSession:
     """The live state of one meeting, and everything that changes it."""
@@ -89,13 +56,15 @@ class MeetingSession:
         self.meeting = meeting
         self.id = meeting.id
         self.context = context
-        self.room = Room(meeting.id, context.capacity, context.clock)
+        self.room = Room(meeting.id, context.capacity, context.clock, lobby_capacity=context.max_waiting)
         self.media: MediaRoom = context.sfu.open(meeting.id)
-        self.conns: dict[str, _Conn] = {}
-        self._joined: dict[str, _Conn] = {}  # participant id -> connection
-        self._lobby: dict[str, _Conn] = {}  # waiting id -> connection
-        self._resume: dict[str, tuple[str, float]] = {}  # token -> (participant id, expiry)
-        self._entered: list[tuple[_Conn, Participant]] = []  # let in; media set up after the lock
+        self.conns: dict[str, Conn] = {}
+        self._joined: dict[str, Conn] = {}  # participant id -> connection
+        self._lobby: dict[str, Conn] = {}  # waiting id -> connection
+        self._resume = ResumeTokens()
+        self._entered: list[tuple[Conn, Participant]] = []  # let in; media set up after the lock
+        self._knocks = KeyedLimiter(KNOCKS_PER_SECOND, KNOCK_BURST)
+        self._hosts_present = False
         self.recording = RecordingStatus(meeting.id, False, not meeting.e2ee)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -122,7 +91,8 @@ class MeetingSession:
         async with self._lock:
             if self.closed:
                 return False
-            self.conns[conn_id] = _Conn(conn_id, address, channel)
+            conn = self.conns[conn_id] = Conn(conn_id, address, channel)
+            self._deadline(conn, JOIN_DEADLINE, NEW)
             return True
 
     async def receive(self, conn_id: str, message: ClientMessage) -> None:
@@ -196,7 +166,7 @@ class MeetingSession:
 
     # --- dispatch --------------------------------------------------------------------------
 
-    async def _dispatch(self, conn: _Conn, message: ClientMessage) -> None:
+    async def _dispatch(self, conn: Conn, message: ClientMessage) -> None:
         if isinstance(message, Ping):
             conn.send(reply("pong"))
         elif isinstance(message, Join):
@@ -221,22 +191,34 @@ class MeetingSession:
 
     # --- joining -------------------------------------------------------------------------
 
-    async def _join(self, conn: _Conn, message: Join) -> None:
+    async def _join(self, conn: Conn, message: Join) -> None:
         if conn.state != NEW:
             raise SignalingError("already-joined", "this connection has joined already")
         is_host = await self._check_host_key(conn, message.host_key)
         resumed = await self._take_back_place(message.resume)
         # A page back from a blip was admitted before: it does not queue in the lobby again.
         if self.room.locked and not is_host and not resumed:
-            waiting, events = self.room.knock(message.name)
-            conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
-            self._lobby[waiting.id] = conn
-            conn.send(reply("waiting", message="This meeting is locked. A host will let you in shortly."))
-            await self._publish_events(events)
+            await self._knock(conn, message)
             return
         await self._enter(conn, message, is_host)
 
-    async def _check_host_key(self, conn: _Conn, host_key: str | None) -> bool:
+    async def _knock(self, conn: Conn, message: Join) -> None:
+        """Wait in the lobby of a locked meeting until a host decides."""
+        try:
+            if not self._knocks.take(conn.address):
+                raise LobbyFull(self.id)
+            waiting, events = self.room.knock(message.name)
+        except LobbyFull:
+            conn.send(msg.error("lobby-full", "Too many people are waiting to join this meeting. Try again later."))
+            conn.channel.close(msg.CLOSE_FINAL, "lobby full")
+            await self._drop(conn, barred=False)
+            return
+        conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
+        self._lobby[waiting.id] = conn
+        conn.send(_waiting_message(self.room.hosts_present()))
+        await self._publish_events(events)
+
+    async def _check_host_key(self, conn: Conn, host_key: str | None) -> bool:
         if not host_key:
             return False
         if await self.context.meetings.is_host(self.id, host_key):
@@ -251,8 +233,8 @@ class MeetingSession:
         Tokens live in this session, so one from another meeting is never good here; each
         works once. The page's old connection, if the server has not noticed it died, goes.
         """
-        pid, expires = self._resume.pop(token, ("", 0.0)) if token else ("", 0.0)
-        if time.monotonic() >= expires:
+        pid = self._resume.take(token, time.monotonic())
+        if pid is None:
             return False
         previous = self._joined.get(pid)
         if previous is not None:
@@ -260,26 +242,53 @@ class MeetingSession:
             await self._drop(previous, barred=False)
         return True
 
-    async def _enter(self, conn: _Conn, message: Join, is_host: bool) -> None:
+    async def _enter(self, conn: Conn, message: Join, is_host: bool) -> None:
+        limits = self.context.limits
+        if not limits.take_place():
+            await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
+            return
         try:
             participant, events = self.room.join(message.name, message.publish, is_host=is_host)
         except RoomFull:
-            conn.send(msg.error("meeting-full", f"This meeting is full ({self.room.capacity} people)."))
-            conn.channel.close(msg.CLOSE_FINAL, "full")
-            await self._drop(conn, barred=False)
+            limits.free_place()
+            await self._refuse(conn, "meeting-full", f"This meeting is full ({self.room.capacity} people).")
             return
         conn.state, conn.participant = JOINED, participant
+        self._deadline(conn, MEDIA_DEADLINE, JOINED)
         self._joined[participant.id] = conn
         log.info("joined %s", kv(meeting=ids.short(self.id), participant=participant.id[:4],
                                  host=is_host, present=len(self.room.participants)))
         conn.send(await self._welcome(participant, is_host))
         if is_host and self.room.lobby:
-            conn.send(_lobby_message(self.room))
+            conn.send(lobby_message(self.room))
         await self._publish_events(events)
         conn.media_pending = asyncio.Event()
         self._entered.append((conn, participant))
 
-    async def _connect_media(self, conn: _Conn, participant: Participant) -> None:
+    async def _refuse(self, conn: Conn, code: str, text: str) -> None:
+        conn.send(msg.error(code, text))
+        conn.channel.close(msg.CLOSE_FINAL, code)
+        await self._drop(conn, barred=False)
+
+    def _deadline(self, conn: Conn, seconds: float, state: str) -> None:
+        """Close ``conn`` if it is still ``state`` (not joined; media not connected) by then."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+        conn.timer = asyncio.get_running_loop().call_later(
+            seconds, lambda: self._spawn(self._expire(conn, state)))
+
+    async def _expire(self, conn: Conn, state: str) -> None:
+        async with self._lock:
+            if conn.state != state or (state == JOINED and conn.participant is not None
+                                       and conn.participant.id not in self.room.pending):
+                return
+            what = "join" if state == NEW else "media"
+            log.info("connection timed out %s", kv(meeting=ids.short(self.id), waiting_for=what))
+            conn.send(msg.error(f"{what}-timeout", "The connection took too long to set up. Reload to try again."))
+            conn.channel.close(msg.CLOSE_RETRY, f"{what} timeout")
+            await self._drop(conn, barred=False)
+
+    async def _connect_media(self, conn: Conn, participant: Participant) -> None:
         """Give a participant who just entered their peer connection (outside the lock)."""
         assert conn.media_pending is not None
         try:
@@ -304,8 +313,7 @@ class MeetingSession:
                 conn.peer = peer
 
     async def _welcome(self, participant: Participant, is_host: bool) -> dict[str, Any]:
-        token = secrets.token_urlsafe(16)
-        self._resume[token] = (participant.id, float("inf"))
+        token = self._resume.issue(participant.id)
         welcome: dict[str, Any] = {
             "you": participant.public(),
             "participants": [p.public() for p in self.room.others(participant.id)],
@@ -317,23 +325,28 @@ class MeetingSession:
         recordings = self.context.recordings
         if recordings is not None:
             # Everyone is told on arrival whether the meeting is being recorded.
-            welcome["recording"] = _recording_message(replace(self.recording, reason=""))
+            welcome["recording"] = recording_message(self.recording, with_reason=False)
             if is_host:
                 welcome["recordings"] = await recordings.links(self.id)
         return reply("welcome", **welcome)
 
-    async def _send_offer(self, conn: _Conn, offer: Offer) -> None:
+    async def _send_offer(self, conn: Conn, offer: Offer) -> None:
         conn.send(reply("offer", sdp=offer.sdp, slots=[
             {"mid": s.mid, "kind": s.kind, "source": s.source, "direction": s.direction,
              "participant": s.participant}
             for s in offer.slots
         ]))
 
-    def _peer_state(self, conn: _Conn, state: str) -> None:
-        if state in ("failed", "closed") and conn.state == JOINED:
+    def _peer_state(self, conn: Conn, state: str) -> None:
+        if state == "connected" and conn.participant is not None:
+            self.room.media_connected(conn.participant.id)
+            if conn.timer is not None:
+                conn.timer.cancel()
+                conn.timer = None
+        elif state in ("failed", "closed") and conn.state == JOINED:
             self._spawn(self._media_failed(conn, state))
 
-    async def _media_failed(self, conn: _Conn, state: str) -> None:
+    async def _media_failed(self, conn: Conn, state: str) -> None:
         async with self._lock:
             if conn.state != JOINED or conn.peer is None or conn.peer.connection_state != state:
                 return
@@ -342,7 +355,7 @@ class MeetingSession:
             conn.channel.close(msg.CLOSE_RETRY, "media failed")
             await self._drop(conn, barred=False)
 
-    async def _admit(self, conn: _Conn) -> None:
+    async def _admit(self, conn: Conn) -> None:
         """Let a lobby guest in (a host decided, or the meeting was unlocked)."""
         if conn.state != WAITING or conn.pending is None:
             return
@@ -351,13 +364,13 @@ class MeetingSession:
 
     # --- in the meeting ----------------------------------------------------------------------
 
-    def _update(self, conn: _Conn, **changes: Any) -> None:
+    def _update(self, conn: Conn, **changes: Any) -> None:
         assert conn.participant is not None
         events = self.room.update(conn.participant.id, **changes)
         conn.participant = self.room.participants[conn.participant.id]
         self._tell(events)
 
-    def _chat(self, conn: _Conn, message: Chat) -> None:
+    def _chat(self, conn: Conn, message: Chat) -> None:
         assert conn.participant is not None
         if self.meeting.e2ee != (message.ciphertext is not None):
             raise SignalingError("bad-message", "this meeting's chat is "
@@ -370,7 +383,7 @@ class MeetingSession:
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **body,
         }))
 
-    async def _publish(self, conn: _Conn, message: Publish) -> None:
+    async def _publish(self, conn: Conn, message: Publish) -> None:
         assert conn.participant is not None and conn.peer is not None
         if message.on:
             await conn.peer.publish(message.source)
@@ -382,7 +395,7 @@ class MeetingSession:
 
     # --- host actions --------------------------------------------------------------------
 
-    async def _host_action(self, conn: _Conn, message: HostAction) -> None:
+    async def _host_action(self, conn: Conn, message: HostAction) -> None:
         assert conn.participant is not None
         if not conn.participant.is_host:
             log.warning("host action refused %s", kv(meeting=ids.short(self.id), action=message.action))
@@ -414,7 +427,7 @@ class MeetingSession:
         elif action == "stop-recording":
             await self._stop_recording(STOP_HOST)
 
-    async def _close_with(self, conn: _Conn, kind: str, text: str, barred: bool) -> None:
+    async def _close_with(self, conn: Conn, kind: str, text: str, barred: bool) -> None:
         """Tell the browser why, then close its connection for good and drop it."""
         conn.send(reply(kind, message=text))
         conn.channel.close(msg.CLOSE_FINAL, kind)
@@ -444,27 +457,30 @@ class MeetingSession:
         if status.active == self.recording.active and status.reason == self.recording.reason:
             return
         self.recording = status
-        self._broadcast(_recording_message(status))
+        self._broadcast(recording_message(status))
         if status.reason == STOP_DISK:
             self._to_hosts(reply("notice", text="Recording stopped: the server is low on disk space. "
                                                 "What was recorded so far is kept."))
 
     # --- leaving -------------------------------------------------------------------------
 
-    def _leave_lobby(self, conn: _Conn) -> None:
+    def _leave_lobby(self, conn: Conn) -> None:
         if conn.waiting_id is not None and self._lobby.get(conn.waiting_id) is conn:
             del self._lobby[conn.waiting_id]
         self._tell(self.room.unknock(conn.waiting_id or ""))
         conn.state = NEW
 
-    async def _drop(self, conn: _Conn, barred: bool) -> None:
+    async def _drop(self, conn: Conn, barred: bool) -> None:
         """Take a connection out of the lobby, the room and the media; safe to repeat.
 
         ``barred`` (removed by a host, the meeting ended) forgets the participant's resume
-        token; a dropped page keeps it for RESUME_GRACE seconds.
+        token; a dropped page keeps it for a grace period (see resume.py).
         """
         state, conn.state = conn.state, CLOSED
         self.conns.pop(conn.id, None)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
         if state == WAITING:
             self._leave_lobby(conn)
             conn.state = CLOSED
@@ -473,7 +489,8 @@ class MeetingSession:
             pid = participant.id
             if self._joined.get(pid) is conn:
                 del self._joined[pid]
-            self._expire_resume(pid, 0.0 if barred else RESUME_GRACE)
+            self.context.limits.free_place()
+            self._resume.left(pid, time.monotonic(), barred)
             # The room is told first: whatever the media plane does, nobody stays as a ghost.
             events = self.room.leave(pid)
             try:
@@ -484,15 +501,6 @@ class MeetingSession:
             await self._publish_events(events)
         if self.empty:
             await self._finish()
-
-    def _expire_resume(self, participant_id: str, grace: float) -> None:
-        now = time.monotonic()
-        for token, (pid, expires) in list(self._resume.items()):
-            if pid == participant_id:
-                expires = min(expires, now + grace)
-                self._resume[token] = (pid, expires)
-            if expires <= now:
-                del self._resume[token]
 
     async def _finish(self) -> None:
         if self.closed:
@@ -520,26 +528,26 @@ class MeetingSession:
     async def _publish_events(self, events: list[RoomEvent]) -> None:
         """Tell the room what changed, then the bus who is present now."""
         self._tell(events)
-        presence = _presence(self.id, self.room, events)
-        if presence is not None:
-            await self.context.bus.publish(presence)
+        hosts_present = self.room.hosts_present()
+        if hosts_present != self._hosts_present:
+            # Whoever waits in the lobby learns whether anyone can let them in.
+            self._hosts_present = hosts_present
+            for waiting in self._lobby.values():
+                waiting.send(_waiting_message(hosts_present))
+        presence_now = presence(self.id, self.room, events)
+        if presence_now is not None:
+            await self.context.bus.publish(presence_now)
         if any(isinstance(e, Ended) for e in events):
             await self._stop_recording(STOP_EMPTY)
 
     def _tell(self, events: list[RoomEvent]) -> None:
+        for notice in notices(events):
+            if notice.audience == HOSTS:
+                self._to_hosts(notice.message)
+            else:
+                self._broadcast(notice.message, skip=notice.skip)
         for event in events:
-            if isinstance(event, Joined):
-                self._broadcast(reply("participant-joined", participant=event.participant.public()),
-                                skip=event.participant.id)
-            elif isinstance(event, Left):
-                self._broadcast(reply("participant-left", id=event.participant.id))
-            elif isinstance(event, Updated):
-                self._broadcast(reply("participant-updated", participant=event.participant.public()))
-            elif isinstance(event, LockChanged):
-                self._broadcast(reply("locked", locked=event.locked))
-            elif isinstance(event, LobbyChanged):
-                self._to_hosts(_lobby_message(self.room))
-            elif isinstance(event, Ended):
+            if isinstance(event, Ended):
                 log.info("meeting ended %s", kv(meeting=ids.short(self.id),
                                                  minutes=round(event.duration.total_seconds() / 60, 1)))
 
@@ -550,26 +558,7 @@ class MeetingSession:
         task.add_done_callback(self._tasks.discard)
 
 
-def _lobby_message(room: Room) -> dict[str, Any]:
-    return reply("lobby", waiting=[{"id": w.id, "name": w.name} for w in room.lobby.values()])
-
-
-def _recording_message(status: RecordingStatus) -> dict[str, Any]:
-    fields: dict[str, Any] = {"active": status.active, "available": status.available}
-    if status.since is not None:
-        fields["since"] = status.since.isoformat(timespec="seconds")
-    if status.reason:
-        fields["reason"] = status.reason
-    if not status.available:
-        fields["message"] = E2EE_MESSAGE
-    return reply("recording", **fields)
-
-
-def _presence(meeting_id: str, room: Room, events: list[RoomEvent]) -> PresenceChanged | None:
-    """What the chat bots' live status should show after these events, if it changed."""
-    for event in events:
-        if isinstance(event, Ended):
-            return PresenceChanged(meeting_id, (), max(1, round(event.duration.total_seconds() / 60)))
-    if any(isinstance(e, (Joined, Left)) for e in events):
-        return PresenceChanged(meeting_id, tuple(p.name for p in room.participants.values()))
-    return None
+def _waiting_message(hosts_present: bool) -> dict[str, Any]:
+    text = ("This meeting is locked. A host will let you in shortly." if hosts_present else
+            "This meeting is locked and no host is in it right now. You will be let in when a host arrives.")
+    return reply("waiting", message=text, hosts_present=hosts_present)

@@ -195,6 +195,8 @@ async function handle(message) {
     case "chat": return showChat(message);
     case "locked": return showLocked(message.locked);
     case "lobby": return showLobby(message.waiting);
+    case "lobby-added": return lobbyAdded(message.waiting);
+    case "lobby-removed": return lobbyRemoved(message.id);
     case "waiting": return showWaiting(message.message);
     case "mute-request": return muteRequested(message.by);
     case "recording": return showRecording(message, true);
@@ -322,7 +324,7 @@ function nameOf(id) {
 }
 
 function serverError(message) {
-  if (message.code === "meeting-full") return ended(message.message);
+  if (["meeting-full", "server-full", "lobby-full"].includes(message.code)) return ended(message.message);
   if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited", "recording-refused"].includes(message.code)) {
     notice(message.message);
   }
@@ -490,21 +492,30 @@ function addRecordingLink(link, fresh) {
   if (fresh) notice("The recording is ready: its link is under Recordings.");
 }
 
+// Hosts get the whole lobby once on arrival, then one change at a time.
 function showLobby(waiting) {
+  $("lobby").replaceChildren();
+  for (const person of waiting) lobbyAdded(person, false);
   $("lobby-panel").hidden = !waiting.length;
-  const list = $("lobby");
-  list.replaceChildren();
-  for (const person of waiting) {
-    const row = document.createElement("li");
-    const who = document.createElement("span");
-    who.className = "who";
-    who.textContent = person.name;
-    row.append(who,
-      button("Admit", () => send({ type: "admit", id: person.id })),
-      button("Deny", () => send({ type: "deny", id: person.id })));
-    list.append(row);
-  }
-  if (waiting.length) notice(`${waiting[waiting.length - 1].name} is waiting to join.`);
+}
+
+function lobbyAdded(person, announce = true) {
+  const row = document.createElement("li");
+  row.dataset.waiting = person.id;
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = person.name;
+  row.append(who,
+    button("Admit", () => send({ type: "admit", id: person.id })),
+    button("Deny", () => send({ type: "deny", id: person.id })));
+  $("lobby").append(row);
+  $("lobby-panel").hidden = false;
+  if (announce) notice(`${person.name} is waiting to join.`);
+}
+
+function lobbyRemoved(id) {
+  for (const row of $("lobby").querySelectorAll("li")) if (row.dataset.waiting === id) row.remove();
+  $("lobby-panel").hidden = !$("lobby").children.length;
 }
 
 function showWaiting(text) {

@@ -1,0 +1,49 @@
+"""A connection to a meeting, as its session sees it, and the channel its messages leave by."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from meeting.media.peer import Peer
+from meeting.ratelimit import TokenBucket
+from meeting.session.messages import Join
+from meeting.session.room import Participant
+
+# Chat, per participant: a conversation, not a flood.
+CHAT_PER_SECOND = 1.0
+CHAT_BURST = 5.0
+
+NEW, WAITING, JOINED, CLOSED = "new", "waiting", "joined", "closed"
+
+
+class Channel(Protocol):
+    """Where a session's messages to one connection go, in order."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one message for the connection; never blocks."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection once every queued message has gone."""
+
+
+@dataclass(eq=False)
+class Conn:
+    """One connection: where it stands (new, waiting, joined, closed) and what it holds."""
+
+    id: str
+    address: str
+    channel: Channel
+    state: str = NEW
+    participant: Participant | None = None
+    peer: Peer | None = None
+    waiting_id: str | None = None
+    pending: Join | None = None  # the join a lobby guest will enter with once admitted
+    media_pending: asyncio.Event | None = None  # set once its peer connection is made (or not)
+    timer: asyncio.TimerHandle | None = None  # the deadline it must meet next (join, media)
+    chat_budget: TokenBucket = field(default_factory=lambda: TokenBucket(CHAT_PER_SECOND, CHAT_BURST))
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.state != CLOSED:
+            self.channel.send(message)

@@ -1,0 +1,83 @@
+"""What the people in a meeting, and the chat bots, are told when its room changes.
+
+Pure functions: room events and states in, server messages and bus events out. The session
+sends them; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from meeting.events import PresenceChanged
+from meeting.recording.service import E2EE_MESSAGE, RecordingStatus
+from meeting.session.messages import reply
+from meeting.session.room import (
+    Ended, Joined, Knocked, Left, LockChanged, Room, RoomEvent, Unknocked, Updated, Waiting,
+)
+
+EVERYONE, HOSTS = "everyone", "hosts"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One message for everyone in the meeting (but ``skip``), or for its hosts only."""
+
+    audience: str
+    message: dict[str, Any]
+    skip: str | None = None
+
+
+def notices(events: list[RoomEvent]) -> list[Notice]:
+    """The messages that tell the room about these events, in order.
+
+    Hosts hear about the lobby one arrival or departure at a time: a flood of knocks costs
+    them one small message each, never the whole list again.
+    """
+    out = []
+    for event in events:
+        if isinstance(event, Joined):
+            out.append(Notice(EVERYONE, reply("participant-joined", participant=event.participant.public()),
+                              skip=event.participant.id))
+        elif isinstance(event, Left):
+            out.append(Notice(EVERYONE, reply("participant-left", id=event.participant.id)))
+        elif isinstance(event, Updated):
+            out.append(Notice(EVERYONE, reply("participant-updated", participant=event.participant.public())))
+        elif isinstance(event, LockChanged):
+            out.append(Notice(EVERYONE, reply("locked", locked=event.locked)))
+        elif isinstance(event, Knocked):
+            out.append(Notice(HOSTS, reply("lobby-added", waiting=_waiting(event.waiting))))
+        elif isinstance(event, Unknocked):
+            out.append(Notice(HOSTS, reply("lobby-removed", id=event.waiting_id)))
+    return out
+
+
+def _waiting(waiting: Waiting) -> dict[str, str]:
+    return {"id": waiting.id, "name": waiting.name}
+
+
+def lobby_message(room: Room) -> dict[str, Any]:
+    """Everyone waiting in the lobby, for a host who just arrived."""
+    return reply("lobby", waiting=[_waiting(w) for w in room.lobby.values()])
+
+
+def recording_message(status: RecordingStatus, with_reason: bool = True) -> dict[str, Any]:
+    """Whether the meeting is being recorded (every participant is told, for consent)."""
+    fields: dict[str, Any] = {"active": status.active, "available": status.available}
+    if status.since is not None:
+        fields["since"] = status.since.isoformat(timespec="seconds")
+    if status.reason and with_reason:
+        fields["reason"] = status.reason
+    if not status.available:
+        fields["message"] = E2EE_MESSAGE
+    return reply("recording", **fields)
+
+
+def presence(meeting_id: str, room: Room, events: list[RoomEvent]) -> PresenceChanged | None:
+    """What the chat bots' live status should show after these events, if it changed."""
+    for event in events:
+        if isinstance(event, Ended):
+            return PresenceChanged(meeting_id, (), max(1, round(event.duration.total_seconds() / 60)))
+    if any(isinstance(e, (Joined, Left)) for e in events):
+        return PresenceChanged(meeting_id, tuple(p.name for p in room.participants.values()))
+    return None
