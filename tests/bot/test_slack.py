@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import meeting.outbox as outbox_module
 from bot.slack import EVENTS_PATH, SlackBot
 from bot.slack_blocks import MessageRef, call_users, escape
+from bot.slack_requests import MemorySeenSignatures
 from bot import text
 from meeting.announcer import Announcer
 from meeting.config import Config, SlackConfig
@@ -218,7 +219,8 @@ async def test_direct_message_command_works(config: Config, store: SqliteStore, 
         assert "*Meeting*" in fake.done("chat.postMessage")[0]["blocks"][0]["text"]["text"]
 
 
-@pytest.mark.parametrize("how", ["forged", "wrong_secret", "missing", "stale"])
+@pytest.mark.parametrize("how", ["forged", "wrong_secret", "missing", "stale", "future", "malformed_signature",
+                                 "malformed_timestamp"])
 async def test_bad_signatures_are_refused_and_nothing_is_stored(
         how: str, config: Config, store: SqliteStore, fake: FakeSlack) -> None:
     async with running(with_slack(config, fake), store) as (_, client):
@@ -230,13 +232,81 @@ async def test_bad_signatures_are_refused_and_nothing_is_stored(
             headers = sign(body, secret="not-the-secret")
         elif how == "missing":
             headers = {"Content-Type": headers["Content-Type"]}
-        else:  # a replay of a real request, six minutes later
+        elif how == "stale":  # a replay of a real request, six minutes later
             headers = sign(body, timestamp=int(time.time()) - 360)
+        elif how == "future":  # signed four minutes ahead: still "fresh" for 9 minutes
+            headers = sign(body, timestamp=int(time.time()) + 240)
+        elif how == "malformed_signature":
+            headers["X-Slack-Signature"] = "v0=" + "zz" * 32
+        else:
+            headers["X-Slack-Request-Timestamp"] = "1_700_000_000"
         response = await client.post(EVENTS_PATH, data=body, headers=headers)
         assert response.status == 401
         assert await count(store, "meetings") == 0
         assert await count(store, "outbox") == 0
         assert not fake.attempts("chat.postMessage") and not fake.responses
+
+
+async def test_a_replayed_request_is_refused_and_changes_nothing(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        body = form(command_payload("Replay me", response_url=fake.response_url()))
+        headers = sign(body)
+        first = await client.post(EVENTS_PATH, data=body, headers=headers)
+        assert first.status == 200 and HOST_MARK in (await first.json())["text"]
+        await wait_for(lambda: settled(store))
+        outbox_rows = await count(store, "outbox")
+
+        again = await client.post(EVENTS_PATH, data=body, headers=headers)  # byte for byte
+        assert again.status == 401
+        assert HOST_MARK not in await again.text()
+        assert await count(store, "meetings") == 1
+        assert await count(store, "outbox") == outbox_rows
+        await wait_for(lambda: settled(store))
+        assert len(fake.attempts("chat.postMessage")) == 1 and not fake.responses
+
+
+async def test_a_request_slightly_ahead_of_our_clock_is_accepted(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        response = await slash(client, fake, "Skewed", timestamp=int(time.time()) + 20)
+        assert response.status == 200 and HOST_MARK in (await response.json())["text"]
+
+
+async def test_ssl_check_is_answered_without_a_signature_and_runs_nothing(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        body = form({"ssl_check": "1", "token": "x", "command": "/meetnow", "text": "sneaky"})
+        response = await client.post(EVENTS_PATH, data=body,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status == 200 and await response.text() == ""
+        assert await count(store, "meetings") == 0
+
+
+async def test_refused_requests_log_the_reason_and_nothing_of_the_request(
+        config: Config, store: SqliteStore, fake: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret_url = fake.response_url("hooks-T0FAKE-response-secret")
+    body = form(command_payload("Quarterly numbers", response_url=secret_url))
+    genuine = sign(body)
+    async with running(with_slack(config, fake), store) as (_, client):
+
+        async def refused(headers: dict[str, str]) -> str:
+            """What was logged while one refused request was answered."""
+            await wait_for(lambda: settled(store))
+            start = len(caplog.records)
+            assert (await client.post(EVENTS_PATH, data=body, headers=headers)).status == 401
+            return "\n".join(r.getMessage() for r in caplog.records[start:])
+
+        logged = {"bad_signature": await refused({**genuine, "X-Slack-Signature": "v0=" + "0" * 64})}
+        assert (await client.post(EVENTS_PATH, data=body, headers=genuine)).status == 200
+        logged["replayed"] = await refused(genuine)
+        logged["stale_timestamp"] = await refused(sign(body, timestamp=int(time.time()) - 400))
+    for reason, lines in logged.items():
+        for leaked in ("hooks-T0FAKE-response-secret", "response_url", "Quarterly", "deprecated-verification-token",
+                       genuine["X-Slack-Signature"][3:], SIGNING_SECRET):
+            assert leaked not in lines, (reason, leaked)
+        assert f"slack request refused reason={reason}" in lines, lines
 
 
 async def test_join_button_click_is_acknowledged(config: Config, store: SqliteStore, fake: FakeSlack) -> None:
@@ -585,3 +655,36 @@ def test_manifest_declares_the_command_scopes_and_endpoint() -> None:
     for scope in ("commands", "chat:write", "calls:write"):
         assert re.search(rf"^\s+- {re.escape(scope)}\s", manifest, re.M), scope
     assert re.search(r"^\s+socket_mode_enabled: (true|false)$", manifest, re.M)
+
+
+class Ticking:
+    """A settable clock for the replay memory."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_used_signatures_are_refused_until_they_expire() -> None:
+    clock = Ticking()
+    seen = MemorySeenSignatures(clock=clock)
+    assert await seen.first_use("v0=a", until=clock.now + 300)
+    assert not await seen.first_use("v0=a", until=clock.now + 300)
+    clock.now += 301
+    assert await seen.first_use("v0=a", until=clock.now + 300)  # stale by now: the age check refuses it
+    assert len(seen) == 1
+
+
+async def test_used_signature_memory_is_bounded_and_drops_the_oldest() -> None:
+    clock = Ticking()
+    seen = MemorySeenSignatures(limit=3, clock=clock)
+    for name in ("v0=1", "v0=2", "v0=3", "v0=4"):
+        assert await seen.first_use(name, until=clock.now + 300)
+    assert len(seen) == 3
+    assert not await seen.first_use("v0=4", until=clock.now + 300)
+    assert await seen.first_use("v0=1", until=clock.now + 300)  # the oldest was dropped
+    clock.now += 301
+    assert await seen.first_use("v0=5", until=clock.now + 300)
+    assert len(seen) == 1  # expired ones go on the next use
