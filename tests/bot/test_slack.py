@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import json
 import logging
 import re
@@ -419,14 +420,92 @@ async def test_recording_ready_replies_in_the_meeting_thread(
         await wait_for(lambda: len(fake.done("chat.postMessage")) == 2)
         reply = fake.done("chat.postMessage")[1]
         assert reply["thread_ts"] == "1700000000.000001"  # the meeting message's ts
-        assert reply["text"] == text.recording_ready_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
+        assert reply["text"] == text.recording_ready_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31",
+                                                          escape=escape)
         await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
         await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
         await wait_for(lambda: len(fake.done("chat.postMessage")) == 3)
         await wait_for(lambda: settled(store))
         [warning] = fake.done("chat.postMessage")[2:]  # the reminder goes out once
         assert warning["thread_ts"] == "1700000000.000001"
-        assert warning["text"] == text.recording_expiring_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
+        assert warning["text"] == text.recording_expiring_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31",
+                                                               escape=escape)
+
+
+# -- what reaches the channel is shown, never acted on --------------------------------------
+
+HOSTILE = "<!channel> <@U123> <https://evil|Recording> & co"
+
+
+def slack_sends(typed: str) -> str:
+    """Command text as Slack sends it with should_escape: false: &, < and > as entities."""
+    return typed.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mrkdwn_objects(node: Any) -> list[dict[str, Any]]:
+    """Every mrkdwn text object in a block tree."""
+    if isinstance(node, list):
+        return [found for item in node for found in mrkdwn_objects(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node] if node.get("type") == "mrkdwn" else []
+    return here + [found for value in node.values() for found in mrkdwn_objects(value)]
+
+
+def assert_inert(text_: str, own_link: str = "") -> None:
+    """No mention, link or other <...> sequence but our own link, and & only in entities."""
+    rest = text_.replace(f"<{own_link}>", "") if own_link else text_
+    assert "<" not in rest and ">" not in rest, text_
+    assert re.fullmatch(r"(?:[^&]|&amp;|&lt;|&gt;)*", rest, re.S), text_
+
+
+async def test_hostile_titles_and_names_reach_slack_as_text_only(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    names = ["<!here> Eve", "<https://evil|Boss> & <@U999>"]
+    async with running(with_slack(config, fake), store) as (server, client):
+        await slash(client, fake, slack_sends(HOSTILE))
+        await wait_for(lambda: fake.done("chat.postMessage"))
+        url = block_url(fake.done("chat.postMessage")[0])
+        meeting_id = url.rsplit("/m/", 1)[1]
+        assert (await store.get_meeting(meeting_id)).title == HOSTILE  # stored as typed
+
+        sockets = [(await join(client, meeting_id, name))[0] for name in names]
+        both = "In the meeting: " + ", ".join(escape(name) for name in names)
+        await wait_for(lambda: any(status_text(u) == both for u in fake.done("chat.update")), timeout=5)
+        for socket in sockets:
+            await socket.send({"type": "leave"})
+        await wait_for(lambda: status_text(fake.done("chat.update")[-1]).startswith("Ended"), timeout=6)
+        await server.announcer.recording_ready(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await server.announcer.recording_expiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31")
+        await wait_for(lambda: len(fake.done("chat.postMessage")) == 3)
+
+    post, ready, expiring = fake.done("chat.postMessage")
+    assert ready["thread_ts"] == expiring["thread_ts"] == "1700000000.000001"  # the meeting message
+    for message in (post, ready, expiring, *fake.done("chat.update")):
+        assert_inert(message["text"])
+        assert HOSTILE in html.unescape(message["text"])  # and still reads as typed
+        for obj in mrkdwn_objects(message.get("blocks", [])):
+            assert obj["verbatim"] is True  # no auto-linking of names and bare URLs either
+            assert_inert(obj["text"], own_link=url)
+    assert html.unescape(post["blocks"][0]["text"]["text"]) == f"*{HOSTILE}*\n<{url}>"
+
+
+async def test_call_card_names_stay_plain_text_while_message_text_is_escaped(
+        config: Config, store: SqliteStore, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "STATUS_COALESCE_S", 0.2)
+    async with running(with_slack(config, fake, calls=True), store) as (_, client):
+        await slash(client, fake, slack_sends("R&D <weekly>"))
+        await wait_for(lambda: fake.done("chat.postMessage"))
+        [added], [post] = fake.done("calls.add"), fake.done("chat.postMessage")
+        assert added["title"] == "R&D <weekly>"  # a plain name on Slack's card: not mrkdwn
+        assert post["text"].startswith("R&amp;D &lt;weekly&gt;: ")
+        assert_inert(post["blocks"][0]["text"]["text"], own_link=block_url(post))
+
+        person, _ = await join(client, block_url(post).rsplit("/m/", 1)[1], "Q&A <team>")
+        await wait_for(lambda: fake.done("calls.participants.add"))
+        assert fake.done("calls.participants.add")[0]["users"][0]["display_name"] == "Q&A <team>"
+        await person.send({"type": "leave"})
+        await wait_for(lambda: fake.done("calls.end"))
 
 
 # -- delivery that survives trouble --------------------------------------------------------
