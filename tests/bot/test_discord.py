@@ -307,7 +307,13 @@ async def test_rate_limited_reply_is_retried_after_retry_after_and_posted_once(s
     (posted,) = stack.fake.posts(CHANNEL_ID)
     assert "https://rec.example/r/1" in posted["content"] and "2026-03-01" in posted["content"]
     assert posted["message_reference"]["message_id"] == reply_message(stack)["id"]
-    assert await stack.store.outbox_next_due(["discord"]) is None  # nothing left to send
+
+    async def nothing_left() -> bool:
+        return await stack.store.outbox_next_due(["discord"]) is None
+
+    # The outbox marks the entry done once Discord's answer is back, just after the fake saw it.
+    await wait_for(nothing_left)
+    assert len(stack.fake.requests_to("POST", MESSAGES)) == 2
 
 
 async def test_long_rate_limit_is_left_to_the_outbox_not_slept_through(stack: Stack) -> None:
