@@ -6,12 +6,15 @@ Pure functions only, so the rendering can be read and tested without a network.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import text
 
 JOIN_ACTION = "join_meeting"  # the url button still sends an interaction; bolt acks it
+MRKDWN_MAX = 3000  # Slack refuses a text object longer than this, and with it the whole edit
+_CUT_ENTITY = re.compile(r"&[a-z]{0,3}$")
 
 
 def escape(value: str) -> str:
@@ -25,11 +28,14 @@ def escape(value: str) -> str:
 
 
 def mrkdwn(value: str) -> dict[str, Any]:
-    """A mrkdwn text object holding escaped user text.
+    """A mrkdwn text object holding escaped user text, cut to Slack's limit.
 
     ``verbatim`` stops Slack's own preprocessing (turning bare URLs, channel names and
     some mentions into links), so only the ``<...>`` we write ourselves is markup.
     """
+    if len(value) > MRKDWN_MAX:
+        # Many long names, each "&" five characters once escaped: cut, never mid-entity.
+        value = _CUT_ENTITY.sub("", value[: MRKDWN_MAX - 1]) + "…"
     return {"type": "mrkdwn", "text": value, "verbatim": True}
 
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import meeting.outbox as outbox_module
 from bot.slack import EVENTS_PATH, SlackBot
-from bot.slack_blocks import MessageRef, call_users, escape
+from bot.slack_blocks import MRKDWN_MAX, MessageRef, call_users, escape, meeting_blocks
 from bot.slack_requests import MemorySeenSignatures
 from bot import text
 from meeting.announcer import Announcer
@@ -718,6 +718,14 @@ def test_call_users_keep_people_with_the_same_name_apart() -> None:
 
 def test_escape_stops_mentions_and_links() -> None:
     assert escape("<!here> & <http://evil|x>") == "&lt;!here&gt; &amp; &lt;http://evil|x&gt;"
+
+
+def test_a_crowd_of_long_escaped_names_still_fits_slack_limits() -> None:
+    names = [f"{n:02d}" + "&" * 58 for n in range(25)]  # 25 people, names at NAME_MAX
+    [heading, context] = meeting_blocks("T", "http://x/m/a", {"present": names, "ended_minutes": None}, "bob")
+    status = context["elements"][0]["text"]
+    assert len(status) <= MRKDWN_MAX and status.endswith("…")
+    assert_inert(status)
 
 
 def test_message_ref_round_trips_and_reads_a_bare_ts() -> None:
