@@ -1,8 +1,9 @@
 """Slack adapter: ``/meetnow`` over HTTP or Socket Mode, delivered through the outbox.
 
-Thin by design: bolt verifies and parses, ``meeting`` mints and decides what the channel
-hears, and ``slack_courier`` says it in Slack. Only the person who typed the command ever
-sees a host link: it travels in the command's ephemeral answer, never in a channel post.
+Thin by design: ``slack_requests`` verifies each HTTP request, bolt parses and routes,
+``meeting`` mints and decides what the channel hears, and ``slack_courier`` says it in Slack.
+Only the person who typed the command ever sees a host link: it travels in the command's
+ephemeral answer, never in a channel post.
 """
 
 from __future__ import annotations
