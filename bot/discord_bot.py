@@ -102,7 +102,9 @@ class _Client(discord.Client):
         # meetnow never joins voice: discord.py's warnings about missing voice libraries at
         # start-up would only mislead whoever reads the log.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
-        super().__init__(intents=intents(), max_ratelimit_timeout=30.0)
+        # Nothing this client sends may ping anyone, follow-ups and error replies included.
+        super().__init__(intents=intents(), max_ratelimit_timeout=30.0,
+                         allowed_mentions=discord.AllowedMentions.none())
         self.tree = _Tree(self)
         self.guild_ids = guild_ids
 

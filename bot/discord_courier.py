@@ -27,7 +27,7 @@ from meeting.outbox import (
 )
 from meeting.service import MeetingService
 
-from .discord_render import NO_MENTIONS, meeting_embed, meeting_message
+from .discord_render import NO_MENTIONS, escape, meeting_embed, meeting_message
 
 PLATFORM = "discord"
 USER_AGENT = f"DiscordBot (https://github.com/Rapptz/discord.py, {discord.__version__}) meetnow"
@@ -169,7 +169,7 @@ class DiscordCourier:
         payload = entry.payload
         render = recording_ready_text if entry.kind == RECORDING_READY else recording_expiring_text
         body = {
-            "content": render(payload["title"], payload["url"], payload["delete_on"]),
+            "content": render(payload["title"], payload["url"], payload["delete_on"], escape=escape),
             # Still said (as a plain message) if the meeting's message was deleted.
             "message_reference": {"message_id": post.message_ref, "channel_id": post.channel_id,
                                   "fail_if_not_exists": False},

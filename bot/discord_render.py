@@ -6,7 +6,10 @@ discord.py) and the outbox's REST edits, so a status edit redraws exactly what t
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from discord.utils import escape_mentions
 
 from bot.text import status_line
 
@@ -22,7 +25,43 @@ NO_MENTIONS: dict[str, Any] = {"parse": []}
 FIRST_STATUS: dict[str, Any] = {"present": [], "ended_minutes": None}
 
 
+# Bare links stay as they are: Discord links them before it reads markdown, and a backslash
+# inside one would change where it leads.
+_BARE_URL = re.compile(r"(https?://[^\s<]+)")
+# Characters that open inline markdown (bold, italics, underline, strike, spoiler, code),
+# the backslash itself, and "[" so that "[label](https://...)" never becomes a masked link.
+_INLINE = re.compile(r"([\\*_~`|\[])")
+# What makes a line a heading, subtext, quote or list item.
+_LINE_START = re.compile(r"^(\s*)(#{1,3}\s|-#\s|>>>\s|>\s|[-+]\s|\d+\.\s)", re.MULTILINE)
+# <@user>, <@&role>, <#channel>, </command:id>, <:emoji:id>, <t:timestamp>, <id:guide>...
+_ANGLE = re.compile(r"<(?=\S)")
+
+
+def escape(text: str) -> str:
+    """Show user text as typed in Discord content, embed titles, descriptions and fields.
+
+    Markdown is escaped with backslashes, which Discord renders away, so "a & b" and
+    "**bold**" read as typed; mentions get an invisible zero-width space after ``<`` or
+    ``@`` (as discord.py's ``escape_mentions`` does), so they are neither pings (messages
+    also carry NO_MENTIONS) nor mention pills or links that look like one.
+    """
+    parts = _BARE_URL.split(text)
+    for index in range(0, len(parts), 2):  # even indexes are the text between bare links
+        part = _INLINE.sub(r"\\\1", parts[index])
+        parts[index] = _LINE_START.sub(_escape_line_start, part)
+    return escape_mentions(_ANGLE.sub("<\u200b", "".join(parts)))
+
+
+def _escape_line_start(match: re.Match[str]) -> str:
+    indent, marker = match.groups()
+    if marker[0].isdigit():  # "1. " is a list: escape the dot, a backslash before a digit shows
+        number, rest = marker.split(".", 1)
+        return f"{indent}{number}\\.{rest}"
+    return f"{indent}\\{marker}"
+
+
 def _cut(text: str, limit: int) -> str:
+    # Cutting only drops a tail, so it cannot turn escaped text back into markup.
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -30,11 +69,12 @@ def meeting_embed(title: str, url: str, status: dict[str, Any]) -> dict[str, Any
     """The meeting's card: its title (linked), the join link as text, and the live status."""
     return {
         "type": "rich",
-        "title": _cut(title, _TITLE_MAX),
+        "title": _cut(escape(title), _TITLE_MAX),
         "url": url,
         "description": url,
         "color": EMBED_COLOUR,
-        "fields": [{"name": "Status", "value": _cut(status_line(status), _FIELD_MAX), "inline": False}],
+        "fields": [{"name": "Status", "value": _cut(status_line(status, escape=escape), _FIELD_MAX),
+                    "inline": False}],
     }
 
 

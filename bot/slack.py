@@ -1,8 +1,9 @@
 """Slack adapter: ``/meetnow`` over HTTP or Socket Mode, delivered through the outbox.
 
-Thin by design: bolt verifies and parses, ``meeting`` mints and decides what the channel
-hears, and ``slack_courier`` says it in Slack. Only the person who typed the command ever
-sees a host link: it travels in the command's ephemeral answer, never in a channel post.
+Thin by design: ``slack_requests`` verifies each HTTP request, bolt parses and routes,
+``meeting`` mints and decides what the channel hears, and ``slack_courier`` says it in Slack.
+Only the person who typed the command ever sees a host link: it travels in the command's
+ephemeral answer, never in a channel post.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import urllib.parse
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable
 
@@ -34,6 +36,7 @@ from . import text
 from . import slack_blocks as blocks
 from .slack_blocks import JOIN_ACTION
 from .slack_courier import NETWORK_ERRORS, TRANSIENT_ERRORS, SlackCourier, slack_error, tell_privately
+from .slack_requests import MemorySeenSignatures, SeenSignatures, SlackRequestCheck
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,15 @@ def make_client(config: SlackConfig, token: str | None) -> AsyncWebClient:
                           retry_handlers=[], logger=quiet_logger("web"))
 
 
+def is_ssl_check(body: bytes) -> bool:
+    """Slack's ``ssl_check=1`` probe (form-encoded, as bolt recognises it)."""
+    try:
+        fields = urllib.parse.parse_qs(body.decode("utf-8"), max_num_fields=64)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return fields.get("ssl_check") == ["1"]
+
+
 def standing_room_title(channel_name: str) -> str:
     """The title a channel's standing room gets when it is first made."""
     if not channel_name or channel_name in GENERIC_CHANNEL_NAMES or channel_name.startswith("mpdm-"):
@@ -88,10 +100,13 @@ class SlackBot:
     platform = "slack"
 
     def __init__(self, config: SlackConfig, meetings: MeetingService, announcer: Announcer,
-                 outbox: Outbox) -> None:
+                 outbox: Outbox, seen: SeenSignatures | None = None) -> None:
         self.config = config
         self.meetings = meetings
         self.announcer = announcer
+        # ``seen`` is where used request signatures are remembered; pass a shared store when
+        # several processes serve the same endpoint.
+        self.requests = SlackRequestCheck(config.signing_secret, seen or MemorySeenSignatures())
         self.client = make_client(config, config.bot_token)
         self.courier = SlackCourier(self.client, calls=config.calls)
         outbox.register(self.courier)
@@ -116,9 +131,12 @@ class SlackBot:
         # process_before_response: the answer leaves when the listener returns. The listener
         # only mints in the local store (about a millisecond) and hands the channel post to a
         # task; this spares bolt's 10 ms ack() polling on every command.
+        # request_verification_enabled=False: handle_http has checked signature, age and
+        # replay before bolt sees a request (bolt's own check would log a refused request's
+        # whole body, response_url included). Socket Mode has no signatures to check.
         app = AsyncApp(client=make_client(self.config, None), authorize=authorize,
                        signing_secret=self.config.signing_secret, process_before_response=True,
-                       name="meetnow", logger=quiet_logger("bolt"))
+                       request_verification_enabled=False, name="meetnow", logger=quiet_logger("bolt"))
         app.command(COMMAND)(self._on_command)
         app.action(JOIN_ACTION)(self._on_join_click)
         return app
@@ -170,7 +188,14 @@ class SlackBot:
             self._owns_session = False
 
     async def handle_http(self, request: web.Request) -> web.Response:
-        """POST /slack/events: bolt checks the signature (401 if bad) and dispatches."""
+        """POST /slack/events: 401 unless signed by Slack, fresh and new; then bolt dispatches."""
+        body = await request.read()
+        if is_ssl_check(body):
+            # Slack's certificate probe for the command URL: it carries no command, and
+            # bolt answers it the same way, before any signature check.
+            return web.Response(status=200)
+        if await self.requests.refusal(request.headers, body) is not None:
+            return web.json_response({"error": "invalid request"}, status=401)
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 

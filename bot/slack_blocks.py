@@ -6,27 +6,47 @@ Pure functions only, so the rendering can be read and tested without a network.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from . import text
 
 JOIN_ACTION = "join_meeting"  # the url button still sends an interaction; bolt acks it
+MRKDWN_MAX = 3000  # Slack refuses a text object longer than this, and with it the whole edit
+_CUT_ENTITY = re.compile(r"&[a-z]{0,3}$")
 
 
 def escape(value: str) -> str:
-    """Escape text for Slack mrkdwn, so a title like ``<!channel>`` cannot ping anyone."""
+    """Escape text for Slack's mrkdwn and message text: ``&``, ``<`` and ``>``, as Slack asks.
+
+    Mentions (``<!channel>``, ``<@U1>``) and links (``<https://x|label>``) all start with
+    ``<``, so an escaped title or name is shown as typed and never pings or disguises a link.
+    Only mrkdwn needs this: plain_text fields and Calls API names take the text as it is.
+    """
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def mrkdwn(value: str) -> dict[str, Any]:
+    """A mrkdwn text object holding escaped user text, cut to Slack's limit.
+
+    ``verbatim`` stops Slack's own preprocessing (turning bare URLs, channel names and
+    some mentions into links), so only the ``<...>`` we write ourselves is markup.
+    """
+    if len(value) > MRKDWN_MAX:
+        # Many long names, each "&" five characters once escaped: cut, never mid-entity.
+        value = _CUT_ENTITY.sub("", value[: MRKDWN_MAX - 1]) + "…"
+    return {"type": "mrkdwn", "text": value, "verbatim": True}
+
+
 def fallback_text(title: str, url: str) -> str:
-    """The notification and screen-reader text of the meeting message."""
-    return f"{title}: {url}"
+    """The notification and screen-reader text of the meeting message (mrkdwn, so escaped)."""
+    return f"{escape(title)}: {url}"
 
 
 def _heading(title: str, url: str) -> dict[str, Any]:
     # The link is shown as text too: people copy it into calendars and other chats.
-    return {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(title)}*\n<{url}>"}}
+    return {"type": "section", "text": mrkdwn(f"*{escape(title)}*\n<{url}>")}
 
 
 def meeting_blocks(title: str, url: str, status: dict[str, Any], creator: str = "") -> list[dict[str, Any]]:
@@ -39,9 +59,9 @@ def meeting_blocks(title: str, url: str, status: dict[str, Any], creator: str = 
         "url": url,
         "style": "primary",
     }
-    context: list[dict[str, Any]] = [{"type": "mrkdwn", "text": escape(text.status_line(status))}]
+    context: list[dict[str, Any]] = [mrkdwn(text.status_line(status, escape=escape))]
     if creator:
-        context.append({"type": "mrkdwn", "text": f"Started by {escape(creator)}"})
+        context.append(mrkdwn(f"Started by {escape(creator)}"))
     return [heading, {"type": "context", "elements": context}]
 
 

@@ -27,7 +27,7 @@ from meeting.outbox import (
 )
 
 from . import text
-from .slack_blocks import MessageRef, call_blocks, call_users, fallback_text, meeting_blocks
+from .slack_blocks import MessageRef, call_blocks, call_users, escape, fallback_text, meeting_blocks
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,8 @@ class SlackCourier:
         p = entry.payload
         render = text.recording_ready_text if entry.kind == RECORDING_READY else text.recording_expiring_text
         await self.client.chat_postMessage(
-            channel=post.channel_id, thread_ts=ref.ts, text=render(p["title"], p["url"], p["delete_on"]),
+            channel=post.channel_id, thread_ts=ref.ts,
+            text=render(p["title"], p["url"], p["delete_on"], escape=escape),
             unfurl_links=False, unfurl_media=False)
         return Delivered()
 
@@ -221,6 +222,7 @@ class SlackCourier:
     async def _add_call(self, key: str, number: int, url: str, user_id: str, title: str) -> str:
         # Each calls.add gets an id of its own: a retry after a failed post registers a
         # fresh call (the failed one is ended), and Slack wants ids unique per call.
+        # The title is a plain name on the call card, not mrkdwn: it goes as typed.
         response = await self.client.calls_add(
             external_unique_id=f"{key}-{number}-{secrets.token_hex(4)}", join_url=url, created_by=user_id or None,
             title=title, date_start=int(time.time()))

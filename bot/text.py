@@ -1,8 +1,15 @@
-"""What the bots say, in one place, so Slack and Discord say the same thing."""
+"""What the bots say, in one place, so Slack and Discord say the same thing.
+
+Titles and names are whatever people typed. Each function that puts them into a sentence
+takes the platform's ``escape``, so a title like ``<!channel>`` or ``@everyone`` is shown,
+never acted on; the fixed wording around it is written to need no escaping.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
+
+Escape = Callable[[str], str]
 
 HELP = (
     "*/meetnow* starts a meeting and posts its link here.\n"
@@ -19,7 +26,7 @@ HELP = (
 E2EE_STATUS = {"e2ee": True}
 
 
-def status_line(payload: dict[str, Any]) -> str:
+def status_line(payload: dict[str, Any], *, escape: Escape) -> str:
     """The live line under a meeting's message: who is in, or how long it lasted."""
     if payload.get("e2ee"):
         # The message carries the key and is never stored, so it is never edited either.
@@ -31,7 +38,7 @@ def status_line(payload: dict[str, Any]) -> str:
     present = payload.get("present") or []
     if not present:
         return "Nobody is in the meeting yet"
-    return "In the meeting: " + ", ".join(present)
+    return "In the meeting: " + ", ".join(escape(str(name)) for name in present)
 
 
 def host_link_text(host_url: str) -> str:
@@ -42,12 +49,14 @@ def host_link_text(host_url: str) -> str:
     )
 
 
-def recording_ready_text(title: str, url: str, delete_on: str) -> str:
-    return f"The recording of {title} is ready: {url}\nIt will be deleted on {delete_on}."
+def recording_ready_text(title: str, url: str, delete_on: str, *, escape: Escape) -> str:
+    """The thread reply when a recording can be downloaded."""
+    return f"The recording of {escape(title)} is ready: {url}\nIt will be deleted on {delete_on}."
 
 
-def recording_expiring_text(title: str, url: str, delete_on: str) -> str:
-    return f"The recording of {title} will be deleted on {delete_on}: {url}"
+def recording_expiring_text(title: str, url: str, delete_on: str, *, escape: Escape) -> str:
+    """The thread reply a few days before a recording is deleted."""
+    return f"The recording of {escape(title)} will be deleted on {delete_on}: {url}"
 
 
 def cannot_post_text(reason: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
 from bot.discord_bot import INVITE_PERMISSIONS, UNKNOWN_COMMAND_TEXT, DiscordBot, invite_url
+from bot.discord_render import escape
 from meeting.announcer import Announcer
 from meeting.events import Bus, RecordingExpiring, RecordingReady
 from meeting.config import Config, DiscordConfig
@@ -306,7 +308,13 @@ async def test_rate_limited_reply_is_retried_after_retry_after_and_posted_once(s
     (posted,) = stack.fake.posts(CHANNEL_ID)
     assert "https://rec.example/r/1" in posted["content"] and "2026-03-01" in posted["content"]
     assert posted["message_reference"]["message_id"] == reply_message(stack)["id"]
-    assert await stack.store.outbox_next_due(["discord"]) is None  # nothing left to send
+
+    async def nothing_left() -> bool:
+        return await stack.store.outbox_next_due(["discord"]) is None
+
+    # The outbox marks the entry done once Discord's answer is back, just after the fake saw it.
+    await wait_for(nothing_left)
+    assert len(stack.fake.requests_to("POST", MESSAGES)) == 2
 
 
 async def test_long_rate_limit_is_left_to_the_outbox_not_slept_through(stack: Stack) -> None:
@@ -368,6 +376,7 @@ async def test_a_failed_interaction_reply_is_posted_through_the_outbox(stack: St
     await wait_for(lambda: len(stack.fake.posts(CHANNEL_ID)) == 1)
     (posted,) = stack.fake.posts(CHANNEL_ID)
     assert posted["embeds"][0]["title"] == "Late"
+    assert stack.fake.requests_to("POST", MESSAGES)[0].body["allowed_mentions"] == {"parse": []}
     url = posted["components"][0]["components"][0]["url"]
     meeting_id = url.rsplit("/", 1)[1]
     await wait_for(lambda: stack.store.get_post(meeting_id))
@@ -397,6 +406,71 @@ async def test_permanent_errors_are_dropped_with_one_log_line(
     assert len(stack.fake.requests_to("POST", MESSAGES)) == 1  # not retried
     assert await stack.store.outbox_next_due(["discord"]) is None
     assert stack.fake.posts(CHANNEL_ID) == []
+
+
+# ---- what reaches the channel is shown, never acted on
+
+HOSTILE = "@everyone <@1400000000000000001> <@&1200000000000000001> [Recording](https://evil.example) **now** & co"
+# Anything Discord would turn into a ping, a mention pill, a masked link or formatting.
+LIVE_MARKUP = re.compile(r"@(everyone|here)|<[@#/:!&]|<a:|<t:|(?<!\\)\[[^\]]*\]\(|(?<!\\)\*\*")
+
+
+def shown(text: str) -> str:
+    """What Discord displays for escaped text: backslash escapes and zero-width spaces gone."""
+    return re.sub(r"\\([^A-Za-z0-9\s])", r"\1", text.replace("\u200b", ""))
+
+
+def assert_inert(text: str) -> None:
+    assert LIVE_MARKUP.search(text) is None, text
+
+
+def assert_pings_nobody(body: dict[str, Any]) -> None:
+    allowed = body["allowed_mentions"]
+    assert allowed["parse"] == [] and not allowed.get("users") and not allowed.get("roles"), allowed
+
+
+async def test_hostile_titles_and_names_are_shown_never_acted_on(stack: Stack) -> None:
+    callback = await stack.meetnow(option("title", HOSTILE, 3))
+    meeting_id = meeting_id_of(callback)
+    assert_pings_nobody(callback["data"])
+    title = callback["data"]["embeds"][0]["title"]
+    assert_inert(title)
+    assert shown(title) == HOSTILE
+    await wait_for(lambda: len(stack.fake.followups) == 1)
+    assert_pings_nobody(stack.fake.followups[0])  # the private host link too
+
+    name = "@here [x](https://evil.example) <@&1200000000000000001>"
+    person, _ = await join(stack.client, meeting_id, name)
+    message = reply_message(stack)
+    await wait_for(lambda: status_of(message) != "Nobody is in the meeting yet")
+    (edit,) = stack.fake.requests_to("PATCH", rf"/channels/{CHANNEL_ID}/messages/{message['id']}")
+    assert_pings_nobody(edit.body)
+    assert_inert(status_of(edit.body))
+    assert shown(status_of(edit.body)) == f"In the meeting: {name}"
+    await person.send({"type": "leave"})
+    await wait_for(lambda: person.ws.closed)
+
+    await stack.server.bus.publish(RecordingReady(meeting_id, "rec-1", "https://rec.example/r/1", "2026-01-30T10:00:00+00:00", "2026-03-01"))
+    await wait_for(lambda: len(stack.fake.posts(CHANNEL_ID)) == 1)
+    (reply,) = stack.fake.requests_to("POST", MESSAGES)
+    assert_pings_nobody(reply.body)
+    assert_inert(reply.body["content"])
+    assert shown(reply.body["content"]).startswith(f"The recording of {HOSTILE} is ready: https://rec.example/r/1")
+
+
+@pytest.mark.parametrize("typed", [
+    HOSTILE, "# Big news", "-# small print", "> quoted", "1. first", "- item", "snake_case_name",
+    "a\\b", "||spoiler|| ~~gone~~ `code` __under__", "<#1300000000000000001> </meetnow:1> <t:1:R> <:e:1>",
+])
+def test_discord_escape_leaves_nothing_live_and_reads_as_typed(typed: str) -> None:
+    escaped = escape(typed)
+    assert_inert(escaped)
+    assert shown(escaped) == typed
+
+
+@pytest.mark.parametrize("plain", ["R&D sync", "#general", "Stand-up", "Q3: 50% done", "see https://x.example/a_b"])
+def test_discord_escape_leaves_ordinary_titles_alone(plain: str) -> None:
+    assert escape(plain) == plain
 
 
 # ---- bad input and bad days

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import html
 import json
 import logging
 import re
@@ -17,7 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import meeting.outbox as outbox_module
 from bot.slack import EVENTS_PATH, SlackBot
-from bot.slack_blocks import MessageRef, call_users, escape
+from bot.slack_blocks import MRKDWN_MAX, MessageRef, call_users, escape, meeting_blocks
+from bot.slack_requests import MemorySeenSignatures
 from bot import text
 from meeting.announcer import Announcer
 from meeting.events import Bus, RecordingExpiring, RecordingReady
@@ -219,7 +221,8 @@ async def test_direct_message_command_works(config: Config, store: SqliteStore, 
         assert "*Meeting*" in fake.done("chat.postMessage")[0]["blocks"][0]["text"]["text"]
 
 
-@pytest.mark.parametrize("how", ["forged", "wrong_secret", "missing", "stale"])
+@pytest.mark.parametrize("how", ["forged", "wrong_secret", "missing", "stale", "future", "malformed_signature",
+                                 "malformed_timestamp"])
 async def test_bad_signatures_are_refused_and_nothing_is_stored(
         how: str, config: Config, store: SqliteStore, fake: FakeSlack) -> None:
     async with running(with_slack(config, fake), store) as (_, client):
@@ -231,13 +234,81 @@ async def test_bad_signatures_are_refused_and_nothing_is_stored(
             headers = sign(body, secret="not-the-secret")
         elif how == "missing":
             headers = {"Content-Type": headers["Content-Type"]}
-        else:  # a replay of a real request, six minutes later
+        elif how == "stale":  # a replay of a real request, six minutes later
             headers = sign(body, timestamp=int(time.time()) - 360)
+        elif how == "future":  # signed four minutes ahead: still "fresh" for 9 minutes
+            headers = sign(body, timestamp=int(time.time()) + 240)
+        elif how == "malformed_signature":
+            headers["X-Slack-Signature"] = "v0=" + "zz" * 32
+        else:
+            headers["X-Slack-Request-Timestamp"] = "1_700_000_000"
         response = await client.post(EVENTS_PATH, data=body, headers=headers)
         assert response.status == 401
         assert await count(store, "meetings") == 0
         assert await count(store, "outbox") == 0
         assert not fake.attempts("chat.postMessage") and not fake.responses
+
+
+async def test_a_replayed_request_is_refused_and_changes_nothing(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        body = form(command_payload("Replay me", response_url=fake.response_url()))
+        headers = sign(body)
+        first = await client.post(EVENTS_PATH, data=body, headers=headers)
+        assert first.status == 200 and HOST_MARK in (await first.json())["text"]
+        await wait_for(lambda: settled(store))
+        outbox_rows = await count(store, "outbox")
+
+        again = await client.post(EVENTS_PATH, data=body, headers=headers)  # byte for byte
+        assert again.status == 401
+        assert HOST_MARK not in await again.text()
+        assert await count(store, "meetings") == 1
+        assert await count(store, "outbox") == outbox_rows
+        await wait_for(lambda: settled(store))
+        assert len(fake.attempts("chat.postMessage")) == 1 and not fake.responses
+
+
+async def test_a_request_slightly_ahead_of_our_clock_is_accepted(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        response = await slash(client, fake, "Skewed", timestamp=int(time.time()) + 20)
+        assert response.status == 200 and HOST_MARK in (await response.json())["text"]
+
+
+async def test_ssl_check_is_answered_without_a_signature_and_runs_nothing(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    async with running(with_slack(config, fake), store) as (_, client):
+        body = form({"ssl_check": "1", "token": "x", "command": "/meetnow", "text": "sneaky"})
+        response = await client.post(EVENTS_PATH, data=body,
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status == 200 and await response.text() == ""
+        assert await count(store, "meetings") == 0
+
+
+async def test_refused_requests_log_the_reason_and_nothing_of_the_request(
+        config: Config, store: SqliteStore, fake: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret_url = fake.response_url("hooks-T0FAKE-response-secret")
+    body = form(command_payload("Quarterly numbers", response_url=secret_url))
+    genuine = sign(body)
+    async with running(with_slack(config, fake), store) as (_, client):
+
+        async def refused(headers: dict[str, str]) -> str:
+            """What was logged while one refused request was answered."""
+            await wait_for(lambda: settled(store))
+            start = len(caplog.records)
+            assert (await client.post(EVENTS_PATH, data=body, headers=headers)).status == 401
+            return "\n".join(r.getMessage() for r in caplog.records[start:])
+
+        logged = {"bad_signature": await refused({**genuine, "X-Slack-Signature": "v0=" + "0" * 64})}
+        assert (await client.post(EVENTS_PATH, data=body, headers=genuine)).status == 200
+        logged["replayed"] = await refused(genuine)
+        logged["stale_timestamp"] = await refused(sign(body, timestamp=int(time.time()) - 400))
+    for reason, lines in logged.items():
+        for leaked in ("hooks-T0FAKE-response-secret", "response_url", "Quarterly", "deprecated-verification-token",
+                       genuine["X-Slack-Signature"][3:], SIGNING_SECRET):
+            assert leaked not in lines, (reason, leaked)
+        assert f"slack request refused reason={reason}" in lines, lines
 
 
 async def test_join_button_click_is_acknowledged(config: Config, store: SqliteStore, fake: FakeSlack) -> None:
@@ -350,14 +421,92 @@ async def test_recording_ready_replies_in_the_meeting_thread(
         await wait_for(lambda: len(fake.done("chat.postMessage")) == 2)
         reply = fake.done("chat.postMessage")[1]
         assert reply["thread_ts"] == "1700000000.000001"  # the meeting message's ts
-        assert reply["text"] == text.recording_ready_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
+        assert reply["text"] == text.recording_ready_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31",
+                                                          escape=escape)
         await server.bus.publish(RecordingExpiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31"))
         await server.bus.publish(RecordingExpiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31"))
         await wait_for(lambda: len(fake.done("chat.postMessage")) == 3)
         await wait_for(lambda: settled(store))
         [warning] = fake.done("chat.postMessage")[2:]  # the reminder goes out once
         assert warning["thread_ts"] == "1700000000.000001"
-        assert warning["text"] == text.recording_expiring_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31")
+        assert warning["text"] == text.recording_expiring_text("Retro", "http://127.0.0.1/r/rec1", "2026-12-31",
+                                                               escape=escape)
+
+
+# -- what reaches the channel is shown, never acted on --------------------------------------
+
+HOSTILE = "<!channel> <@U123> <https://evil|Recording> & co"
+
+
+def slack_sends(typed: str) -> str:
+    """Command text as Slack sends it with should_escape: false: &, < and > as entities."""
+    return typed.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def mrkdwn_objects(node: Any) -> list[dict[str, Any]]:
+    """Every mrkdwn text object in a block tree."""
+    if isinstance(node, list):
+        return [found for item in node for found in mrkdwn_objects(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node] if node.get("type") == "mrkdwn" else []
+    return here + [found for value in node.values() for found in mrkdwn_objects(value)]
+
+
+def assert_inert(text_: str, own_link: str = "") -> None:
+    """No mention, link or other <...> sequence but our own link, and & only in entities."""
+    rest = text_.replace(f"<{own_link}>", "") if own_link else text_
+    assert "<" not in rest and ">" not in rest, text_
+    assert re.fullmatch(r"(?:[^&]|&amp;|&lt;|&gt;)*", rest, re.S), text_
+
+
+async def test_hostile_titles_and_names_reach_slack_as_text_only(
+        config: Config, store: SqliteStore, fake: FakeSlack) -> None:
+    names = ["<!here> Eve", "<https://evil|Boss> & <@U999>"]
+    async with running(with_slack(config, fake), store) as (server, client):
+        await slash(client, fake, slack_sends(HOSTILE))
+        await wait_for(lambda: fake.done("chat.postMessage"))
+        url = block_url(fake.done("chat.postMessage")[0])
+        meeting_id = url.rsplit("/m/", 1)[1]
+        assert (await store.get_meeting(meeting_id)).title == HOSTILE  # stored as typed
+
+        sockets = [(await join(client, meeting_id, name))[0] for name in names]
+        both = "In the meeting: " + ", ".join(escape(name) for name in names)
+        await wait_for(lambda: any(status_text(u) == both for u in fake.done("chat.update")), timeout=5)
+        for socket in sockets:
+            await socket.send({"type": "leave"})
+        await wait_for(lambda: status_text(fake.done("chat.update")[-1]).startswith("Ended"), timeout=6)
+        await server.bus.publish(RecordingReady(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-01-30T10:00:00+00:00", "2026-12-31"))
+        await server.bus.publish(RecordingExpiring(meeting_id, "rec1", "http://127.0.0.1/r/rec1", "2026-12-31"))
+        await wait_for(lambda: len(fake.done("chat.postMessage")) == 3)
+
+    post, ready, expiring = fake.done("chat.postMessage")
+    assert ready["thread_ts"] == expiring["thread_ts"] == "1700000000.000001"  # the meeting message
+    for message in (post, ready, expiring, *fake.done("chat.update")):
+        assert_inert(message["text"])
+        assert HOSTILE in html.unescape(message["text"])  # and still reads as typed
+        for obj in mrkdwn_objects(message.get("blocks", [])):
+            assert obj["verbatim"] is True  # no auto-linking of names and bare URLs either
+            assert_inert(obj["text"], own_link=url)
+    assert html.unescape(post["blocks"][0]["text"]["text"]) == f"*{HOSTILE}*\n<{url}>"
+
+
+async def test_call_card_names_stay_plain_text_while_message_text_is_escaped(
+        config: Config, store: SqliteStore, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_module, "STATUS_COALESCE_S", 0.2)
+    async with running(with_slack(config, fake, calls=True), store) as (_, client):
+        await slash(client, fake, slack_sends("R&D <weekly>"))
+        await wait_for(lambda: fake.done("chat.postMessage"))
+        [added], [post] = fake.done("calls.add"), fake.done("chat.postMessage")
+        assert added["title"] == "R&D <weekly>"  # a plain name on Slack's card: not mrkdwn
+        assert post["text"].startswith("R&amp;D &lt;weekly&gt;: ")
+        assert_inert(post["blocks"][0]["text"]["text"], own_link=block_url(post))
+
+        person, _ = await join(client, block_url(post).rsplit("/m/", 1)[1], "Q&A <team>")
+        await wait_for(lambda: fake.done("calls.participants.add"))
+        assert fake.done("calls.participants.add")[0]["users"][0]["display_name"] == "Q&A <team>"
+        await person.send({"type": "leave"})
+        await wait_for(lambda: fake.done("calls.end"))
 
 
 # -- delivery that survives trouble --------------------------------------------------------
@@ -572,6 +721,14 @@ def test_escape_stops_mentions_and_links() -> None:
     assert escape("<!here> & <http://evil|x>") == "&lt;!here&gt; &amp; &lt;http://evil|x&gt;"
 
 
+def test_a_crowd_of_long_escaped_names_still_fits_slack_limits() -> None:
+    names = [f"{n:02d}" + "&" * 58 for n in range(25)]  # 25 people, names at NAME_MAX
+    [heading, context] = meeting_blocks("T", "http://x/m/a", {"present": names, "ended_minutes": None}, "bob")
+    status = context["elements"][0]["text"]
+    assert len(status) <= MRKDWN_MAX and status.endswith("…")
+    assert_inert(status)
+
+
 def test_message_ref_round_trips_and_reads_a_bare_ts() -> None:
     ref = MessageRef("1.2", "T", "u", call_id="R1", told=("A",))
     assert MessageRef.from_json(ref.to_json()) == ref
@@ -586,3 +743,36 @@ def test_manifest_declares_the_command_scopes_and_endpoint() -> None:
     for scope in ("commands", "chat:write", "calls:write"):
         assert re.search(rf"^\s+- {re.escape(scope)}\s", manifest, re.M), scope
     assert re.search(r"^\s+socket_mode_enabled: (true|false)$", manifest, re.M)
+
+
+class Ticking:
+    """A settable clock for the replay memory."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_used_signatures_are_refused_until_they_expire() -> None:
+    clock = Ticking()
+    seen = MemorySeenSignatures(clock=clock)
+    assert await seen.first_use("v0=a", until=clock.now + 300)
+    assert not await seen.first_use("v0=a", until=clock.now + 300)
+    clock.now += 301
+    assert await seen.first_use("v0=a", until=clock.now + 300)  # stale by now: the age check refuses it
+    assert len(seen) == 1
+
+
+async def test_used_signature_memory_is_bounded_and_drops_the_oldest() -> None:
+    clock = Ticking()
+    seen = MemorySeenSignatures(limit=3, clock=clock)
+    for name in ("v0=1", "v0=2", "v0=3", "v0=4"):
+        assert await seen.first_use(name, until=clock.now + 300)
+    assert len(seen) == 3
+    assert not await seen.first_use("v0=4", until=clock.now + 300)
+    assert await seen.first_use("v0=1", until=clock.now + 300)  # the oldest was dropped
+    clock.now += 301
+    assert await seen.first_use("v0=5", until=clock.now + 300)
+    assert len(seen) == 1  # expired ones go on the next use
