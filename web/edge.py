@@ -28,18 +28,19 @@ log = logging.getLogger(__name__)
 # Seconds aiohttp keeps reading (and dropping) a body its handler did not read, so the
 # client sees the answer before the connection closes; short, as a slow client holds it.
 LINGERING_TIME = 2.0
-# Open files kept for everything that is not an HTTP connection when the connection limit
-# is set by hand: media sockets, recordings, the store, logs.
-RESERVED_FILES = 256
 
 
 def connection_limits(config: Config, open_files: int) -> ConnectionLimits:
-    """The configured limits; an automatic total is half of ``open_files``."""
+    """The configured limits. The total is half of ``open_files`` when automatic, and never
+    more than three quarters: the rest is for media sockets, recordings and the store, and
+    a server out of descriptors fails ``accept()`` in a loop instead of refusing politely."""
     server = config.server
+    ceiling = max(1, open_files * 3 // 4)
     total = server.max_connections or max(1, open_files // 2)
-    if server.max_connections and total > open_files - RESERVED_FILES:
-        log.warning("connection limit near the open-file limit %s",
-                    kv(max_connections=total, open_files=open_files))
+    if total > ceiling:
+        log.warning("connection limit lowered %s", kv(max_connections=total, to=ceiling,
+                                                      open_files=open_files))
+        total = ceiling
     return ConnectionLimits(total, server.max_connections_per_address, server.header_timeout)
 
 

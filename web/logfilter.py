@@ -21,7 +21,7 @@ INTERVAL = 60.0
 # Distinct messages tracked at once; more than this and the oldest is forgotten (its
 # count is still reported).
 MAX_TRACKED = 1024
-# Summary lines are at most this long: the message's first line, cut.
+# Messages are told apart by their first line, up to this long; summaries quote as much.
 SUMMARY_CHARS = 200
 
 
@@ -40,8 +40,9 @@ class _Window:
 class RepeatFilter(logging.Filter):
     """A handler filter: ``burst`` copies of each message per ``interval``, then a count.
 
-    Messages are told apart by logger, level and text (arguments filled in), so access log
-    lines for different requests are different messages. Summaries go to ``handler``.
+    Messages are told apart by logger, level and the first line of their text (arguments
+    filled in), so access log lines for different requests are different messages, while
+    asyncio's reports, whose later lines name each task, are one. Summaries go to ``handler``.
     """
 
     def __init__(self, handler: logging.Handler, burst: int = BURST, interval: float = INTERVAL,
@@ -74,15 +75,15 @@ class RepeatFilter(logging.Filter):
         now = self.clock()
         if now >= self._next_sweep:
             self._sweep(now)
-        key = (record.name, record.levelno, _message(record))
+        key = (record.name, record.levelno, _first_line(record))
         window = self._windows.get(key)
         if window is None or now - window.start >= self.interval:
             if window is not None:
                 self._summarize(window, now)
             if len(self._windows) >= MAX_TRACKED and key not in self._windows:
                 self._summarize(self._windows.pop(next(iter(self._windows))), now)
-            text = key[2].split("\n", 1)[0][:SUMMARY_CHARS]
-            self._windows[key] = _Window(now, 1, 0, record.name, record.levelno, record.levelname, text)
+            self._windows[key] = _Window(now, 1, 0, record.name, record.levelno, record.levelname,
+                                         key[2])
             return True
         if window.passed < self.burst:
             window.passed += 1
@@ -122,8 +123,9 @@ def install(logger: logging.Logger | None = None, **options: float) -> list[Repe
     return filters
 
 
-def _message(record: logging.LogRecord) -> str:
+def _first_line(record: logging.LogRecord) -> str:
     try:
-        return record.getMessage()
+        text = record.getMessage()
     except Exception:  # a bad format string is still a message; logging reports it later
-        return str(record.msg)
+        text = str(record.msg)
+    return text.split("\n", 1)[0][:SUMMARY_CHARS]

@@ -70,6 +70,16 @@ def test_messages_differ_by_their_arguments_and_level(logged) -> None:
     assert len(handler.lines) == 5 + 3 + 3
 
 
+def test_reports_that_differ_after_their_first_line_are_one_message(logged) -> None:
+    logger, handler, clock = logged
+    for i in range(10):
+        logger.error("Task exception was never retrieved\nfuture: <Task name='Task-%d'>", i)
+    assert len(handler.lines) == 3
+    handler.filters[0].flush()
+    assert handler.lines[-1] == (
+        "ERROR test.repeat Task exception was never retrieved ... repeated 7 more times in 1 s")
+
+
 def test_flush_counts_what_was_dropped(logged) -> None:
     logger, handler, clock = logged
     for _ in range(7):
