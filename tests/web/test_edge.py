@@ -86,6 +86,16 @@ async def _meetnow(*args: str, cwd: Path, nofile: tuple[int, int] | None = None,
                                                 stderr=stderr, preexec_fn=limit)
 
 
+async def _finished(process: asyncio.subprocess.Process, timeout: float = 30) -> tuple[bytes, bytes]:
+    """Its output once it exits; killed, and the test failed, if it runs past ``timeout``."""
+    try:
+        return await asyncio.wait_for(process.communicate(), timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"meetnow still running after {timeout} s") from None
+
+
 async def _healthy(http: aiohttp.ClientSession, url: str) -> bool:
     try:
         async with http.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=10)) as r:
@@ -112,7 +122,7 @@ async def meetnow_serve(tmp_path: Path, nofile: tuple[int, int] | None = None,
     finally:
         if process.returncode is None:
             process.terminate()
-            await asyncio.wait_for(process.wait(), 30)
+            await _finished(process)
     assert process.returncode == 0, served.log()[-3000:]
 
 
@@ -317,7 +327,8 @@ async def test_unwritable_store_exits_at_once_with_one_line(tmp_path: Path) -> N
     config.write_text(f'[server]\nport = {_free_port()}\n[store]\npath = "{folder / "s.sqlite3"}"\n'
                       f'[recordings]\nfolder = "{tmp_path / "recordings"}"\n')
     made = await _meetnow("new", "--config", str(config), cwd=tmp_path)
-    assert await asyncio.wait_for(made.wait(), 30) == 0  # the store exists, then turns read-only
+    await _finished(made)
+    assert made.returncode == 0  # the store exists, then turns read-only
     args = ("serve", "--config", str(config))
     if os.geteuid() == 0:
         # Root writes through file modes: a read-only bind mount in a private mount namespace.
@@ -330,7 +341,7 @@ async def test_unwritable_store_exits_at_once_with_one_line(tmp_path: Path) -> N
             path.chmod(0o444)
         folder.chmod(0o555)
         process = await _meetnow(*args, cwd=tmp_path)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    out, err = await _finished(process)
     assert process.returncode == 1, err.decode()
     lines = [line for line in err.decode().splitlines() if " INFO " not in line]
     assert len(lines) == 1 and lines[0].startswith(
@@ -344,7 +355,7 @@ async def test_store_below_a_file_exits_with_one_line(tmp_path: Path) -> None:
     config.write_text(f'[server]\nport = {_free_port()}\n[store]\npath = "{tmp_path / "a-file" / "s.sqlite3"}"\n')
     for command in ("serve", "new", "recordings"):
         process = await _meetnow(command, "--config", str(config), cwd=tmp_path)
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        out, err = await _finished(process)
         assert process.returncode == 1
         lines = [line for line in err.decode().splitlines() if " INFO " not in line]
         assert lines == [f"meetnow: cannot use the store {tmp_path / 'a-file' / 's.sqlite3'}: "
@@ -367,8 +378,41 @@ async def test_recordings_listing_shows_control_characters_as_escapes(tmp_path: 
     config = tmp_path / "meetnow.toml"
     config.write_text(f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n')
     process = await _meetnow("recordings", "--config", str(config), cwd=tmp_path)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    out, err = await _finished(process)
     assert process.returncode == 0, err.decode()
     text = out.decode()
     assert "Retro\\x1b]0;owned\\x07\\x1b[2J\\x00\\rfake line\\u202etxt.exe" in text
     assert not re.search("[\x00-\x09\x0b-\x1f\x7f\u202e]", text)
+
+
+async def test_idle_websockets_from_one_address_are_held_to_its_share(tmp_path: Path) -> None:
+    async with meetnow_serve(tmp_path, max_connections_per_address=10) as served:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{served.url}/api/meetings", json={"title": "Idle"}) as response:
+                meeting = (await response.json())["id"]
+        socket_url = f"{served.url}/m/{meeting}/ws"
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.3", 0), limit=0)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            idle = [await http.ws_connect(socket_url) for _ in range(10)]
+            try:
+                await http.ws_connect(socket_url)
+                raise AssertionError("an eleventh websocket from one address was let in")
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 429
+            # Someone else still gets in.
+            others = aiohttp.TCPConnector(local_addr=("127.0.0.4", 0))
+            async with aiohttp.ClientSession(connector=others) as other:
+                async with other.ws_connect(socket_url):
+                    pass
+            # A closed one gives its place back.
+            await idle.pop().close()
+            async def admitted() -> bool:
+                try:
+                    idle.append(await http.ws_connect(socket_url))
+                    return True
+                except aiohttp.WSServerHandshakeError:
+                    return False
+
+            await wait_for(admitted, timeout=10)
+            for ws in idle:
+                await ws.close()
