@@ -12,7 +12,9 @@ What this relies on, each checked by tests/web/test_aiohttp_shim.py, which names
   the ``web.Server`` that ``AppRunner.server`` returns;
 - ``RequestHandler.handle_error(request, status, exc, message)`` makes and returns the
   response to a request the parser refused (and to an exception no middleware caught);
-- ``BaseRequest.writer.output_size`` is above 0 once a response has begun.
+- ``BaseRequest.writer.output_size`` is above 0 once a response has begun;
+- ``RequestHandler.log_exception(message, exc_info=exc)`` is how it logs the rest of a body
+  it could not read after the response (``peername`` says from whom).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from http import HTTPStatus
 from typing import Any, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from meeting.logfmt import kv
 
@@ -53,6 +56,19 @@ class EdgeRequestHandler(web.RequestHandler):
                                 headers=self._edge_headers)
         response.force_close()
         return response
+
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        """aiohttp's traceback, except for a body the client broke: one line for that."""
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, (web.RequestPayloadError, HttpProcessingError, ConnectionError)):
+            cause = exc.__cause__ or exc
+            text = str(getattr(cause, "message", "") or cause) or type(cause).__name__
+            peer = self.peername
+            log.info("request body unreadable %s", kv(
+                remote=peer[0] if isinstance(peer, tuple) else peer,
+                reason=text.strip().split("\n", 1)[0][:200]))
+            return
+        super().log_exception(*args, **kwargs)
 
 
 def request_handlers(server: web.Server, headers: Mapping[str, str],

@@ -1,4 +1,5 @@
-"""A deadline for request bodies: a client that sends one slowly is answered 408.
+"""Request bodies read before the handler: within a deadline (408 past it), and a body
+that cannot be read (cut off, or a Content-Encoding that does not decode) is a 400.
 
 aiohttp has a timeout for idle connections but none for a body trickling in a byte at a
 time, which would hold its handler, and its connection, for as long as the client likes.
@@ -35,6 +36,18 @@ def body_deadline(seconds: float) -> Middleware:
             except TimeoutError:
                 log.info("request body too slow %s", kv(remote=request.remote, seconds=seconds))
                 raise web.HTTPRequestTimeout() from None
+            except (ConnectionError, web.RequestPayloadError) as exc:
+                # The client went away mid-body, or sent one that does not decode: its
+                # mistake, not a server error to trace.
+                log.info("request body unreadable %s", kv(remote=request.remote,
+                                                          reason=_first_line(exc)))
+                raise web.HTTPBadRequest() from None
         return await handler(request)
 
     return read_body_in_time
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc
+    text = str(getattr(cause, "message", "") or cause) or type(cause).__name__
+    return text.strip().split("\n", 1)[0][:200]

@@ -116,6 +116,8 @@ def install(logger: logging.Logger | None = None, **options: float) -> list[Repe
     whatever was dropped is counted in the log at exit."""
     filters = []
     for handler in (logger or logging.getLogger()).handlers:
+        if any(isinstance(f, RepeatFilter) for f in handler.filters):
+            continue
         repeat = RepeatFilter(handler, **options)  # type: ignore[arg-type]
         handler.addFilter(repeat)
         atexit.register(repeat.flush)

@@ -39,6 +39,16 @@ def test_handle_error_has_the_overridden_signature() -> None:
         "(see web/aiohttp_shim.py)")
 
 
+def test_log_exception_and_peername_are_there() -> None:
+    names = _parameters(getattr(web.RequestHandler, "log_exception", None),
+                        "RequestHandler.log_exception")
+    assert any(inspect.signature(web.RequestHandler.log_exception).parameters[n].kind
+               is inspect.Parameter.VAR_KEYWORD for n in names), (
+        "aiohttp changed: RequestHandler.log_exception takes no exc_info (see web/aiohttp_shim.py)")
+    assert hasattr(web.RequestHandler, "peername"), (
+        "aiohttp changed: RequestHandler.peername is gone (see web/aiohttp_shim.py)")
+
+
 def test_writer_reports_output_size() -> None:
     assert isinstance(getattr(web.BaseRequest, "writer", None), property), (
         "aiohttp changed: BaseRequest.writer is gone (see web/aiohttp_shim.py)")

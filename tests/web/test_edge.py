@@ -305,6 +305,18 @@ async def test_hostile_requests_get_plain_answers_and_leave_a_clean_log(tmp_path
             # Control characters in a path reach the access log only as escapes.
             async with http.get(f"{served.url}/m/%1b%5d0;owned%07%1b[2J%00%0dx") as response:
                 assert response.status == 404
+        # Bodies that cannot be read: garbage under a Content-Encoding, a client gone mid-body.
+        answer = await _raw(served.port, b"POST /api/meetings HTTP/1.1\r\nHost: a\r\n"
+                                         b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                                         b"Content-Length: 5\r\n\r\nabcde")
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"POST /api/meetings HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 50\r\n\r\n{")
+        await writer.drain()
+        await wait_for(lambda: "request body unreadable" in served.log(), timeout=10)  # the gzip one
+        writer.close()
+        await wait_for(lambda: 'reason="Connection lost"' in served.log(), timeout=10)
         # A body that never finishes arriving.
         answer = await _raw(served.port, b"POST /api/meetings HTTP/1.1\r\nHost: a\r\n"
                                          b"Content-Type: application/json\r\nContent-Length: 50\r\n\r\n{")

@@ -111,6 +111,8 @@ def test_install_puts_one_filter_on_each_handler() -> None:
     try:
         filters = install(logger)
         assert [h.filters for h in handlers] == [[filters[0]], [filters[1]]]
+        assert install(logger) == []  # once is enough
+        assert [h.filters for h in handlers] == [[filters[0]], [filters[1]]]
     finally:
         for handler in handlers:
             logger.removeHandler(handler)
