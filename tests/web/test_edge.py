@@ -7,10 +7,12 @@ from several loopback addresses (127.0.0.0/8 is all local) to stand for differen
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import resource
 import socket
+import ssl
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -428,3 +430,66 @@ async def test_idle_websockets_from_one_address_are_held_to_its_share(tmp_path: 
             await wait_for(admitted, timeout=10)
             for ws in idle:
                 await ws.close()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_https_is_served_and_a_stalled_handshake_is_cut(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = _free_port()
+    config = tmp_path / "meetnow.toml"
+    config.write_text(f'[server]\nport = {port}\npublic_url = "https://127.0.0.1:{port}"\n'
+                      f'tls_cert = "{cert}"\ntls_key = "{key}"\nheader_timeout = 2\n'
+                      f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n'
+                      f'[recordings]\nfolder = "{tmp_path / "recordings"}"\n')
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = await _meetnow("serve", "--config", str(config), cwd=tmp_path,
+                                 stdout=asyncio.subprocess.DEVNULL, stderr=log_file)
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        url = f"https://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http:
+            await wait_for(lambda: _healthy(http, url), timeout=30)
+            async with http.get(f"{url}/") as response:
+                assert response.headers["Strict-Transport-Security"] == "max-age=31536000"
+                assert response.headers["Server"] == "meetnow"
+        # Connected, and never a TLS ClientHello: closed once the header timeout has passed.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            assert await asyncio.wait_for(reader.read(), 30) == b""
+        except ConnectionResetError:
+            pass
+        writer.close()
+        # A request aiohttp's parser refuses gets the site's headers over TLS too.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+        writer.write(b"BAD\x01 / HTTP/1.1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request")
+        assert _headers(answer)["strict-transport-security"] == "max-age=31536000"
+    finally:
+        process.terminate()
+        await _finished(process)
+    assert process.returncode == 0, log_path.read_text()[-3000:]
