@@ -23,8 +23,9 @@ def body_deadline(seconds: float) -> Middleware:
 
     aiohttp keeps what it read, so ``request.read()``, ``.text()``, ``.json()`` and
     ``.post()`` (form-encoded) in the handler return at once; a multipart body could no
-    longer be streamed (nothing in meetnow takes one). Place it inside the error-page middleware:
-    its 408, and the 413 for a body over the app's size limit, are rendered there.
+    longer be streamed (nothing in meetnow takes one). Place it inside the error-page
+    middleware: its 408 and 400, and the 413 for a body over the app's size limit, are
+    rendered there.
     """
 
     @web.middleware
