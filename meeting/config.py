@@ -35,9 +35,9 @@ class ServerConfig:
     # response (an idle keep-alive connection closes then too), and to send a request body.
     header_timeout: int = 10
     body_timeout: int = 30
-    # Open connections in all (0: half the open-file limit; at most three quarters of it),
-    # and from one client address (an IPv6 /64 counts as one; 0: no per-address limit, as
-    # behind a reverse proxy).
+    # Open connections in all (0: half the open-file limit, at most 10000; never more than
+    # three quarters of it), and from one client address (an IPv6 /64 counts as one; 0: no
+    # per-address limit, as behind a reverse proxy).
     max_connections: int = 0
     max_connections_per_address: int = 100
 

@@ -28,15 +28,19 @@ log = logging.getLogger(__name__)
 # Seconds aiohttp keeps reading (and dropping) a body its handler did not read, so the
 # client sees the answer before the connection closes; short, as a slow client holds it.
 LINGERING_TIME = 2.0
+# The automatic total stops here: with a hard open-file limit in the hundreds of thousands
+# (systemd's default), half of it would let a flood hold a gigabyte of idle connections.
+AUTOMATIC_MAX_CONNECTIONS = 10_000
 
 
 def connection_limits(config: Config, open_files: int) -> ConnectionLimits:
-    """The configured limits. The total is half of ``open_files`` when automatic, and never
-    more than three quarters: the rest is for media sockets, recordings and the store, and
-    a server out of descriptors fails ``accept()`` in a loop instead of refusing politely."""
+    """The configured limits. The total is half of ``open_files`` when automatic (at most
+    ``AUTOMATIC_MAX_CONNECTIONS``), and never more than three quarters: the rest is for media
+    sockets, recordings and the store, and a server out of descriptors fails ``accept()`` in
+    a loop instead of refusing politely."""
     server = config.server
     ceiling = max(1, open_files * 3 // 4)
-    total = server.max_connections or max(1, open_files // 2)
+    total = server.max_connections or max(1, min(open_files // 2, AUTOMATIC_MAX_CONNECTIONS))
     if total > ceiling:
         log.warning("connection limit lowered %s", kv(max_connections=total, to=ceiling,
                                                       open_files=open_files))

@@ -16,6 +16,7 @@ from web.edge import connection_limits
     [
         (0, 1024, 512),  # automatic: half
         (0, 1, 1),
+        (0, 1 << 20, 10_000),  # automatic, with a very high open-file limit
         (300, 1024, 300),
         (5000, 1024, 768),  # lowered to three quarters
         (5000, 1 << 20, 5000),
