@@ -232,7 +232,7 @@ async def test_slowloris_flood_is_cut_while_health_checks_answer(tmp_path: Path)
         assert served.rss_kib() < rss + 16 * 1024, (rss, served.rss_kib())  # about 4 MiB here
         log = served.log()
         assert "reason=\"request headers too slow\"" in log
-        assert len(log) < 100_000, len(log)
+        assert len(log) < 200_000, len(log)  # the same flood wrote 61 MB in 25 s before
         assert "Traceback" not in log
         async with aiohttp.ClientSession() as http:
             assert await _healthy(http, served.url)
@@ -242,25 +242,29 @@ async def test_slowloris_flood_is_cut_while_health_checks_answer(tmp_path: Path)
 
 async def test_one_address_is_held_to_its_share(tmp_path: Path) -> None:
     _raise_own_open_file_limit(400)
-    async with meetnow_serve(tmp_path, nofile=(1024, 1024), header_timeout=5,
+    # A header timeout long enough that no admitted connection is cut during the test.
+    async with meetnow_serve(tmp_path, nofile=(1024, 1024), header_timeout=60,
                              max_connections_per_address=50) as served:
         stop = asyncio.Event()
         probe = asyncio.create_task(_probe_health(served.url, stop, "127.0.0.2"))
         flood = Slowloris(served.port)
         try:
             await flood.open(200, ["127.0.0.1"])
-            received = await flood.cut(timeout=60)
+            await wait_for(lambda: sum(task.done() for task in flood.ends) >= 150, timeout=30)
+            refused = [task.result() for task in flood.ends if task.done()]
+            held = sum(not task.done() for task in flood.ends)
         finally:
             stop.set()
             await flood.close()
         answers = await probe
-        refused = [r for r in received if r]
-        assert len(refused) == 150
+        assert (len(refused), held) == (150, 50)
         assert all(r.startswith(b"HTTP/1.1 429 Too Many Requests\r\n") for r in refused)
         assert all(b"\r\nContent-Security-Policy: " in r and b"nosniff" in r for r in refused)
         assert answers and all(a == 200 for a in answers), answers
         await wait_for(lambda: "connection refused remote=127.0.0.1" in served.log(), timeout=10)
         assert served.log().count("connection refused remote=127.0.0.1") == 5  # then a count
+    assert "connection refused remote=127.0.0.1 reason=\"per-address limit\" limit=50 ... " \
+           "repeated 145 more times" in served.log()
 
 
 async def _raw(port: int, request: bytes) -> bytes:
