@@ -308,6 +308,11 @@ async def test_hostile_requests_get_plain_answers_and_leave_a_clean_log(tmp_path
                                      headers={"Content-Type": "application/json"}) as response:
                     assert response.status == 400
                     assert "not valid JSON" in (await response.json())["error"]
+            # Read before the handler runs, a body over the size limit is still a 413.
+            async with http.post(f"{served.url}/api/meetings", data="x" * 70_000,
+                                 headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 413
+                assert "too large" in (await response.json())["error"]
             # Control characters in a path reach the access log only as escapes.
             async with http.get(f"{served.url}/m/%1b%5d0;owned%07%1b[2J%00%0dx") as response:
                 assert response.status == 404
