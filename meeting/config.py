@@ -31,6 +31,15 @@ class ServerConfig:
     tls_key: str = ""
     # Lets anyone who can reach the server mint meetings from the home page and the API.
     allow_web_minting: bool = True
+    # Seconds a client has to send a request's headers, from connecting or from its previous
+    # response (an idle keep-alive connection closes then too), and to send a request body.
+    header_timeout: int = 10
+    body_timeout: int = 30
+    # Open connections in all (0: half the open-file limit, at most 10000; never more than
+    # three quarters of it), and from one client address (an IPv6 /64 counts as one; 0: no
+    # per-address limit, as behind a reverse proxy).
+    max_connections: int = 0
+    max_connections_per_address: int = 100
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,14 @@ def _check(config: Config) -> None:
         raise ConfigError("config key 'server.public_url' must start with http:// or https://")
     if bool(config.server.tls_cert) != bool(config.server.tls_key):
         raise ConfigError("config keys 'server.tls_cert' and 'server.tls_key' must be set together")
+    for key in ("header_timeout", "body_timeout"):
+        if getattr(config.server, key) < 1:
+            raise ConfigError(f"config key 'server.{key}' must be at least 1 (seconds)")
+    if config.server.max_connections < 0:
+        raise ConfigError("config key 'server.max_connections' must not be negative (0: automatic)")
+    if config.server.max_connections_per_address < 0:
+        raise ConfigError("config key 'server.max_connections_per_address' must not be negative "
+                          "(0: no limit)")
     if config.recordings.retention_days < 1:
         raise ConfigError("config key 'recordings.retention_days' must be at least 1")
     if config.recordings.min_free_mb < 0:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
+from meeting import jsontext
 from meeting.models import Origin
 from meeting.service import TitleError
 
@@ -28,9 +28,9 @@ async def read_json_object(request: web.Request, allowed: set[str]) -> dict[str,
     if request.content_type != "application/json":
         raise BadRequest("content type must be application/json")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("body is not valid JSON") from None
+        data = jsontext.loads(body)
+    except jsontext.JSONTextError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
     unknown = sorted(set(data) - allowed)

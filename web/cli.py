@@ -6,20 +6,21 @@ import argparse
 import asyncio
 import logging
 import signal
+import sqlite3
 import ssl
 import sys
 from typing import Sequence
 
-from aiohttp import web
-
 from meeting.config import Config, ConfigError, load_config
-from meeting.logfmt import kv
+from meeting.logfmt import kv, printable
 from meeting.models import Origin
 from meeting.recording.model import DELETED
 from meeting.service import MeetingService, TitleError
 from meeting.store.sqlite import SqliteStore
 
-from .accesslog import RedactingAccessLogger
+from . import logfilter
+from .edge import Edge
+from .fdlimit import raise_open_file_limit
 from .recordings import format_length
 from .server import build_server
 
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # A client can make one line repeat without end; a few and a count are enough.
+    logfilter.install()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -62,10 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _open_store(config: Config) -> SqliteStore | None:
+    """The opened store, or None after one line on stderr saying why it cannot be used."""
+    store = SqliteStore(config.store.path)
+    try:
+        await store.open()
+    except (OSError, sqlite3.Error) as exc:
+        reason = str(exc)
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror + (f" ({printable(str(exc.filename))})" if exc.filename else "")
+        print(f"meetnow: cannot use the store {printable(str(config.store.path))}: {reason}",
+              file=sys.stderr)
+        return None
+    return store
+
+
 async def new(config: Config, title: str | None, e2ee: bool = False) -> int:
     """Mint one meeting from the command line and print its join and host links."""
-    store = SqliteStore(config.store.path)
-    await store.open()
+    store = await _open_store(config)
+    if store is None:
+        return 1
     try:
         minted = await MeetingService(store, config.server.public_url).mint(title, Origin("cli"), e2ee)
         if e2ee:
@@ -82,9 +101,14 @@ async def new(config: Config, title: str | None, e2ee: bool = False) -> int:
 
 
 async def list_recordings(config: Config, include_deleted: bool) -> int:
-    """Print every recording: state, when, length, until when it is kept, title and link."""
-    store = SqliteStore(config.store.path)
-    await store.open()
+    """Print every recording: state, when, length, until when it is kept, title and link.
+
+    Titles come from chat and the web: control characters in them are shown as escapes, so
+    a title cannot move the cursor, retitle the terminal or hide a line.
+    """
+    store = await _open_store(config)
+    if store is None:
+        return 1
     try:
         rows = await store.all_recordings()
     finally:
@@ -99,32 +123,37 @@ async def list_recordings(config: Config, include_deleted: bool) -> int:
         length = format_length(recording.duration) if recording.duration else "-"
         until = (recording.deleted_at or recording.expires_at).date().isoformat()
         print(f"{recording.state:<10} {recording.started_at.strftime('%Y-%m-%d %H:%M'):<17} {length:>9} "
-              f"{until:<11} {title}")
+              f"{until:<11} {printable(title)}")
         if recording.state != DELETED:
             print(f"{'':<10} {base}/r/{recording.id}")
     return 0
 
 
 async def serve(config: Config) -> int:
-    """Run the web server until SIGINT or SIGTERM."""
-    store = SqliteStore(config.store.path)
-    await store.open()
+    """Run the web server until SIGINT or SIGTERM; 1 when it cannot start."""
+    open_files = raise_open_file_limit()
+    store = await _open_store(config)
+    if store is None:
+        return 1
+    try:
+        return await _serve(config, store, open_files)
+    finally:
+        await store.close()
+
+
+async def _serve(config: Config, store: SqliteStore, open_files: int) -> int:
     server = build_server(config, store)
-    runner = web.AppRunner(server.app, access_log_class=RedactingAccessLogger)
-    await runner.setup()
-    site = web.TCPSite(
-        runner, config.server.host, config.server.port, ssl_context=_tls(config)
-    )
+    edge = Edge(server.app, config, open_files)
+    await edge.setup()
     # Background work starts before the first request can arrive (see start_background).
     await server.start_background()
     try:
-        await site.start()
+        await edge.listen(_tls(config))
     except OSError as exc:
         print(f"meetnow: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
               file=sys.stderr)
         await server.stop_background()
-        await runner.cleanup()
-        await store.close()
+        await edge.close()
         return 1
     log.info("serving %s", kv(listen=f"{config.server.host}:{config.server.port}",
                               public_url=config.server.public_url))
@@ -139,8 +168,7 @@ async def serve(config: Config) -> int:
     await stop.wait()
     log.info("shutting down")
     await server.stop_background()
-    await runner.cleanup()
-    await store.close()
+    await edge.close()
     return 0
 
 

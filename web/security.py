@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from meeting.config import Config
+
 from .keys import CONFIG
 
 # 'self' only: no CDN, font host or analytics can be reached from a page even by mistake.
@@ -36,9 +38,22 @@ SECURITY_HEADERS = {
 # Sent only where the site is served over HTTPS (directly, or as its public URL says).
 STRICT_TRANSPORT_SECURITY = "max-age=31536000"
 
+# The Server header names no framework and no version for a scanner to match.
+SERVER = "meetnow"
+
 
 async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: runs for handlers, static files and error pages alike."""
     response.headers.update(SECURITY_HEADERS)
+    response.headers["Server"] = SERVER
     if request.secure or request.app[CONFIG].server.public_url.startswith("https://"):
         response.headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+
+
+def edge_headers(config: Config) -> dict[str, str]:
+    """The same headers for responses made below the application: a request aiohttp's
+    parser refused, a connection turned away."""
+    headers = {**SECURITY_HEADERS, "Server": SERVER}
+    if config.server.tls_cert or config.server.public_url.startswith("https://"):
+        headers["Strict-Transport-Security"] = STRICT_TRANSPORT_SECURITY
+    return headers

@@ -27,13 +27,19 @@ class SqliteStore:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
+        """Open (creating it and its folder) and migrate; raises OSError or sqlite3.Error."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA foreign_keys=ON")
-        # Another process (``meetnow new`` beside a running server) may hold the write lock briefly.
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
+        try:
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            # Another process (``meetnow new`` beside a running server) may hold the write lock briefly.
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate()
+        except BaseException:
+            # aiosqlite's thread keeps the process alive until the connection is closed.
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._db is not None:

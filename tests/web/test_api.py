@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -101,3 +102,29 @@ async def test_minting_is_limited_per_address(client: TestClient, store: SqliteS
     response = await client.post("/api/meetings", json={})
     assert response.headers["Retry-After"] == "5" and "wait" in (await response.json())["error"]
     assert await _count(store) == 20
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"title": ' + "9" * 5000 + "}", "digits"),
+        ('{"e2ee": ' + "1" * 5000 + "}", "digits"),
+        ('{"title": ' + "[" * 30_000 + "]" * 30_000 + "}", "nested deeper"),
+        ("[" * 30_000, "nested deeper"),
+        ('{"title": "\\ud800"}', "surrogate"),
+        ('{"title": "a\\udc00b", "e2ee": false}', "surrogate"),
+        ('{"title": NaN}', "NaN"),
+        ('{"e2ee": 1e999}', "out of range"),
+        ('{"title": "a", "title": "b"}', "twice"),
+    ],
+)
+async def test_hostile_json_is_a_400_without_a_traceback(
+    client: TestClient, store: SqliteStore, body: str, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await client.post("/api/meetings", data=body,
+                                 headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error.startswith("body is not valid JSON: ") and message in error
+    assert await _count(store) == 0
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
