@@ -13,6 +13,7 @@ from meeting.service import MeetingService
 from meeting.session.host import Sessions
 
 from . import api, pages, recordings
+from .bodydeadline import body_deadline
 from .errors import error_pages
 from .keys import CONFIG, MEETINGS, MINT_LIMIT, RECORDINGS, SESSIONS, SOCKET_LIMITS
 from .limits import MINT_BURST, MINTS_PER_SECOND, SocketLimits
@@ -31,7 +32,9 @@ def create_app(config: Config, meetings: MeetingService, sessions: Sessions,
     On shutdown it closes every live session, so browsers hear the server is going away
     before their sockets drop.
     """
-    app = web.Application(middlewares=[error_pages], client_max_size=MAX_BODY)
+    # The body deadline sits inside the error pages, which render its 408 and 413.
+    app = web.Application(middlewares=[error_pages, body_deadline(config.server.body_timeout)],
+                          client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[MEETINGS] = meetings
     app[SESSIONS] = sessions

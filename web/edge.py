@@ -19,7 +19,6 @@ from meeting.logfmt import kv
 
 from .accesslog import RedactingAccessLogger
 from .aiohttp_shim import request_handlers
-from .bodydeadline import body_deadline
 from .connections import ConnectionGate, ConnectionLimits, listen
 from .security import edge_headers
 
@@ -54,8 +53,6 @@ class Edge:
     def __init__(self, app: web.Application, config: Config, open_files: int) -> None:
         self.config = config
         self.limits = connection_limits(config, open_files)
-        # After the error-page middleware, which renders the 408 and 413.
-        app.middlewares.append(body_deadline(config.server.body_timeout))
         self._handler_args = {
             "access_log_class": RedactingAccessLogger,
             # aiohttp closes a connection idle this long, from connecting or from its last

@@ -9,9 +9,10 @@ which refuses a message that does not fit it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Union
+
+from meeting import jsontext
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SDP_BYTES = 48 * 1024
@@ -178,9 +179,9 @@ def parse_message(text: str | bytes) -> ClientMessage:
     if len(text) > MAX_MESSAGE_BYTES:
         raise SignalingError("too-large", f"message over {MAX_MESSAGE_BYTES} bytes")
     try:
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise SignalingError("bad-json", "message is not valid JSON") from None
+        data = jsontext.loads(text)
+    except jsontext.JSONTextError as exc:
+        raise SignalingError("bad-json", f"message is not usable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SignalingError("bad-message", "message must be a JSON object")
     kind = data.pop("type", None)

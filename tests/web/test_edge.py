@@ -24,8 +24,8 @@ import aiohttp
 
 from meeting import ids
 from meeting.models import Meeting, Origin
-from meeting.recording_store import RECORDING, Recording
-from meeting.sqlite_store import SqliteStore
+from meeting.recording.model import RECORDING, Recording
+from meeting.store.sqlite import SqliteStore
 from tests.conftest import wait_for
 
 FLOOD = 1000
