@@ -100,6 +100,13 @@ async def test_lock_lobby_admit_remove(browser: Browser, client: TestClient, min
     await join_meeting(guest, local(client, minted.url), "Gus")
     await host.wait_for_selector("#people li:has-text('Gus') button:has-text('Remove')")
     assert await guest.is_hidden("#lock")  # guests have no host controls
+    # "Ask to mute" asks: Gus stays unmuted until he answers, and the host sees the answer.
+    await host.click("#people li:has-text('Gus') button:has-text('Ask to mute')")
+    prompt = await guest.wait_for_selector(".toast.prompt:has-text('Hana asks you to mute')")
+    assert await guest.get_attribute("#mute", "aria-pressed") == "true"
+    await prompt.eval_on_selector("button:has-text('Mute')", "b => b.click()")
+    assert await guest.get_attribute("#mute", "aria-pressed") == "false"
+    await host.wait_for_selector("#people li:has-text('Gus') .state:has-text('mic off')")
     await more(host, "Lock meeting")
     await guest.wait_for_selector("#locked-badge:not([hidden])")
 

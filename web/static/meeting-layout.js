@@ -7,14 +7,21 @@ const DEFAULT_ASPECT = 16 / 9;
 const ALONE_MAX_WIDTH = 480;  // someone alone sees a modest self view, not a wall of themselves
 
 /** The grid (cols x rows) that gives `count` tiles of shape `aspect` the largest size in
- *  a `width` x `height` box, and that tile size. */
+ *  a `width` x `height` box, and that tile size. A grid that runs against the box's shape
+ *  (a column in a wide window, a row in a tall one) must win by more than a tenth. */
 export function bestGrid(count, width, height, aspect = DEFAULT_ASPECT, gap = GAP) {
   let best = { cols: 1, rows: 1, w: 0, h: 0 };
+  let bestScore = 0;
   if (count < 1 || width <= 0 || height <= 0) return best;
   for (let cols = 1; cols <= count; cols += 1) {
     const rows = Math.ceil(count / cols);
     const w = Math.min((width - gap * (cols - 1)) / cols, ((height - gap * (rows - 1)) / rows) * aspect);
-    if (w > best.w + 0.5) best = { cols, rows, w, h: w / aspect };
+    const against = (width > height && rows > cols) || (height > width && cols > rows);
+    const score = against ? w * 0.9 : w;
+    if (score > bestScore + 0.5) {
+      best = { cols, rows, w, h: w / aspect };
+      bestScore = score;
+    }
   }
   best.w = Math.max(0, Math.floor(best.w));
   best.h = Math.max(0, Math.floor(best.h));

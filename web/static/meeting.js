@@ -18,11 +18,12 @@ const SVG = "http://www.w3.org/2000/svg";
 
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;  // no message for this long: the connection is dead
-const STEP_LIMIT_MS = 15000;     // one signaling step taking longer than this has hung
+const STEP_LIMIT_MS = 20000;     // one signaling step taking longer than this has hung
 const STATS_EVERY_MS = 400;
 const NOTICE_MS = 6000;
+const ARRIVAL_MS = 4000;         // "X joined" and "X left" go sooner than other notices
 const PROMPT_MS = 30000;
-const MAX_NOTICES = 3;
+const MAX_NOTICES = 2;
 const UNDECRYPTABLE_AFTER = 10;  // frames refused, none decrypted: that sender holds another key
 const NARROW = window.matchMedia("(max-width: 759px)");
 
@@ -223,13 +224,18 @@ function publishSender(source) {
  *  and the server connection alike; the old one is stopped (its light goes out). */
 async function swapLocalTrack(kind, track) {
   const old = kind === "audio" ? state.local.getAudioTracks()[0] : state.local.getVideoTracks()[0];
+  // The sender lets go of the old track, then takes the new one, before the old one stops:
+  // Chromium was seen to send nothing after a direct switch between two cameras.
+  const sender = publishSender(kind === "audio" ? "mic" : "camera");
+  if (sender) {
+    if (old && track) await sender.replaceTrack(null);
+    await sender.replaceTrack(track);
+  }
   if (old) {
     state.local.removeTrack(old);
     old.stop();
   }
   if (track) state.local.addTrack(track);
-  const sender = publishSender(kind === "audio" ? "mic" : "camera");
-  if (sender) await sender.replaceTrack(track);
   showPreview();
   refreshSelfTile();
   if (kind === "audio" && meterWanted()) meter.attach(track);
@@ -239,7 +245,7 @@ async function useDevice(kind, deviceId) {
   if (kind === "audiooutput") {
     state.prefs.speaker = deviceId;
     savePrefs(state.prefs);
-    for (const video of document.querySelectorAll(".tile:not(.self) video")) setSink(video);
+    for (const audio of document.querySelectorAll(".tile audio")) setSink(audio);
     return;
   }
   if (state.busy) return;
@@ -265,9 +271,9 @@ async function useDevice(kind, deviceId) {
   }
 }
 
-function setSink(video) {
-  if (canPickSpeaker && state.prefs.speaker && video.sinkId !== state.prefs.speaker) {
-    video.setSinkId(state.prefs.speaker).catch(() => {});
+function setSink(element) {
+  if (canPickSpeaker && state.prefs.speaker && element.sinkId !== state.prefs.speaker) {
+    element.setSinkId(state.prefs.speaker).catch(() => {});
   }
 }
 
@@ -297,11 +303,11 @@ function connect() {
   ws.onmessage = (event) => {
     state.lastMessage = Date.now();
     const message = JSON.parse(event.data);
-    enqueue(epoch, () => handle(message));
+    enqueue(epoch, () => handle(message), message.type);
   };
   // The close waits its turn too: a "meeting-ended" queued behind an offer must be seen
   // before the page decides the connection was lost and rejoins.
-  ws.onclose = () => enqueue(epoch, () => { if (state.ws === ws) lostConnection(); });
+  ws.onclose = () => enqueue(epoch, () => { if (state.ws === ws) lostConnection(); }, "close");
   stopTimers();
   state.timers.push(setInterval(() => {
     if (Date.now() - state.lastMessage > SILENCE_LIMIT_MS) ws.close();
@@ -309,18 +315,16 @@ function connect() {
   }, PING_EVERY_MS));
 }
 
-function enqueue(epoch, step) {
+function enqueue(epoch, step, what) {
   state.chain = state.chain.then(() => {
     if (epoch !== state.epoch) return undefined;
     let timer;
     const hung = new Promise((resolve) => { timer = setTimeout(() => resolve("hung"), STEP_LIMIT_MS); });
+    // A step that never finishes must not hold every later message (a "meeting-ended", the
+    // socket's close): after a while the chain carries on without it.
     return Promise.race([Promise.resolve().then(step), hung]).then((result) => {
       clearTimeout(timer);
-      // A step that never finishes would hold every later message: start over instead.
-      if (result === "hung" && epoch === state.epoch && state.ws) {
-        console.warn("signaling step hung; reconnecting");
-        lostConnection();
-      }
+      if (result === "hung") console.warn(`signaling step hung (${what}); carrying on`);
     });
   }).catch((err) => console.error("signaling", err));
 }
@@ -490,7 +494,11 @@ function attachRemoteMedia() {
   const { camera, screens } = receivedTracks();
   for (const [id, entry] of state.participants) {
     if (id === state.you.id) continue;
-    setTracks(entry.tile.querySelector("video"), camera.get(id) || []);
+    // Sound plays from its own element: a video element waiting for a first frame (camera
+    // off) would hold the sound back with it.
+    const tracks = camera.get(id) || [];
+    setTracks(entry.tile.querySelector("video"), tracks.filter((t) => t.kind === "video"));
+    setTracks(entry.tile.querySelector("audio"), tracks.filter((t) => t.kind === "audio"));
   }
   for (const id of [...state.screens.keys()]) {
     if (!screens.has(id) || !state.participants.has(id)) removeScreenTile(id);
@@ -563,9 +571,8 @@ function makeTile(key, { self = false, screen = false } = {}) {
   const video = document.createElement("video");
   video.autoplay = true;
   video.playsInline = true;
-  video.muted = self || screen;  // never play our own microphone back; screens carry no sound
+  video.muted = true;  // sound has an element of its own; never our own microphone back
   for (const type of ["loadedmetadata", "resize"]) video.addEventListener(type, relayout);
-  if (!self && !screen) setSink(video);
   const avatar = document.createElement("div");
   avatar.className = "avatar";
   avatar.setAttribute("aria-hidden", "true");
@@ -588,6 +595,12 @@ function makeTile(key, { self = false, screen = false } = {}) {
     actions.append(iconButton("full", "Full screen", () => tileFullscreen(tile), "full"));
   }
   tile.append(video, avatar, note, label, actions);
+  if (!self && !screen) {
+    const audio = document.createElement("audio");
+    audio.autoplay = true;
+    setSink(audio);
+    tile.append(audio);
+  }
   if (!screen) {
     const quality = document.createElement("span");
     quality.className = "quality";
@@ -627,15 +640,12 @@ function showOwnScreen() {
     tile.classList.add("presenting");
     tile.querySelector(".name-text").textContent = "Your screen";
     tile.querySelector(".tile-actions").remove();
-    const note = tile.querySelector(".tile-note");
-    note.hidden = false;
-    note.textContent = "You are presenting to everyone.";
-    const stop = document.createElement("button");
-    stop.type = "button";
-    stop.className = "stop-share";
-    stop.textContent = "Stop presenting";
-    stop.addEventListener("click", () => stopScreen(true));
-    note.after(stop);
+    const card = document.createElement("div");
+    card.className = "presenting-card";
+    const words = document.createElement("p");
+    words.textContent = "You are presenting to everyone";
+    card.append(icon("screen"), words, button("Stop presenting", () => stopScreen(true), "danger"));
+    tile.append(card);
     state.ownScreenTile = tile;
   } else if (!state.screen && state.ownScreenTile) {
     state.ownScreenTile.remove();
@@ -770,7 +780,7 @@ function addParticipant(info, announce) {
   }
   updateParticipant(info);
   if (announce) {
-    notice(`${info.name} joined.`);
+    notice(`${info.name} joined.`, [], ARRIVAL_MS);
     chat.system(`${info.name} joined`);
   }
   if (state.pc && state.slots.length) attachRemoteMedia();
@@ -857,7 +867,7 @@ function removeParticipant(id, announce) {
   if (state.speaker === id) state.speaker = null;
   $("people-count").textContent = state.participants.size ? String(state.participants.size) : "";
   if (announce) {
-    notice(`${entry.info.name} left.`);
+    notice(`${entry.info.name} left.`, [], ARRIVAL_MS);
     chat.system(`${entry.info.name} left`);
   }
   if (state.pc) attachRemoteMedia();
@@ -1063,7 +1073,7 @@ function ended(text) {
 
 /** A short message under the header (in the page's flow, so it never covers a tile).
  *  With actions ([label, fn] pairs) it stays until one is chosen. */
-function notice(text, actions = []) {
+function notice(text, actions = [], lasts = NOTICE_MS) {
   const box = $("notices");
   const item = document.createElement("div");
   item.className = "toast";
@@ -1079,7 +1089,7 @@ function notice(text, actions = []) {
   }
   box.append(item);
   while (box.children.length > MAX_NOTICES) box.firstElementChild.remove();
-  setTimeout(done, actions.length ? PROMPT_MS : NOTICE_MS);
+  setTimeout(done, actions.length ? PROMPT_MS : lasts);
   relayout();
   return item;
 }
@@ -1347,6 +1357,7 @@ window.meetnow = {
   get pc() { return state.pc; },
   get slots() { return state.slots; },
   get participants() { return state.participants; },
+  get layoutPending() { return Boolean(layoutFrame); },
 };
 
 updateToggles();
