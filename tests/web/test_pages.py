@@ -36,6 +36,7 @@ async def test_unknown_meeting_is_a_plain_404_that_reveals_nothing(client: TestC
         html = await response.text()
         assert "Not found" in html
         assert unknown not in html and "short" not in html
+        assert "Ask whoever sent it for the link again" in html and 'href="/"' in html  # what to do next
 
 
 async def test_healthz(client: TestClient) -> None:
