@@ -20,6 +20,15 @@ from tests.web.test_browser_meeting import frames_keep_rising, join_meeting
 
 pytestmark = pytest.mark.browser
 
+# The recording badge sits whole inside the header and nothing covers it.
+BADGE_IN_HEADER = """() => {
+  const bar = document.querySelector(".bar").getBoundingClientRect();
+  const badge = document.getElementById("recording-badge");
+  const r = badge.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return r.height > 0 && r.height < 32 && r.top >= bar.top && r.bottom <= bar.bottom && r.right <= bar.right
+    && hit === badge;
+}"""
 LONG_URL = "https://example.org/" + "a-very-long-path-segment/" * 16 + "?q=" + "x" * 120
 
 
@@ -85,6 +94,7 @@ async def test_four_people_at_desktop_and_phone_size_through_recording_sharing_l
     for size in (DESKTOP, PHONE):
         await hana.set_viewport_size(size)
         assert await hana.eval_on_selector(".bar", "el => el.getBoundingClientRect().height") <= 48
+        assert await hana.evaluate(BADGE_IN_HEADER), size
     await hana.set_viewport_size(DESKTOP)
     for control in ("#record", "#leave"):
         box = await hana.eval_on_selector(control, "el => el.getBoundingClientRect().bottom")
