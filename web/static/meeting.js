@@ -510,7 +510,7 @@ function attachRemoteMedia() {
       tile = makeTile(`screen:${id}`, { screen: true });
       state.screens.set(id, tile);
       state.screenOrder.push(id);
-      tile.querySelector(".name-text").textContent = `${nameOf(id)}'s screen`;
+      labelTile(tile, `${nameOf(id)}'s screen`);
     }
     setTracks(tile.querySelector("video"), [track]);
   }
@@ -591,7 +591,7 @@ function makeTile(key, { self = false, screen = false } = {}) {
   actions.append(iconButton("pin", "Pin", () => pin(key), "pin"));
   if (self && !screen) {
     actions.append(iconButton("self", "Hide self view", () => setSelfHidden(true), "hide-self"));
-  } else {
+  } else if (document.fullscreenEnabled) {  // no dead buttons where a browser has no full screen
     actions.append(iconButton("full", "Full screen", () => tileFullscreen(tile), "full"));
   }
   tile.append(video, avatar, note, label, actions);
@@ -806,7 +806,7 @@ function updateParticipant(info) {
   renderRow(entry, info, isSelf, micOff, camOff);
   $("people-count").textContent = String(state.participants.size);
   const screen = state.screens.get(info.id);
-  if (screen) screen.querySelector(".name-text").textContent = `${info.name}'s screen`;
+  if (screen) labelTile(screen, `${info.name}'s screen`);
   if (state.pc) attachRemoteMedia();
 }
 
