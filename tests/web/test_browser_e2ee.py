@@ -123,6 +123,9 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     # Cat is told plainly why the tiles are empty, and the others see whose media fails.
     assert "your link has no key" in await cat.text_content("#e2ee-banner")
     assert await cat.eval_on_selector_all(".tile.undecryptable:not(.self)", "els => els.length") == 2
+    # Ciphertext decoded as sound is noise: Cat's page plays none, and marks no one speaking.
+    assert await cat.eval_on_selector_all(".tile audio", "els => els.length === 2 && els.every(a => !a.srcObject)")
+    assert await cat.eval_on_selector_all(".tile.speaking:not(.self)", "els => els.length") == 0
     for holder in (ann, ben):
         note = await holder.wait_for_selector(".tile.undecryptable:has-text('Cat') .tile-note", timeout=10000)
         assert "Can't decrypt Cat's video and sound" in await note.text_content()

@@ -498,7 +498,8 @@ function attachRemoteMedia() {
     // off) would hold the sound back with it.
     const tracks = camera.get(id) || [];
     setTracks(entry.tile.querySelector("video"), tracks.filter((t) => t.kind === "video"));
-    setTracks(entry.tile.querySelector("audio"), tracks.filter((t) => t.kind === "audio"));
+    // Without the key, encrypted sound decodes to noise: play none.
+    setTracks(entry.tile.querySelector("audio"), keyless() ? [] : tracks.filter((t) => t.kind === "audio"));
   }
   for (const id of [...state.screens.keys()]) {
     if (!screens.has(id) || !state.participants.has(id)) removeScreenTile(id);
@@ -888,6 +889,7 @@ async function readStats() {
   if (pc !== state.pc) return;
   let loudest = null;
   for (const [id, level] of reading.levels) {
+    if (keyless() && id !== state.you.id) continue;  // levels of noise, not of speech
     if (level >= SPEAKING_LEVEL && (!loudest || level > reading.levels.get(loudest))) loudest = id;
   }
   for (const [id, entry] of state.participants) {
@@ -952,6 +954,11 @@ function checkDecrypts() {
     updateParticipant(entry.info);
   }
   if (changed) showE2eeBanner();
+}
+
+/** An end-to-end encrypted meeting joined from a link without its key. */
+function keyless() {
+  return encrypted && !state.e2ee;
 }
 
 function showE2eeBanner() {
