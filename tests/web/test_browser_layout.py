@@ -85,6 +85,25 @@ async def test_four_people_at_desktop_and_phone_size_through_recording_sharing_l
         "#tiles video", "els => els.map(v => getComputedStyle(v).objectFit)")) == {"contain"}
     await check_sizes([hana, ben], "four people")
 
+    # Pin makes one tile large; speaker view and a hidden self view hold the layout too.
+    await hana.hover(".tile:has-text('Syd')")
+    await hana.click(".tile:has-text('Syd') button[aria-label='Pin Syd']")
+    assert await hana.get_attribute(".tile:has-text('Syd') .pin", "aria-pressed") == "true"
+    boxes = await tile_boxes(hana)
+    [main] = [b for b in boxes if b["main"]]
+    assert main["name"] == "Syd" and all(main["w"] > 2 * b["w"] for b in boxes if not b["main"])
+    await check_sizes([hana], "pinned")
+    await hana.click(".tile:has-text('Syd') button[aria-label='Unpin Syd']")
+    await more(hana, "Speaker view")
+    assert await hana.get_attribute("#view-speaker", "aria-pressed") == "true"
+    assert sum(b["main"] for b in await tile_boxes(hana)) == 1
+    await more(hana, "Hide self view")
+    assert [b["name"] for b in await tile_boxes(hana) if b["self"]] == []
+    await check_sizes([hana], "speaker view, self hidden")
+    await more(hana, "Hide self view")
+    await more(hana, "Grid view")
+    assert len(await tile_boxes(hana)) == 4 and not any(b["main"] for b in await tile_boxes(hana))
+
     # Recording: the badge sits in the header, which keeps its height, and Stop recording and
     # Leave stay on screen at 1366x768.
     await hana.click("#record")
@@ -153,6 +172,9 @@ async def test_four_people_at_desktop_and_phone_size_through_recording_sharing_l
     assert await link.get_attribute("rel") == "noopener noreferrer"
     assert await ben.text_content("#messages li:last-child .text") == f"the notes: {LONG_URL} (see there)"
     assert not await layout_problems(ben)
+    # The history has room to read on a phone, and still leaves the video above it.
+    assert await ben.eval_on_selector("#messages", "el => el.clientHeight") >= 200
+    assert len(await tile_boxes(ben)) == 4
     await check_sizes([hana, ben], "chat open")
 
     await hana.click("#record")

@@ -512,6 +512,8 @@ function attachRemoteMedia() {
       state.screens.set(id, tile);
       state.screenOrder.push(id);
       labelTile(tile, `${nameOf(id)}'s screen`);
+      // A new presentation is shown large, whatever view was chosen before (a pin stays).
+      state.view = null;
     }
     setTracks(tile.querySelector("video"), [track]);
   }
