@@ -6,6 +6,7 @@
 import { arrange } from "./meeting-layout.js";
 import { Meter, acquire, canPickSpeaker, deviceOf, fillSelect, listDevices, loadPrefs, openTrack, savePrefs } from "./meeting-devices.js";
 import { ChatLog } from "./meeting-chat.js";
+import { Notices, button, flag, icon, iconButton } from "./meeting-ui.js";
 import { SPEAKING_LEVEL, StatsReader } from "./meeting-stats.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,16 +15,12 @@ const meetingId = app.dataset.meetingId;
 const encrypted = app.dataset.e2ee === "true";
 const fragment = new URLSearchParams(location.hash.slice(1));
 const HOST_STORE = `meetnow.host.${meetingId}`;
-const SVG = "http://www.w3.org/2000/svg";
 
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;  // no message for this long: the connection is dead
 const STEP_LIMIT_MS = 20000;     // one signaling step taking longer than this has hung
 const STATS_EVERY_MS = 400;
-const NOTICE_MS = 6000;
 const ARRIVAL_MS = 4000;         // "X joined" and "X left" go sooner than other notices
-const PROMPT_MS = 30000;
-const MAX_NOTICES = 2;
 const UNDECRYPTABLE_AFTER = 10;  // frames refused, none decrypted: that sender holds another key
 const NARROW = window.matchMedia("(max-width: 759px)");
 
@@ -69,6 +66,9 @@ const state = {
 const stats = new StatsReader();
 const meter = new Meter($("meter"));
 const chat = new ChatLog($("messages"), $("unread"), () => state.side === "chat");
+// Notices sit in the page's flow above the tiles: the tiles are laid out again around them.
+const notices = new Notices($("notices"), () => relayout());
+const notice = (text, actions, lasts) => notices.show(text, actions, lasts);
 
 // Why a recording stopped (the server's reason codes), as people read it.
 const RECORDING_STOPPED = {
@@ -543,28 +543,6 @@ function serverError(message) {
 
 // ---------------------------------------------------------------- tiles
 
-function icon(name, className = "icon") {
-  const svg = document.createElementNS(SVG, "svg");
-  svg.setAttribute("class", className);
-  svg.setAttribute("aria-hidden", "true");
-  svg.setAttribute("focusable", "false");
-  const use = document.createElementNS(SVG, "use");
-  use.setAttribute("href", `#i-${name}`);
-  svg.append(use);
-  return svg;
-}
-
-function iconButton(name, label, onClick, className) {
-  const el = document.createElement("button");
-  el.type = "button";
-  el.className = className;
-  el.setAttribute("aria-label", label);
-  el.title = label;
-  el.append(icon(name));
-  el.addEventListener("click", onClick);
-  return el;
-}
-
 function makeTile(key, { self = false, screen = false } = {}) {
   const tile = document.createElement("div");
   tile.className = "tile";
@@ -813,18 +791,6 @@ function updateParticipant(info) {
   if (state.pc) attachRemoteMedia();
 }
 
-function flag(name, text, className = "flag") {
-  const el = document.createElement("span");
-  el.className = className;
-  el.title = text;
-  el.append(icon(name));
-  const words = document.createElement("span");
-  words.className = "visually-hidden";
-  words.textContent = text;
-  el.append(words);
-  return el;
-}
-
 function renderRow(entry, info, isSelf, micOff, camOff) {
   const row = entry.row;
   row.replaceChildren();
@@ -848,15 +814,6 @@ function renderRow(entry, info, isSelf, micOff, camOff) {
     row.append(button("Ask to mute", () => send({ type: "ask-mute", id: info.id })));
     row.append(button("Remove", () => send({ type: "remove", id: info.id })));
   }
-}
-
-function button(text, onClick, className = "") {
-  const el = document.createElement("button");
-  el.type = "button";
-  el.textContent = text;
-  if (className) el.className = className;
-  el.addEventListener("click", onClick);
-  return el;
 }
 
 function removeParticipant(id, announce) {
@@ -1076,31 +1033,6 @@ function ended(text) {
   show("left");
   $("left-message").textContent = text;
   setStatus("");
-}
-
-// ---------------------------------------------------------------- notices
-
-/** A short message under the header (in the page's flow, so it never covers a tile).
- *  With actions ([label, fn] pairs) it stays until one is chosen. */
-function notice(text, actions = [], lasts = NOTICE_MS) {
-  const box = $("notices");
-  const item = document.createElement("div");
-  item.className = "toast";
-  const words = document.createElement("span");
-  words.textContent = text;
-  item.append(words);
-  const done = () => {
-    item.remove();
-    relayout();
-  };
-  for (const [label, act] of actions) {
-    item.append(button(label, () => { act(); done(); }));
-  }
-  box.append(item);
-  while (box.children.length > MAX_NOTICES) box.firstElementChild.remove();
-  setTimeout(done, actions.length ? PROMPT_MS : lasts);
-  relayout();
-  return item;
 }
 
 // ---------------------------------------------------------------- chat
