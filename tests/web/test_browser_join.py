@@ -138,6 +138,13 @@ async def test_invite_link_holds_the_key_but_no_host_key_and_joins_as_a_guest(
     hosts = {p.name: p.is_host for p in room.participants.values()}
     assert hosts == {"Hana": True, "Gus": False}
 
+    # A host link with a wrong key: told so, a guest, and the key is not kept for next time.
+    wrong = await new_page(browser)
+    await join_meeting(wrong, local(client, minted.url) + f"#host={ids.new_host_key()}&key={key}", "Wes")
+    await wrong.wait_for_selector(".toast:has-text('This host link is not valid')")
+    assert await wrong.get_attribute("#more-menu .host-only", "hidden") is not None
+    assert await wrong.evaluate("() => Object.keys(sessionStorage).length") == 0
+
 
 async def inbound_from(page: Page, name: str) -> dict[str, float]:
     """Frames and audio energy this page received from the participant called ``name``."""

@@ -102,6 +102,15 @@ function takeHostKey() {
   }
 }
 
+function forgetHostKey() {
+  state.hostKey = null;
+  try {
+    sessionStorage.removeItem(HOST_STORE);
+  } catch (err) {
+    // Nothing was stored.
+  }
+}
+
 /** The link to give guests: this meeting, plus the end-to-end key where there is one. */
 function inviteLink() {
   const key = fragment.get("key");
@@ -392,6 +401,7 @@ function welcome(message) {
   state.retries = 0;
   state.you = message.you;
   state.resume = message.resume;
+  if (state.hostKey && !message.you.host) forgetHostKey();  // refused (the server said why)
   setStatus("");
   show("room");
   state.pc = newPeerConnection(message.ice_servers);
