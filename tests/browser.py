@@ -16,7 +16,8 @@ CHROMIUM = os.environ.get("MEETNOW_CHROMIUM") or next(
 
 CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
+    # Two fake cameras (and the default three microphones), so device pickers can be tried.
+    "--use-fake-device-for-media-stream=device-count=2",
     "--autoplay-policy=no-user-gesture-required",
     "--allow-loopback-in-peer-connection",
     "--no-sandbox",

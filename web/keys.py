@@ -11,6 +11,7 @@ from meeting.service import MeetingService
 from meeting.session.host import Sessions
 
 from .limits import SocketLimits
+from .poster import PosterCache
 
 CONFIG = web.AppKey("config", Config)
 MEETINGS = web.AppKey("meetings", MeetingService)
@@ -18,3 +19,4 @@ SESSIONS = web.AppKey("sessions", Sessions)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 MINT_LIMIT = web.AppKey("mint_limit", KeyedLimiter)
 SOCKET_LIMITS = web.AppKey("socket_limits", SocketLimits)
+POSTERS = web.AppKey("posters", PosterCache)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
 
 from .keys import CONFIG, MEETINGS
+
+if TYPE_CHECKING:
+    from meeting.models import Meeting
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -31,7 +34,10 @@ async def home(request: web.Request) -> web.Response:
 
 
 async def meeting_page(request: web.Request) -> web.Response:
-    """The meeting page: title and pre-join form; 404 page for anything unknown."""
+    """The meeting page: title and pre-join form; 404 page for anything unknown.
+
+    Whether the meeting is being recorded is on the page, so people know before joining.
+    """
     meeting = await request.app[MEETINGS].get(request.match_info["meeting_id"])
     if meeting is None:
         raise web.HTTPNotFound()
@@ -40,7 +46,16 @@ async def meeting_page(request: web.Request) -> web.Response:
         "meeting.html",
         meeting=meeting,
         max_participants=config.media.max_participants,
+        recording_active=_recording_active(request, meeting),
     )
+
+
+def _recording_active(request: web.Request, meeting: Meeting) -> bool:
+    # Imported here: web.recordings renders its pages with this module's render().
+    from .recordings import RECORDINGS
+
+    service = request.app.get(RECORDINGS)
+    return bool(service is not None and service.status(meeting).active)
 
 
 async def healthz(request: web.Request) -> web.Response:

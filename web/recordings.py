@@ -5,17 +5,21 @@
 - ``GET /r/{recording_id}``: the page (player, download link, title, length, expiry and
   who spoke when); 404 for unknown ids, 410 once deleted;
 - ``GET /r/{recording_id}/video``: the file itself, with Range support (seeking), served
-  by id only: the recordings folder is never exposed.
+  by id only: the recordings folder is never exposed;
+- ``GET /r/{recording_id}/poster.jpg``: a still from the middle of the file, shown by the
+  player before it plays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 from urllib.parse import quote
 
+import av
 from aiohttp import web
 
 from meeting import ids
@@ -24,17 +28,22 @@ from meeting.recording.service import RecordingRefused, RecordingService
 
 from .api import BadRequest, read_json_object
 from .errors import json_error
-from .keys import MEETINGS, RECORDINGS, SESSIONS
+from .keys import CONFIG, MEETINGS, POSTERS, RECORDINGS, SESSIONS
 from .pages import render
+from .poster import PosterCache, PosterError
+
+log = logging.getLogger(__name__)
 
 REFUSED_STATUS = {"e2ee": 409, "empty": 409, "disk": 507}
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9 ._-]+")
 
 
 def add_routes(app: web.Application) -> None:
+    app[POSTERS] = PosterCache()
     app.router.add_post("/api/meetings/{meeting_id}/recording", recording_action)
     app.router.add_get("/r/{recording_id}", recording_page)
     app.router.add_get("/r/{recording_id}/video", recording_video)
+    app.router.add_get("/r/{recording_id}/poster.jpg", recording_poster)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -81,7 +90,11 @@ async def _find(request: web.Request) -> tuple[Recording, RecordingService]:
 
 
 async def recording_page(request: web.Request) -> web.Response:
-    """The recording's page, or why there is none: being prepared, failed, deleted (410)."""
+    """The recording's page, or why there is none: being prepared, failed, deleted (410).
+
+    Dates are written in UTC and carry a machine-readable ``datetime`` for the page's script
+    to show in the viewer's own time zone; the meeting's page is linked for the way back.
+    """
     recording, service = await _find(request)
     meeting = await request.app[MEETINGS].store.get_meeting(recording.meeting_id)
     title = meeting.title if meeting is not None else "Meeting"
@@ -93,9 +106,14 @@ async def recording_page(request: web.Request) -> web.Response:
         state=recording.state,
         length=format_length(recording.duration) if recording.duration else "",
         made=recording.started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        made_iso=recording.started_at.isoformat(timespec="seconds"),
         until=recording.expires_at.date().isoformat(),
+        until_iso=recording.expires_at.isoformat(timespec="seconds"),
         deleted_on=recording.deleted_at.date().isoformat() if recording.deleted_at else "",
+        retention_days=request.app[CONFIG].recordings.retention_days,
+        meeting_url=f"/m/{meeting.id}" if meeting is not None else "",
         video_url=f"/r/{recording.id}/video",
+        poster_url=f"/r/{recording.id}/poster.jpg",
         timeline=recording.timeline,
         timeline_json=json.dumps({"duration": recording.duration or 0, "speakers": recording.timeline}),
         format_time=format_time,
@@ -121,6 +139,23 @@ async def recording_video(request: web.Request) -> web.StreamResponse:
         response.headers["Content-Disposition"] = (
             f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}")
     return response
+
+
+async def recording_poster(request: web.Request) -> web.StreamResponse:
+    """A still from the middle of the composed file (JPEG), made once and kept in memory."""
+    recording, service = await _find(request)
+    if recording.state == DELETED:
+        raise web.HTTPGone()
+    path = service.folder / recording.id / recording.file if recording.state == READY and recording.file else None
+    if path is None or not await _is_file(path):
+        raise web.HTTPNotFound()
+    try:
+        poster = await request.app[POSTERS].get(recording.id, path, recording.duration or 0.0)
+    except (PosterError, av.error.FFmpegError, OSError):
+        log.warning("no poster for recording %s", ids.short(recording.id))
+        raise web.HTTPNotFound() from None
+    return web.Response(body=poster, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
 
 
 async def _is_file(path: Path) -> bool:

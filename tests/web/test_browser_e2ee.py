@@ -121,11 +121,36 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
           && r.kind === 'video') n += r.framesEncoded || 0; }); return n; }""")
     assert ann_frames > 20
 
+    # Cat is told plainly why the tiles are empty, and the others see whose media fails.
+    assert "your link has no key" in await cat.text_content("#e2ee-banner")
+    assert await cat.eval_on_selector_all(".tile.undecryptable:not(.self)", "els => els.length") == 2
+    # Ciphertext decoded as sound is noise: Cat's page plays none, and marks no one speaking.
+    assert await cat.eval_on_selector_all(".tile audio", "els => els.length === 2 && els.every(a => !a.srcObject)")
+    assert await cat.eval_on_selector_all(".tile.speaking:not(.self)", "els => els.length") == 0
+    for holder in (ann, ben):
+        note = await holder.wait_for_selector(".tile.undecryptable:has-text('Cat') .tile-note", timeout=10000)
+        assert "Can't decrypt Cat's video and sound" in await note.text_content()
+        assert await holder.is_hidden("#e2ee-banner")  # the key holders' own key is fine
+        assert await holder.eval_on_selector_all(".tile.undecryptable", "els => els.length") == 1
+
     # The chat is encrypted as well: the server relays ciphertext only.
+    for page in (ann, ben, cat):
+        await page.click("#chat-toggle")
     await ann.fill("#message", "the plan is secret")
     await ann.click("button:has-text('Send')")
     await ben.wait_for_selector("#messages li .text:has-text('the plan is secret')")
     await cat.wait_for_selector("#messages li .text:has-text('cannot read')")
+
+    # With a key that is not the meeting's, Cat is told the key is wrong, not shown grey tiles.
+    await cat.click("#leave")
+    await cat.goto("about:blank")  # a new fragment alone would not load the page again
+    await cat.goto(f"{link}#key={ids.new_media_key()}")
+    await cat.fill("#name", "Cat")
+    await cat.click("button:has-text('Join')")
+    banner = await cat.wait_for_selector("#e2ee-banner:not([hidden])", timeout=15000)
+    assert "The key in your link is not the one the others here use" in await banner.text_content()
+    await ann.wait_for_selector(".tile.undecryptable:has-text('Cat')", timeout=10000)
+    assert await ann.is_hidden("#e2ee-banner")
 
 
 async def test_the_same_tap_decodes_a_plain_meeting(

@@ -9,6 +9,7 @@ from playwright.async_api import Browser, Page, Request
 from meeting.models import Origin
 from meeting.service import MeetingService, MintedMeeting
 from tests.conftest import room_of, wait_for
+from tests.web.meeting_page import more
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, names_shown, new_page
 
 pytestmark = pytest.mark.browser
@@ -50,19 +51,21 @@ async def test_screen_share_chat_and_active_speaker(browser: Browser, client: Te
 
     # Screen share: a new, large video for the others, with frames decoding.
     await ann.click("button:has-text('Share screen')")
-    await ben.wait_for_selector("#stage:not([hidden])")
-    assert "Ann is sharing their screen" == await ben.text_content("#stage-name")
+    await ben.wait_for_selector(".tile.screen:not(.self)")
+    assert "Ann's screen" == await ben.text_content(".tile.screen .name-text")
     await wait_for(lambda: _positive(ben.evaluate(STAGE_FRAMES)), timeout=8, interval=0.1)
     first = await ben.evaluate(STAGE_FRAMES)
     await wait_for(lambda: _above(ben.evaluate(STAGE_FRAMES), first + 5), timeout=5, interval=0.1)
-    stage = await ben.eval_on_selector("#stage", "el => el.getBoundingClientRect().width")
-    tile = await ben.eval_on_selector(".tile:not(.self)", "el => el.getBoundingClientRect().width")
+    stage = await ben.eval_on_selector(".tile.screen", "el => el.getBoundingClientRect().width")
+    tile = await ben.eval_on_selector(".tile:not(.self):not(.screen)", "el => el.getBoundingClientRect().width")
     assert stage > tile
     await ann.click("button:has-text('Stop sharing')")
-    await ben.wait_for_selector("#stage", state="hidden")
+    await ben.wait_for_selector(".tile.screen", state="detached")
     await frames_keep_rising(ben, 1)  # the camera grid is back and still live
 
     # Chat: name, time, and the text shown as text.
+    await ben.click("#chat-toggle")
+    await ann.click("#chat-toggle")
     hostile = '<img src=x onerror="document.title=\'pwned\'"><b>hi</b>'
     await ann.fill("#message", hostile)
     await ann.click("button:has-text('Send')")
@@ -97,7 +100,14 @@ async def test_lock_lobby_admit_remove(browser: Browser, client: TestClient, min
     await join_meeting(guest, local(client, minted.url), "Gus")
     await host.wait_for_selector("#people li:has-text('Gus') button:has-text('Remove')")
     assert await guest.is_hidden("#lock")  # guests have no host controls
-    await host.click("button:has-text('Lock meeting')")
+    # "Ask to mute" asks: Gus stays unmuted until he answers, and the host sees the answer.
+    await host.click("#people li:has-text('Gus') button:has-text('Ask to mute')")
+    prompt = await guest.wait_for_selector(".toast.prompt:has-text('Hana asks you to mute')")
+    assert await guest.get_attribute("#mute", "aria-pressed") == "true"
+    await prompt.eval_on_selector("button:has-text('Mute')", "b => b.click()")
+    assert await guest.get_attribute("#mute", "aria-pressed") == "false"
+    await host.wait_for_selector("#people li:has-text('Gus') .state:has-text('mic off')")
+    await more(host, "Lock meeting")
     await guest.wait_for_selector("#locked-badge:not([hidden])")
 
     newcomer = await new_page(browser)
@@ -125,7 +135,7 @@ async def test_lock_lobby_admit_remove(browser: Browser, client: TestClient, min
     await host.wait_for_selector("#lobby li:has-text('Gus')")
 
     host.on("dialog", lambda dialog: dialog.accept())
-    await host.click("button:has-text('End meeting for all')")
+    await more(host, "End meeting for all")
     for page in (newcomer, guest, host):
         await page.wait_for_selector("#left:not([hidden])")
     assert "ended" in await newcomer.text_content("#left-message")

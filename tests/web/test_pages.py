@@ -3,6 +3,7 @@ from aiohttp.test_utils import TestClient
 from meeting import ids
 from meeting.models import Origin
 from meeting.service import MeetingService
+from tests.web.test_record_pages import assert_strict_page
 from web.security import SECURITY_HEADERS
 
 
@@ -26,6 +27,8 @@ async def test_meeting_page_shows_escaped_title_and_prejoin_form(
     assert '<label for="name">Your name</label>' in html
     assert ">Join</button>" in html
     assert response.headers["Cache-Control"] == "no-store"
+    assert_strict_page(html)  # icons are inline SVG; no inline script or style, nothing external
+    assert 'data-recording="false"' in html
 
 
 async def test_unknown_meeting_is_a_plain_404_that_reveals_nothing(client: TestClient) -> None:
@@ -36,6 +39,7 @@ async def test_unknown_meeting_is_a_plain_404_that_reveals_nothing(client: TestC
         html = await response.text()
         assert "Not found" in html
         assert unknown not in html and "short" not in html
+        assert "Ask whoever sent it for the link again" in html and 'href="/"' in html  # what to do next
 
 
 async def test_healthz(client: TestClient) -> None:

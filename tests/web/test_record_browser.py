@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from array import array
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import av
 import pytest
@@ -119,5 +120,26 @@ async def test_two_people_record_a_meeting_and_get_one_composed_file_and_its_lin
             speakers = await ben.eval_on_selector_all(".speaker-name", "els => els.map(e => e.textContent)")
             assert set(speakers) <= {"Ann", "Ben"} and speakers
             assert len(notifier.ready) == 1
+
+            # Before it plays, the player shows a still of the meeting, not a black box; the
+            # timeline has a time scale; times are the viewer's own (here in Auckland).
+            viewer = await (await browser.new_context(timezone_id="Pacific/Auckland")).new_page()
+            await viewer.goto(str(client.make_url(f"/r/{recording_id}")))
+            poster = await viewer.evaluate("""() => new Promise((resolve) => {
+                const img = new Image();
+                img.onload = () => resolve([img.naturalWidth, img.naturalHeight]);
+                img.onerror = () => resolve(null);
+                img.src = document.getElementById("player").poster; })""")
+            assert poster == [640, 360]
+            ticks = await viewer.eval_on_selector_all(".scale .tick", "els => els.map(e => e.textContent)")
+            assert ticks[0] == "0:00" and len(ticks) >= 2
+            shown = await viewer.text_content("#recorded-at")
+            expected = recording.started_at.astimezone(ZoneInfo("Pacific/Auckland"))
+            assert "UTC" not in shown and str(expected.year) in shown
+            assert await viewer.get_attribute("#recorded-at", "title") == recording.started_at.strftime("%Y-%m-%d %H:%M UTC")
+            local_hour = await viewer.evaluate("""() => new Date(document.getElementById("recorded-at")
+                .getAttribute("datetime")).toLocaleString("en-GB", {hour: "2-digit", hour12: false})""")
+            assert int(local_hour) == expected.hour
+            assert await viewer.get_attribute("#back", "href") == f"/m/{minted.meeting.id}"
         finally:
             await service.close()

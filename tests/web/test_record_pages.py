@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import AsyncIterator
 
+import av
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -112,9 +114,34 @@ async def test_recording_page_shows_player_download_length_expiry_and_who_spoke(
     assert_strict_page(html)
     assert "<h1 id=\"recording-title\">Retro</h1>" in html
     assert f'src="/r/{recording.id}/video"' in html and f'href="/r/{recording.id}/video?download=1"' in html
-    assert "available until 2026-03-31" in html and "2 s" in html
+    assert "available until <time class=\"local-date\" datetime=\"2026-03-31T09:30:00+00:00\">2026-03-31</time>" in html
+    assert "2 s" in html
+    # Times carry a machine-readable moment for the viewer's own zone; a poster frame instead
+    # of a black box; the way back to the meeting.
+    assert '<time id="recorded-at" class="local-time" datetime="2026-03-01T09:30:00+00:00">2026-03-01 09:30 UTC</time>' in html
+    assert f'poster="/r/{recording.id}/poster.jpg"' in html
+    assert f'href="/m/{recording.meeting_id}">Back to the meeting</a>' in html
     assert "Ann &lt;b&gt;" in html and "Ann <b>" not in html  # names are text
     assert 'data-start="0.2"' in html
+
+
+async def test_poster_is_a_still_from_the_recording(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService) -> None:
+    recording = await ready_recording(config, store, meetings)
+    response = await server.get(f"/r/{recording.id}/poster.jpg")
+    assert response.status == 200 and response.content_type == "image/jpeg"
+    body = await response.read()
+    assert body[:2] == b"\xff\xd8"  # a JPEG
+    with av.open(io.BytesIO(body)) as container:
+        [picture] = list(container.decode(video=0))
+    assert (picture.width, picture.height) == (640, 360)
+    plane = bytes(picture.planes[0])
+    assert max(plane) - min(plane) > 40  # a picture, not a flat colour
+    assert (await server.get(f"/r/{recording.id}/poster.jpg")).status == 200  # from the cache
+    assert (await server.get(f"/r/{ids.new_id()}/poster.jpg")).status == 404
+    (Path(config.recordings.folder) / recording.id / "recording.mp4").write_bytes(b"not a video")
+    broken = await server.get(f"/r/{recording.id}/poster.jpg")
+    assert broken.status == 404 and "Traceback" not in await broken.text()
 
 
 async def test_recording_file_is_served_with_ranges(
@@ -177,7 +204,12 @@ async def test_sweeper_reminds_once_then_deletes_at_day_30_not_29_and_the_page_s
     tombstone = await store.get_recording(recording.id)
     assert tombstone is not None and tombstone.state == "deleted" and tombstone.timeline == []
     page = await server.get(f"/r/{recording.id}")
-    assert page.status == 410 and "deleted on 2026-03-31" in await page.text()
+    gone = await page.text()
+    assert page.status == 410 and "deleted on 2026-03-31" in gone
+    # It says what to do next, and where the meeting is.
+    assert "recordings are kept for 30 days" in gone and "ask the meeting's host" in gone
+    assert f'href="/m/{recording.meeting_id}"' in gone
+    assert (await server.get(f"/r/{recording.id}/poster.jpg")).status == 410
     assert (await server.get(f"/r/{recording.id}/video")).status == 410
     assert (await sweeper.sweep()).deleted == 0
     assert len(notifier.expiring) == 1

@@ -13,6 +13,24 @@ let keyPromise = null;
 // everyone in a permanent meeting, no two senders may ever produce the same IV.
 const salt = crypto.getRandomValues(new Uint8Array(8));
 let counter = 0;
+// Per receiving m-line: frames decrypted and frames refused, told to the page once a second
+// while they change, so it can say plainly when a link's key is not the meeting's.
+const decrypts = new Map();
+const REPORT_EVERY_MS = 1000;
+let reportTimer = 0;
+
+function count(id, ok) {
+  const entry = decrypts.get(id) || { ok: 0, failed: 0 };
+  if (ok) entry.ok += 1;
+  else entry.failed += 1;
+  decrypts.set(id, entry);
+  if (!reportTimer) {
+    reportTimer = setTimeout(() => {
+      reportTimer = 0;
+      for (const [key, value] of decrypts) postMessage({ type: "decrypts", id: key, ...value });
+    }, REPORT_EVERY_MS);
+  }
+}
 
 function clearBytes(frame, kind) {
   if (kind === "audio") return 1;
@@ -36,10 +54,13 @@ async function encrypt(frame, controller, kind) {
   controller.enqueue(frame);
 }
 
-async function decrypt(frame, controller, kind) {
+async function decrypt(frame, controller, kind, id) {
   const data = new Uint8Array(frame.data);
   const n = clearBytes(frame, kind);
-  if (data.length < n + TAG_BYTES + IV_BYTES) return;  // not ours: drop, never feed the decoder
+  if (data.length < n + TAG_BYTES + IV_BYTES) {  // not ours: drop, never feed the decoder
+    count(id, false);
+    return;
+  }
   try {
     const plain = await crypto.subtle.decrypt(
       { name: "AES-GCM", iv: data.subarray(data.length - IV_BYTES), additionalData: data.subarray(0, n) },
@@ -49,15 +70,17 @@ async function decrypt(frame, controller, kind) {
     out.set(new Uint8Array(plain), n);
     frame.data = out.buffer;
     controller.enqueue(frame);
+    count(id, true);
   } catch (err) {
     // Wrong key or a damaged frame: dropping it is all a receiver can do.
+    count(id, false);
   }
 }
 
-function pipe(readable, writable, direction, kind) {
+function pipe(readable, writable, direction, kind, id) {
   const step = direction === "send" ? encrypt : decrypt;
   readable
-    .pipeThrough(new TransformStream({ transform: (frame, controller) => step(frame, controller, kind) }))
+    .pipeThrough(new TransformStream({ transform: (frame, controller) => step(frame, controller, kind, id) }))
     .pipeTo(writable)
     .catch(() => {});
 }
@@ -65,10 +88,10 @@ function pipe(readable, writable, direction, kind) {
 onmessage = (event) => {
   const message = event.data;
   if (message.type === "key") keyPromise = e2eeDeriveKey(message.secret, "media");
-  else if (message.type === "streams") pipe(message.readable, message.writable, message.direction, message.kind);
+  else if (message.type === "streams") pipe(message.readable, message.writable, message.direction, message.kind, message.id);
 };
 
 onrtctransform = (event) => {
   const { readable, writable, options } = event.transformer;
-  pipe(readable, writable, options.direction, options.kind);
+  pipe(readable, writable, options.direction, options.kind, options.id);
 };

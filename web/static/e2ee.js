@@ -31,6 +31,13 @@ const E2EE = (() => {
       this.worker = new Worker("/static/e2ee-worker.js");
       this.worker.postMessage({ type: "key", secret });
       this.attached = new WeakSet();
+      // Frames decrypted and refused per receiving m-line, as the worker counts them: a
+      // receiver whose frames all fail holds a different key (or none) from the sender's.
+      this.decrypts = new Map();
+      this.worker.onmessage = (event) => {
+        const message = event.data;
+        if (message && message.type === "decrypts") this.decrypts.set(message.id, { ok: message.ok, failed: message.failed });
+      };
       // Chromium's older createEncodedStreams path is used where it exists: on Chromium 156 a
       // receiver's RTCRtpScriptTransform was seen to get no frames at all from this server.
       // Firefox and Safari have only RTCRtpScriptTransform.
@@ -42,10 +49,10 @@ const E2EE = (() => {
       return this.useScriptTransform ? {} : { encodedInsertableStreams: true };
     }
 
-    attach(endpoint, direction, kind) {
+    attach(endpoint, direction, kind, id) {
       if (this.attached.has(endpoint)) return;
       this.attached.add(endpoint);
-      const options = { direction, kind };
+      const options = { direction, kind, id: String(id) };
       if (this.useScriptTransform) {
         endpoint.transform = new RTCRtpScriptTransform(this.worker, options);
       } else {

@@ -1,12 +1,20 @@
-// Meeting page: pre-join, then one peer connection to the server, which always offers.
-// The page answers offers, trickles its candidates, and shows a tile per participant,
-// a stage for screen shares, the people and chat panels, and the host's controls.
-"use strict";
+// Meeting page: pre-join (preview, devices, name), then one peer connection to the server,
+// which always offers. The page answers offers, trickles its candidates, and shows a tile per
+// participant and per shared screen, the people and chat panels, and the host's controls.
+// Signaling messages, and the socket's close, are handled strictly in order (one chain).
+
+import { arrange } from "./meeting-layout.js";
+import { Meter, acquire, canPickSpeaker, deviceOf, fillSelect, listDevices, loadPrefs, openTrack, savePrefs } from "./meeting-devices.js";
+import { ChatLog } from "./meeting-chat.js";
+import { Notices, button, flag, icon, iconButton } from "./meeting-ui.js";
+import { SPEAKING_LEVEL, StatsReader } from "./meeting-stats.js";
 
 const $ = (id) => document.getElementById(id);
 const app = $("app");
 const meetingId = app.dataset.meetingId;
+const encrypted = app.dataset.e2ee === "true";
 const fragment = new URLSearchParams(location.hash.slice(1));
+const HOST_STORE = `meetnow.host.${meetingId}`;
 
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;  // no message for this long: the connection is dead
@@ -16,30 +24,57 @@ const FINAL_REASONS = {
   replaced: "You joined this meeting again from another window.",
   left: "You left the meeting.",
 };
-const SPEAKER_EVERY_MS = 400;
-const SPEAKING_LEVEL = 0.02;     // audioLevel (0..1) above which someone counts as speaking
+const STEP_LIMIT_MS = 20000;     // one signaling step taking longer than this has hung
+const STATS_EVERY_MS = 400;
+const ARRIVAL_MS = 4000;         // "X joined" and "X left" go sooner than other notices
+const UNDECRYPTABLE_AFTER = 10;  // frames refused, none decrypted: that sender holds another key
+const NARROW = window.matchMedia("(max-width: 759px)");
 
 const state = {
   name: "",
-  local: new MediaStream(),   // what this browser can publish (may be empty: listen-only)
-  screen: null,               // the display capture while sharing
+  local: new MediaStream(),   // what this browser publishes now (may be empty: listen-only)
+  hasMic: false,              // a microphone was granted: its slot is published even while muted
+  hasCamera: false,           // likewise for the camera, published even while it is off
   audioMuted: false,
   videoMuted: false,
+  busy: false,                // a camera or device change is under way
+  screen: null,               // the display capture while sharing
   ws: null,
   pc: null,
   you: null,
   resume: null,
   participants: new Map(),    // id -> {info, tile, row}
+  screens: new Map(),         // participant id -> tile of their shared screen
+  screenOrder: [],            // participant ids, oldest share first
+  ownScreenTile: null,
   slots: [],                  // the m-lines of the last offer
-  chain: Promise.resolve(),   // signaling messages are handled strictly in order
+  chain: Promise.resolve(),
+  epoch: 0,                   // one per connection; steps of an older one are skipped
   left: false,
   retries: 0,
   lastMessage: 0,
   timers: [],
-  hostKey: fragment.get("host"),
+  hostKey: takeHostKey(),
   e2ee: null,                 // E2EE.Session when the meeting is end-to-end encrypted and we hold its key
-  recording: { active: false, available: true },
+  decryptBase: new Map(),     // "epoch:mid" -> {participant, ok, failed} when that m-line changed hands
+  undecryptable: new Set(),
+  recording: { active: app.dataset.recording === "true", available: !encrypted },
+  prefs: loadPrefs(),
+  view: null,                 // "grid" | "speaker" once chosen; by default speaker while a screen is shared
+  pinned: null,               // tile key
+  speaker: null,              // the remote participant shown large in speaker view
+  candidate: null,            // loudest at the last reading, not yet the speaker
+  selfHidden: false,
+  side: null,                 // "people" | "chat" | null
+  sideChosen: false,
 };
+
+const stats = new StatsReader();
+const meter = new Meter($("meter"));
+const chat = new ChatLog($("messages"), $("unread"), () => state.side === "chat");
+// Notices sit in the page's flow above the tiles: the tiles are laid out again around them.
+const notices = new Notices($("notices"), () => relayout());
+const notice = (text, actions, lasts) => notices.show(text, actions, lasts);
 
 // Why a recording stopped (the server's reason codes), as people read it.
 const RECORDING_STOPPED = {
@@ -49,30 +84,61 @@ const RECORDING_STOPPED = {
   shutdown: "Recording stopped: the server is restarting.",
 };
 
-// ---------------------------------------------------------------- pre-join
+// ---------------------------------------------------------------- the link
 
-async function acquireMedia() {
-  // Try both, then each alone: a missing or refused device must not keep anyone out.
-  const attempts = [
-    [{ audio: true, video: true }, ""],
-    [{ audio: true }, "No camera available: you will join with audio only"],
-    [{ video: true }, "No microphone available: you will join with video only"],
-  ];
-  let lastError = null;
-  for (const [constraints, note] of attempts) {
+// The host key is read once, then taken out of the address bar (so copying the address never
+// hands out host rights) and kept in this tab's storage for reloads and reconnects.
+function takeHostKey() {
+  const fromLink = fragment.get("host");
+  if (fromLink) {
     try {
-      const stream = await navigator.mediaDevices.getUserMedia(constraints);
-      return { stream, note: note && `${note} (${lastError ? lastError.name : "no device"}).` };
+      sessionStorage.setItem(HOST_STORE, fromLink);
     } catch (err) {
-      lastError = err;
+      // Without storage a reload joins as a guest; this page still has the key.
     }
+    fragment.delete("host");
+    const rest = fragment.toString();
+    history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+    return fromLink;
   }
-  const why = lastError ? lastError.name : "not supported";
-  return { stream: new MediaStream(), note: `Camera and microphone unavailable (${why}): you will join listen-only.` };
+  try {
+    return sessionStorage.getItem(HOST_STORE);
+  } catch (err) {
+    return null;
+  }
 }
 
+function forgetHostKey() {
+  state.hostKey = null;
+  try {
+    sessionStorage.removeItem(HOST_STORE);
+  } catch (err) {
+    // Nothing was stored.
+  }
+}
+
+/** The link to give guests: this meeting, plus the end-to-end key where there is one. */
+function inviteLink() {
+  const key = fragment.get("key");
+  return `${location.origin}/m/${meetingId}${encrypted && key ? `#key=${key}` : ""}`;
+}
+
+async function copyInvite() {
+  const link = inviteLink();
+  $("invite-link").value = link;
+  const who = encrypted ? "Anyone with it can join and read the meeting (it holds the key)." : "Anyone with it can join.";
+  try {
+    await navigator.clipboard.writeText(link);
+    notice(`Invite link copied. ${who}`);
+  } catch (err) {
+    notice(`Copy this invite link: ${link}`);
+  }
+}
+
+// ---------------------------------------------------------------- pre-join
+
 function prepareE2ee() {
-  if (app.dataset.e2ee !== "true") return true;
+  if (!encrypted) return true;
   const note = $("e2ee-note");
   note.hidden = false;
   if (!E2EE.supported()) {
@@ -92,8 +158,23 @@ function prepareE2ee() {
   return true;
 }
 
+async function prepareMedia() {
+  const { stream, note } = await acquire(state.prefs);
+  state.local = stream;
+  state.hasMic = stream.getAudioTracks().length > 0;
+  state.hasCamera = stream.getVideoTracks().length > 0;
+  state.audioMuted = false;
+  state.videoMuted = false;
+  showNote(note);
+  showPreview();
+  updateToggles();
+  meter.attach(stream.getAudioTracks()[0]);
+  refreshDevices();
+}
+
 async function prepare() {
   $("name").value = localStorage.getItem("meetnow.name") || "";
+  $("recording-notice").hidden = !state.recording.active;
   if (!navigator.mediaDevices || !window.RTCPeerConnection) {
     showNote("This browser cannot join meetings (no WebRTC).");
     $("join").disabled = true;
@@ -103,24 +184,116 @@ async function prepare() {
     $("join").disabled = true;
     return;
   }
-  const { stream, note } = await acquireMedia();
-  state.local = stream;
-  // A media element without a picture to show would hold back the page's load event forever.
-  if (stream.getVideoTracks().length) $("preview").srcObject = stream;
-  else $("preview").hidden = true;
-  if (note) showNote(note);
+  $("share").hidden = !navigator.mediaDevices.getDisplayMedia;
+  $("fullscreen").hidden = !document.fullscreenEnabled;
+  if (navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener("devicechange", refreshDevices);
+  await prepareMedia();
 }
 
 function showNote(text) {
-  $("device-note").textContent = text;
-  $("device-note").hidden = false;
+  $("device-note").textContent = text || "";
+  $("device-note").hidden = !text;
+}
+
+function showPreview() {
+  const video = $("preview");
+  const on = state.local.getVideoTracks().length > 0;
+  // A media element without a picture to show would hold back the page's load event forever.
+  if (on) {
+    if (video.srcObject !== state.local) video.srcObject = state.local;
+  } else {
+    video.srcObject = null;
+  }
+  video.hidden = !on;
+  $("preview-off").hidden = on;
+  $("preview-off").textContent = state.hasCamera ? "Camera is off" : "No camera";
 }
 
 function published() {
   const sources = [];
-  if (state.local.getAudioTracks().length) sources.push("mic");
-  if (state.local.getVideoTracks().length) sources.push("camera");
+  if (state.hasMic) sources.push("mic");
+  if (state.hasCamera) sources.push("camera");
   return sources;
+}
+
+// ---------------------------------------------------------------- devices
+
+async function refreshDevices() {
+  const devices = await listDevices();
+  fillSelect($("camera-select"), devices.videoinput, deviceOf(state.local.getVideoTracks()[0]) || state.prefs.camera, "Camera");
+  fillSelect($("mic-select"), devices.audioinput, deviceOf(state.local.getAudioTracks()[0]) || state.prefs.mic, "Microphone");
+  $("speaker-field").hidden = !canPickSpeaker || devices.audiooutput.length === 0;
+  fillSelect($("speaker-select"), devices.audiooutput, state.prefs.speaker, "Speaker");
+}
+
+function publishSender(source) {
+  if (!state.pc) return null;
+  for (const transceiver of state.pc.getTransceivers()) {
+    const slot = state.slots.find((s) => s.mid === transceiver.mid && s.direction === "publish");
+    if (slot && slot.source === source) return transceiver.sender;
+  }
+  return null;
+}
+
+/** Put a new local track in place of the old one of its kind, on the preview, the self view
+ *  and the server connection alike; the old one is stopped (its light goes out). */
+async function swapLocalTrack(kind, track) {
+  const old = kind === "audio" ? state.local.getAudioTracks()[0] : state.local.getVideoTracks()[0];
+  // The sender lets go of the old track, then takes the new one, before the old one stops:
+  // Chromium was seen to send nothing after a direct switch between two cameras.
+  const sender = publishSender(kind === "audio" ? "mic" : "camera");
+  if (sender) {
+    if (old && track) await sender.replaceTrack(null);
+    await sender.replaceTrack(track);
+  }
+  if (old) {
+    state.local.removeTrack(old);
+    old.stop();
+  }
+  if (track) state.local.addTrack(track);
+  showPreview();
+  refreshSelfTile();
+  if (kind === "audio" && meterWanted()) meter.attach(track);
+}
+
+async function useDevice(kind, deviceId) {
+  if (kind === "audiooutput") {
+    state.prefs.speaker = deviceId;
+    savePrefs(state.prefs);
+    for (const audio of document.querySelectorAll(".tile audio")) setSink(audio);
+    return;
+  }
+  if (state.busy) return;
+  state.busy = true;
+  try {
+    if (kind === "audioinput") {
+      state.prefs.mic = deviceId;
+      if (state.hasMic) {
+        const track = await openTrack(kind, deviceId);
+        track.enabled = !state.audioMuted;
+        await swapLocalTrack("audio", track);
+      }
+    } else {
+      state.prefs.camera = deviceId;
+      if (state.hasCamera && !state.videoMuted) await swapLocalTrack("video", await openTrack(kind, deviceId));
+    }
+    savePrefs(state.prefs);
+  } catch (err) {
+    notice(`That device could not be opened (${err.name}).`);
+  } finally {
+    state.busy = false;
+    refreshDevices();
+  }
+}
+
+function setSink(element) {
+  if (canPickSpeaker && state.prefs.speaker && element.sinkId !== state.prefs.speaker) {
+    element.setSinkId(state.prefs.speaker).catch(() => {});
+  }
+}
+
+function meterWanted() {
+  return !$("prejoin").hidden || !$("waiting").hidden || $("settings").open;
 }
 
 // ---------------------------------------------------------------- connection
@@ -129,6 +302,11 @@ function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/m/${meetingId}/ws`);
   state.ws = ws;
+  // A fresh chain per connection: a step of an older one that never settles (a closed peer
+  // connection leaves its promises pending) must not hold this one.
+  state.epoch += 1;
+  state.chain = Promise.resolve();
+  const epoch = state.epoch;
   ws.onopen = () => {
     state.lastMessage = Date.now();
     send({
@@ -140,22 +318,35 @@ function connect() {
   ws.onmessage = (event) => {
     state.lastMessage = Date.now();
     const message = JSON.parse(event.data);
-    state.chain = state.chain.then(() => handle(message)).catch((err) => console.error("signaling", err));
+    enqueue(epoch, () => handle(message), message.type);
   };
-  ws.onclose = (event) => {
-    // In order, after every message that came before it: a "removed" or "meeting-ended"
-    // still waiting behind an offer must win over reconnecting.
-    state.chain = state.chain.then(() => {
-      if (state.ws !== ws) return;
-      if (event.code === CLOSE_FINAL) ended(FINAL_REASONS[event.reason] || "The meeting ended.");
-      else lostConnection();
-    });
-  };
+  // The close waits its turn too: a "meeting-ended" queued behind an offer must be seen
+  // before the page decides the connection was lost and rejoins.
+  ws.onclose = (event) => enqueue(epoch, () => {
+    if (state.ws !== ws) return;
+    // The server closed on purpose (removed, ended, full...): never rejoin by ourselves.
+    if (event.code === CLOSE_FINAL) ended(FINAL_REASONS[event.reason] || "The meeting ended.");
+    else lostConnection();
+  }, "close");
   stopTimers();
   state.timers.push(setInterval(() => {
     if (Date.now() - state.lastMessage > SILENCE_LIMIT_MS) ws.close();
     else send({ type: "ping" });
   }, PING_EVERY_MS));
+}
+
+function enqueue(epoch, step, what) {
+  state.chain = state.chain.then(() => {
+    if (epoch !== state.epoch) return undefined;
+    let timer;
+    const hung = new Promise((resolve) => { timer = setTimeout(() => resolve("hung"), STEP_LIMIT_MS); });
+    // A step that never finishes must not hold every later message (a "meeting-ended", the
+    // socket's close): after a while the chain carries on without it.
+    return Promise.race([Promise.resolve().then(step), hung]).then((result) => {
+      clearTimeout(timer);
+      if (result === "hung") console.warn(`signaling step hung (${what}); carrying on`);
+    });
+  }).catch((err) => console.error("signaling", err));
 }
 
 function send(message) {
@@ -168,12 +359,16 @@ function stopTimers() {
 }
 
 function lostConnection() {
+  const ws = state.ws;
+  state.ws = null;
+  state.epoch += 1;
+  if (ws) ws.close();
   teardown();
   if (state.left) return;
   setStatus("Connection lost. Reconnecting…");
   const delay = Math.min(500 * 2 ** state.retries, 5000);
   state.retries += 1;
-  setTimeout(() => { if (!state.left) connect(); }, delay);
+  setTimeout(() => { if (!state.left && !state.ws) connect(); }, delay);
 }
 
 function teardown() {
@@ -181,17 +376,21 @@ function teardown() {
   if (state.pc) state.pc.close();
   state.pc = null;
   state.slots = [];
-  for (const id of [...state.participants.keys()]) removeParticipant(id);
-  showStage(null, "");
+  stats.reset();
+  state.undecryptable.clear();
+  for (const id of [...state.participants.keys()]) removeParticipant(id, false);
+  for (const id of [...state.screens.keys()]) removeScreenTile(id);
+  if (state.ownScreenTile) state.ownScreenTile.remove();
+  state.ownScreenTile = null;
 }
 
 async function handle(message) {
   switch (message.type) {
     case "welcome": return welcome(message);
     case "offer": return answer(message);
-    case "participant-joined": return addParticipant(message.participant);
+    case "participant-joined": return addParticipant(message.participant, true);
     case "participant-updated": return updateParticipant(message.participant);
-    case "participant-left": return removeParticipant(message.id);
+    case "participant-left": return removeParticipant(message.id, true);
     case "chat": return showChat(message);
     case "locked": return showLocked(message.locked);
     case "lobby": return showLobby(message.waiting);
@@ -215,11 +414,12 @@ function welcome(message) {
   state.retries = 0;
   state.you = message.you;
   state.resume = message.resume;
+  if (state.hostKey && !message.you.host) forgetHostKey();  // refused (the server said why)
   setStatus("");
   show("room");
   state.pc = newPeerConnection(message.ice_servers);
-  addParticipant(message.you);
-  for (const participant of message.participants) addParticipant(participant);
+  addParticipant(message.you, false);
+  for (const participant of message.participants) addParticipant(participant, false);
   for (const el of document.querySelectorAll(".host-only")) el.hidden = !message.you.host;
   showLocked(message.locked);
   showRecording(message.recording, false);
@@ -227,8 +427,13 @@ function welcome(message) {
   $("recordings").replaceChildren();
   $("recordings-panel").hidden = true;
   for (const link of message.recordings || []) addRecordingLink(link, false);
+  if (!state.sideChosen) setSide(NARROW.matches ? null : "people", false);
+  showE2eeBanner();
   sendMediaState();
-  state.timers.push(setInterval(highlightSpeakers, SPEAKER_EVERY_MS));
+  // Back after a blip while sharing: the new connection has to be told again.
+  if (state.screen) send({ type: "publish", source: "screen" });
+  state.timers.push(setInterval(readStats, STATS_EVERY_MS));
+  relayout();
 }
 
 function newPeerConnection(iceServers) {
@@ -257,13 +462,22 @@ async function answer(offer) {
     if (!slot) {
       if (!transceiver.stopped) transceiver.direction = "inactive";
     } else if (slot.direction === "publish") {
-      const track = localTrack(slot.source);
-      transceiver.direction = track ? "sendonly" : "inactive";
-      if (state.e2ee) state.e2ee.attach(transceiver.sender, "send", slot.kind);
-      await transceiver.sender.replaceTrack(track);
+      const declared = slot.source === "screen" ? Boolean(state.screen) : published().includes(slot.source);
+      // A camera that is off still holds its slot (no track, nothing sent), so turning it on
+      // needs no new negotiation.
+      transceiver.direction = declared ? "sendonly" : "inactive";
+      if (state.e2ee) state.e2ee.attach(transceiver.sender, "send", slot.kind, `${state.epoch}:${slot.mid}`);
+      await transceiver.sender.replaceTrack(localTrack(slot.source));
     } else {
       transceiver.direction = "recvonly";
-      if (state.e2ee) state.e2ee.attach(transceiver.receiver, "receive", slot.kind);
+      if (state.e2ee) {
+        const id = `${state.epoch}:${slot.mid}`;
+        state.e2ee.attach(transceiver.receiver, "receive", slot.kind, id);
+        const base = state.decryptBase.get(id);
+        if (!base || base.participant !== slot.participant) {
+          state.decryptBase.set(id, { participant: slot.participant, ...(state.e2ee.decrypts.get(id) || { ok: 0, failed: 0 }) });
+        }
+      }
     }
   }
   await pc.setLocalDescription(await pc.createAnswer());
@@ -278,31 +492,56 @@ function localTrack(source) {
   return null;
 }
 
+function receiveSlot(mid) {
+  return state.slots.find((s) => s.mid === mid && s.direction === "receive") || null;
+}
+
 function receivedTracks() {
   const camera = new Map();  // participant id -> [tracks]
-  let screen = null;
+  const screens = new Map(); // participant id -> track
   for (const transceiver of state.pc.getTransceivers()) {
-    const slot = state.slots.find((s) => s.mid === transceiver.mid && s.direction === "receive");
+    const slot = receiveSlot(transceiver.mid);
     if (!slot) continue;
     if (slot.source === "screen") {
-      screen = { participant: slot.participant, track: transceiver.receiver.track };
+      screens.set(slot.participant, transceiver.receiver.track);
     } else {
       if (!camera.has(slot.participant)) camera.set(slot.participant, []);
       camera.get(slot.participant).push(transceiver.receiver.track);
     }
   }
-  return { camera, screen };
+  return { camera, screens };
 }
 
 function attachRemoteMedia() {
-  const { camera, screen } = receivedTracks();
+  if (!state.pc) return;
+  const { camera, screens } = receivedTracks();
   for (const [id, entry] of state.participants) {
     if (id === state.you.id) continue;
-    setTracks(entry.tile.querySelector("video"), camera.get(id) || []);
+    // Sound plays from its own element: a video element waiting for a first frame (camera
+    // off) would hold the sound back with it.
+    const tracks = camera.get(id) || [];
+    setTracks(entry.tile.querySelector("video"), tracks.filter((t) => t.kind === "video"));
+    // Without the key, encrypted sound decodes to noise: play none.
+    setTracks(entry.tile.querySelector("audio"), keyless() ? [] : tracks.filter((t) => t.kind === "audio"));
   }
-  if (state.screen) showStage(state.screen.getVideoTracks()[0], "You are sharing your screen");
-  else if (screen) showStage(screen.track, `${nameOf(screen.participant)} is sharing their screen`);
-  else showStage(null, "");
+  for (const id of [...state.screens.keys()]) {
+    if (!screens.has(id) || !state.participants.has(id)) removeScreenTile(id);
+  }
+  for (const [id, track] of screens) {
+    if (!state.participants.has(id)) continue;
+    let tile = state.screens.get(id);
+    if (!tile) {
+      tile = makeTile(`screen:${id}`, { screen: true });
+      state.screens.set(id, tile);
+      state.screenOrder.push(id);
+      labelTile(tile, `${nameOf(id)}'s screen`);
+      // A new presentation is shown large, whatever view was chosen before (a pin stays).
+      state.view = null;
+    }
+    setTracks(tile.querySelector("video"), [track]);
+  }
+  showOwnScreen();
+  relayout();
 }
 
 function setTracks(video, wanted) {
@@ -310,12 +549,6 @@ function setTracks(video, wanted) {
   if (wanted.length !== current.length || wanted.some((t) => !current.includes(t))) {
     video.srcObject = wanted.length ? new MediaStream(wanted) : null;
   }
-}
-
-function showStage(track, label) {
-  $("stage").hidden = !track;
-  setTracks($("stage-video"), track ? [track] : []);
-  $("stage-name").textContent = label;
 }
 
 function nameOf(id) {
@@ -331,32 +564,231 @@ function serverError(message) {
   console.warn("server refused a message:", message.code, message.message);
 }
 
-// ---------------------------------------------------------------- people
+// ---------------------------------------------------------------- tiles
 
-function addParticipant(info) {
-  if (state.participants.has(info.id)) return updateParticipant(info);
-  const isSelf = state.you && info.id === state.you.id;
+function makeTile(key, { self = false, screen = false } = {}) {
   const tile = document.createElement("div");
   tile.className = "tile";
-  tile.dataset.participant = info.id;
+  tile.dataset.key = key;
+  tile.classList.toggle("self", self);
+  tile.classList.toggle("screen", screen);
   const video = document.createElement("video");
   video.autoplay = true;
   video.playsInline = true;
-  if (isSelf) {
-    video.muted = true;  // never play our own microphone back
-    video.srcObject = state.local;
-    tile.classList.add("self");
-  }
-  const label = document.createElement("span");
+  video.muted = true;  // sound has an element of its own; never our own microphone back
+  for (const type of ["loadedmetadata", "resize"]) video.addEventListener(type, relayout);
+  const avatar = document.createElement("div");
+  avatar.className = "avatar";
+  avatar.setAttribute("aria-hidden", "true");
+  const note = document.createElement("p");
+  note.className = "tile-note";
+  note.hidden = true;
+  const label = document.createElement("div");
   label.className = "name";
-  tile.append(video, label);
-  $("grid").append(tile);
+  const text = document.createElement("span");
+  text.className = "name-text";
+  const flags = document.createElement("span");
+  flags.className = "flags";
+  label.append(text, flags);
+  const actions = document.createElement("div");
+  actions.className = "tile-actions";
+  actions.append(iconButton("pin", "Pin", () => pin(key), "pin"));
+  if (self && !screen) {
+    actions.append(iconButton("self", "Hide self view", () => setSelfHidden(true), "hide-self"));
+  } else if (document.fullscreenEnabled) {  // no dead buttons where a browser has no full screen
+    actions.append(iconButton("full", "Full screen", () => tileFullscreen(tile), "full"));
+  }
+  tile.append(video, avatar, note, label, actions);
+  if (!self && !screen) {
+    const audio = document.createElement("audio");
+    audio.autoplay = true;
+    setSink(audio);
+    tile.append(audio);
+  }
+  if (!screen) {
+    const quality = document.createElement("span");
+    quality.className = "quality";
+    quality.dataset.level = "unknown";
+    quality.setAttribute("role", "img");
+    quality.setAttribute("aria-label", "Connection: measuring");
+    for (let i = 0; i < 3; i += 1) quality.append(document.createElement("i"));
+    tile.append(quality);
+  }
+  $("tiles").append(tile);
+  return tile;
+}
+
+function labelTile(tile, name) {
+  tile.querySelector(".name-text").textContent = name;
+  for (const button of tile.querySelectorAll(".tile-actions button")) {
+    const what = button.classList.contains("pin") ? (tile.classList.contains("pinned") ? "Unpin" : "Pin")
+      : button.classList.contains("full") ? "Full screen" : "Hide self view";
+    const label = what === "Hide self view" ? what : `${what} ${name}`;
+    button.setAttribute("aria-label", label);
+    button.title = label;
+  }
+}
+
+function removeScreenTile(id) {
+  const tile = state.screens.get(id);
+  if (tile) tile.remove();
+  state.screens.delete(id);
+  state.screenOrder = state.screenOrder.filter((p) => p !== id);
+  if (state.pinned === `screen:${id}`) state.pinned = null;
+}
+
+/** Our own share is never shown back to us live (a hall of mirrors): a card says so instead. */
+function showOwnScreen() {
+  if (state.screen && !state.ownScreenTile && state.you) {
+    const tile = makeTile("screen:self", { self: true, screen: true });
+    tile.classList.add("presenting");
+    tile.querySelector(".name-text").textContent = "Your screen";
+    tile.querySelector(".tile-actions").remove();
+    const card = document.createElement("div");
+    card.className = "presenting-card";
+    const words = document.createElement("p");
+    words.textContent = "You are presenting to everyone";
+    card.append(icon("screen"), words, button("Stop presenting", () => stopScreen(true), "danger"));
+    tile.append(card);
+    state.ownScreenTile = tile;
+  } else if (!state.screen && state.ownScreenTile) {
+    state.ownScreenTile.remove();
+    state.ownScreenTile = null;
+  }
+}
+
+function refreshSelfTile() {
+  if (!state.you) return;
+  const entry = state.participants.get(state.you.id);
+  if (!entry) return;
+  const video = entry.tile.querySelector("video");
+  if (state.local.getVideoTracks().length) {
+    if (video.srcObject !== state.local) video.srcObject = state.local;
+  } else {
+    video.srcObject = null;
+  }
+  entry.tile.classList.toggle("no-video", !state.local.getVideoTracks().length);
+}
+
+function aspectOf(tile) {
+  const video = tile.querySelector("video");
+  if (!video || tile.classList.contains("no-video") || tile.classList.contains("presenting")) return 0;
+  return video.videoWidth > 0 && video.videoHeight > 0 ? video.videoWidth / video.videoHeight : 0;
+}
+
+function viewMode() {
+  if (state.pinned) return "speaker";
+  return state.view || (state.screens.size ? "speaker" : "grid");
+}
+
+function mainTile(tiles) {
+  const byKey = (key) => tiles.find((t) => t.dataset.key === key);
+  if (state.pinned && byKey(state.pinned)) return byKey(state.pinned);
+  for (let i = state.screenOrder.length - 1; i >= 0; i -= 1) {
+    const tile = byKey(`screen:${state.screenOrder[i]}`);
+    if (tile) return tile;
+  }
+  if (state.speaker && byKey(state.speaker)) return byKey(state.speaker);
+  return tiles.find((t) => !t.classList.contains("self")) || tiles[0];
+}
+
+let layoutFrame = 0;
+/** Lay the tiles out again (soon, once per frame however often it is asked). */
+function relayout() {
+  if (layoutFrame) return;
+  layoutFrame = requestAnimationFrame(() => {
+    layoutFrame = 0;
+    layoutNow();
+  });
+}
+
+function layoutNow() {
+  if ($("room").hidden) return;
+  const remote = [...state.participants.keys()].filter((id) => !state.you || id !== state.you.id).length;
+  $("alone").hidden = remote > 0;
+  if (remote === 0) $("invite-link").value = inviteLink();
+  const container = $("tiles");
+  let tiles = [...container.children].filter((t) => !(state.selfHidden && t.classList.contains("self") && !t.classList.contains("screen")));
+  for (const tile of container.children) tile.hidden = !tiles.includes(tile);
+  // Shared screens first, then the others in order of arrival, ourselves last. (Sorted here,
+  // not in the document: moving a playing video element would pause it.)
+  const rank = (t) => (t.classList.contains("self") ? 2 : 0) + (t.classList.contains("screen") ? 0 : 1);
+  tiles = tiles.map((t, i) => [rank(t), i, t]).sort((a, b) => a[0] - b[0] || a[1] - b[1]).map((x) => x[2]);
+  let mode = remote === 0 ? "alone" : viewMode();
+  if (mode === "speaker" && tiles.length > 1) {
+    const main = mainTile(tiles);
+    tiles = [main, ...tiles.filter((t) => t !== main)];
+  } else if (mode === "speaker") {
+    mode = "grid";
+  }
+  for (const tile of tiles) tile.classList.toggle("main", mode === "speaker" && tile === tiles[0]);
+  container.dataset.mode = mode;
+  arrange(container, tiles.map((el) => ({ el, aspect: aspectOf(el) })), mode);
+  for (const [key, button] of [["grid", $("view-grid")], ["speaker", $("view-speaker")]]) {
+    button.setAttribute("aria-pressed", String(mode === key || (mode === "alone" && key === "grid")));
+  }
+}
+
+function pin(key) {
+  state.pinned = state.pinned === key ? null : key;
+  for (const tile of $("tiles").children) {
+    const pinned = tile.dataset.key === state.pinned;
+    tile.classList.toggle("pinned", pinned);
+    const button = tile.querySelector(".pin");
+    if (button) button.setAttribute("aria-pressed", String(pinned));
+    labelTile(tile, tile.querySelector(".name-text").textContent);
+  }
+  relayout();
+}
+
+function setView(view) {
+  state.view = view;
+  state.pinned = null;
+  pin(null);
+}
+
+function setSelfHidden(hidden) {
+  state.selfHidden = hidden;
+  $("hide-self").setAttribute("aria-pressed", String(hidden));
+  if (hidden) notice("Your self view is hidden. The others still see you; show it again from More.");
+  relayout();
+}
+
+function tileFullscreen(tile) {
+  if (document.fullscreenElement === tile) document.exitFullscreen().catch(() => {});
+  else tile.requestFullscreen().catch((err) => notice(`Full screen is not available (${err.name}).`));
+}
+
+function toggleFullscreen() {
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  else document.documentElement.requestFullscreen().catch((err) => notice(`Full screen is not available (${err.name}).`));
+}
+
+// ---------------------------------------------------------------- people
+
+function addParticipant(info, announce) {
+  if (state.participants.has(info.id)) return updateParticipant(info);
+  const isSelf = state.you && info.id === state.you.id;
+  const tile = makeTile(info.id, { self: isSelf });
+  tile.dataset.participant = info.id;
   const row = document.createElement("li");
   row.dataset.participant = info.id;
   $("people").append(row);
   state.participants.set(info.id, { info, tile, row });
+  if (isSelf) refreshSelfTile();
+  else if (encrypted && !state.e2ee) {
+    tile.classList.add("undecryptable");
+    const note = tile.querySelector(".tile-note");
+    note.hidden = false;
+    note.textContent = "Encrypted: your link has no key.";
+  }
   updateParticipant(info);
+  if (announce) {
+    notice(`${info.name} joined.`, [], ARRIVAL_MS);
+    chat.system(`${info.name} joined`);
+  }
   if (state.pc && state.slots.length) attachRemoteMedia();
+  relayout();
 }
 
 function updateParticipant(info) {
@@ -367,22 +799,19 @@ function updateParticipant(info) {
   const micOff = info.audio_muted || !info.publishes.includes("mic");
   const camOff = info.video_muted || !info.publishes.includes("camera");
   // Names are text, never HTML: textContent everywhere.
-  const label = entry.tile.querySelector(".name");
-  label.textContent = isSelf ? `${info.name} (you)` : info.name;
-  if (micOff) label.append(flag("muted", "Microphone off"));
-  entry.tile.classList.toggle("no-video", camOff);
-  entry.tile.dataset.initial = (info.name[0] || "?").toUpperCase();
+  labelTile(entry.tile, isSelf ? `${info.name} (you)` : info.name);
+  const flags = entry.tile.querySelector(".flags");
+  flags.replaceChildren();
+  if (micOff) flags.append(flag("mic-off", "Microphone off"));
+  if (camOff) flags.append(flag("cam-off", "Camera off"));
+  flags.append(flag("speaking", "Speaking", "speaking-flag"));
+  entry.tile.classList.toggle("no-video", camOff || (isSelf && !state.local.getVideoTracks().length));
+  entry.tile.querySelector(".avatar").textContent = (info.name[0] || "?").toUpperCase();
   renderRow(entry, info, isSelf, micOff, camOff);
-  $("people-count").textContent = `(${state.participants.size})`;
+  $("people-count").textContent = String(state.participants.size);
+  const screen = state.screens.get(info.id);
+  if (screen) labelTile(screen, `${info.name}'s screen`);
   if (state.pc) attachRemoteMedia();
-}
-
-function flag(text, title) {
-  const el = document.createElement("span");
-  el.className = "muted-flag";
-  el.textContent = text;
-  el.title = title;
-  return el;
 }
 
 function renderRow(entry, info, isSelf, micOff, camOff) {
@@ -390,67 +819,155 @@ function renderRow(entry, info, isSelf, micOff, camOff) {
   row.replaceChildren();
   const who = document.createElement("span");
   who.className = "who";
-  who.textContent = (isSelf ? `${info.name} (you)` : info.name) + (info.host ? " · host" : "");
+  who.textContent = isSelf ? `${info.name} (you)` : info.name;
+  if (info.host) {
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = "host";
+    who.append(" ", tag);
+  }
+  const speaking = flag("speaking", "speaking", "speaking-flag");
   const status = document.createElement("span");
   status.className = "state";
   status.textContent = `${micOff ? "mic off" : "mic on"} · ${camOff ? "camera off" : "camera on"}`
     + (info.publishes.includes("screen") ? " · sharing" : "");
-  row.append(who, status);
+  if (state.undecryptable.has(info.id)) status.textContent += " · can't decrypt their media";
+  row.append(who, speaking, status);
   if (state.you && state.you.host && !isSelf) {
     row.append(button("Ask to mute", () => send({ type: "ask-mute", id: info.id })));
     row.append(button("Remove", () => send({ type: "remove", id: info.id })));
   }
 }
 
-function button(text, onClick) {
-  const el = document.createElement("button");
-  el.type = "button";
-  el.textContent = text;
-  el.addEventListener("click", onClick);
-  return el;
-}
-
-function removeParticipant(id) {
+function removeParticipant(id, announce) {
   const entry = state.participants.get(id);
   if (!entry) return;
   entry.tile.remove();
   entry.row.remove();
   state.participants.delete(id);
-  $("people-count").textContent = state.participants.size ? `(${state.participants.size})` : "";
+  removeScreenTile(id);
+  if (state.pinned === id) state.pinned = null;
+  if (state.speaker === id) state.speaker = null;
+  $("people-count").textContent = state.participants.size ? String(state.participants.size) : "";
+  if (announce) {
+    notice(`${entry.info.name} left.`, [], ARRIVAL_MS);
+    chat.system(`${entry.info.name} left`);
+  }
   if (state.pc) attachRemoteMedia();
+  relayout();
 }
 
-async function highlightSpeakers() {
+// ---------------------------------------------------------------- what the statistics say
+
+async function readStats() {
   const pc = state.pc;
-  if (!pc) return;
-  // Levels come from each browser's own audio pipeline (getStats), so this works the same in
-  // end-to-end encrypted meetings and costs the server nothing.
-  const levels = new Map();
-  const stats = await pc.getStats();
-  stats.forEach((report) => {
-    if (report.kind !== "audio") return;
-    if (report.type === "inbound-rtp") {
-      const slot = state.slots.find((s) => s.mid === report.mid && s.direction === "receive");
-      if (slot) levels.set(slot.participant, report.audioLevel || 0);
-    } else if (report.type === "media-source" && state.you && !state.audioMuted) {
-      levels.set(state.you.id, report.audioLevel || 0);
-    }
-  });
+  if (!pc || !state.you) return;
+  let reading;
+  try {
+    reading = await stats.read(pc, receiveSlot, state.you.id, state.audioMuted);
+  } catch (err) {
+    return;  // the connection closed under us
+  }
+  if (pc !== state.pc) return;
   let loudest = null;
-  for (const [id, level] of levels) {
-    if (level >= SPEAKING_LEVEL && (!loudest || level > levels.get(loudest))) loudest = id;
+  for (const [id, level] of reading.levels) {
+    if (keyless() && id !== state.you.id) continue;  // levels of noise, not of speech
+    if (level >= SPEAKING_LEVEL && (!loudest || level > reading.levels.get(loudest))) loudest = id;
   }
   for (const [id, entry] of state.participants) {
     entry.tile.classList.toggle("speaking", id === loudest);
     entry.row.classList.toggle("speaking", id === loudest);
   }
+  // The large tile follows a new speaker only once they have been loudest twice running.
+  if (loudest && loudest !== state.you.id) {
+    if (loudest === state.candidate && state.speaker !== loudest) {
+      state.speaker = loudest;
+      if (viewMode() === "speaker") relayout();
+    }
+    state.candidate = loudest;
+  }
+  if (reading.quality) showQuality(reading.quality);
+  checkDecrypts();
+}
+
+const QUALITY_WORDS = { good: "good", fair: "fair", poor: "poor", unknown: "measuring" };
+
+function showQuality(quality) {
+  for (const [id, level] of quality) {
+    const entry = state.participants.get(id);
+    const el = entry && entry.tile.querySelector(".quality");
+    if (!el || el.dataset.level === level) continue;
+    el.dataset.level = level;
+    el.setAttribute("aria-label", `Connection: ${QUALITY_WORDS[level]}`);
+    el.title = `Connection: ${QUALITY_WORDS[level]}`;
+  }
+}
+
+// ---------------------------------------------------------------- end-to-end encryption
+
+/** Tell people plainly when media cannot be decrypted, instead of showing grey tiles. */
+function checkDecrypts() {
+  if (!encrypted || !state.pc || !state.e2ee) return;
+  const counts = new Map();  // participant id -> {ok, failed}
+  for (const slot of state.slots) {
+    if (slot.direction !== "receive") continue;
+    const id = `${state.epoch}:${slot.mid}`;
+    const now = state.e2ee.decrypts.get(id);
+    const base = state.decryptBase.get(id);
+    if (!now || !base || base.participant !== slot.participant) continue;
+    const sum = counts.get(slot.participant) || { ok: 0, failed: 0 };
+    sum.ok += now.ok - base.ok;
+    sum.failed += now.failed - base.failed;
+    counts.set(slot.participant, sum);
+  }
+  let changed = false;
+  for (const [id, entry] of state.participants) {
+    if (id === state.you.id) continue;
+    const sum = counts.get(id);
+    const bad = Boolean(sum && sum.ok === 0 && sum.failed >= UNDECRYPTABLE_AFTER);
+    if (bad === state.undecryptable.has(id)) continue;
+    changed = true;
+    if (bad) state.undecryptable.add(id);
+    else state.undecryptable.delete(id);
+    entry.tile.classList.toggle("undecryptable", bad);
+    const note = entry.tile.querySelector(".tile-note");
+    note.hidden = !bad;
+    note.textContent = bad ? `Can't decrypt ${entry.info.name}'s video and sound: their link has a different key, or none.` : "";
+    updateParticipant(entry.info);
+  }
+  if (changed) showE2eeBanner();
+}
+
+/** An end-to-end encrypted meeting joined from a link without its key. */
+function keyless() {
+  return encrypted && !state.e2ee;
+}
+
+function showE2eeBanner() {
+  const banner = $("e2ee-banner");
+  if (!encrypted) {
+    banner.hidden = true;
+    return;
+  }
+  const others = [...state.participants.keys()].filter((id) => id !== state.you.id);
+  let text = "";
+  if (!state.e2ee) {
+    text = "This meeting is end-to-end encrypted and your link has no key: you cannot see, hear or read anyone, "
+      + "and they cannot see or hear you. Ask whoever invited you for the full link (it ends in #key=…).";
+  } else if (others.length && others.every((id) => state.undecryptable.has(id))) {
+    text = "The key in your link is not the one the others here use: you cannot see or hear them, and they "
+      + "cannot see or hear you. Ask whoever invited you for the full link again.";
+  }
+  banner.textContent = text;
+  banner.hidden = !text;
+  relayout();
 }
 
 // ---------------------------------------------------------------- lobby and host
 
 function showLocked(locked) {
   $("locked-badge").hidden = !locked;
-  $("lock").textContent = locked ? "Unlock meeting" : "Lock meeting";
+  $("lock").setAttribute("aria-pressed", String(Boolean(locked)));
   $("lock").dataset.locked = locked ? "true" : "false";
 }
 
@@ -459,16 +976,13 @@ function showRecording(recording, changed) {
   const was = state.recording.active;
   state.recording = recording;
   $("recording-badge").hidden = !recording.active;
+  $("recording-notice").hidden = !recording.active;
   const control = $("record");
-  if (!recording.available) {
-    control.textContent = "Recording unavailable";
-    control.disabled = true;
-    control.title = recording.message || "This meeting cannot be recorded.";
-  } else {
-    control.textContent = recording.active ? "Stop recording" : "Start recording";
-    control.disabled = false;
-    control.title = "";
-  }
+  // A meeting that cannot be recorded (end-to-end encrypted) shows no record button at all.
+  control.hidden = !(state.you && state.you.host && recording.available);
+  control.querySelector(".label").textContent = recording.active ? "Stop recording" : "Start recording";
+  control.classList.toggle("active", recording.active);
+  control.disabled = false;
   if (!changed || was === recording.active) return;
   notice(recording.active ? "Recording started: everyone here is being recorded."
     : RECORDING_STOPPED[recording.reason] || "Recording stopped.");
@@ -481,7 +995,7 @@ function addRecordingLink(link, fresh) {
   const anchor = document.createElement("a");
   anchor.href = link.url;
   anchor.target = "_blank";
-  anchor.rel = "noopener";
+  anchor.rel = "noopener noreferrer";
   anchor.textContent = `Recording of ${new Date(link.started_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}`;
   const until = document.createElement("span");
   until.className = "until";
@@ -489,7 +1003,7 @@ function addRecordingLink(link, fresh) {
   item.append(anchor, until);
   list.prepend(item);
   $("recordings-panel").hidden = false;
-  if (fresh) notice("The recording is ready: its link is under Recordings.");
+  if (fresh) notice("The recording is ready: its link is under People, Recordings.");
 }
 
 // Hosts get the whole lobby once on arrival, then one change at a time.
@@ -506,16 +1020,18 @@ function lobbyAdded(person, announce = true) {
   who.className = "who";
   who.textContent = person.name;
   row.append(who,
-    button("Admit", () => send({ type: "admit", id: person.id })),
+    button("Admit", () => send({ type: "admit", id: person.id }), "primary"),
     button("Deny", () => send({ type: "deny", id: person.id })));
   $("lobby").append(row);
   $("lobby-panel").hidden = false;
+  relayout();
   if (announce) notice(`${person.name} is waiting to join.`);
 }
 
 function lobbyRemoved(id) {
   for (const row of $("lobby").querySelectorAll("li")) if (row.dataset.waiting === id) row.remove();
   $("lobby-panel").hidden = !$("lobby").children.length;
+  relayout();
 }
 
 function showWaiting(text) {
@@ -524,30 +1040,33 @@ function showWaiting(text) {
   setStatus("");
 }
 
+/** A host asked us to mute: we are asked, not muted behind our back. */
 function muteRequested(by) {
-  if (!state.audioMuted && state.local.getAudioTracks().length) toggleAudio();
-  notice(`${by} asked you to mute. You are muted; unmute when you want to speak.`);
+  if (state.audioMuted || !state.hasMic) return notice(`${by} asked you to mute. Your microphone is already off.`);
+  const prompt = notice(`${by} asks you to mute your microphone.`, [
+    ["Mute", () => { if (!state.audioMuted) toggleAudio(); }],
+    ["Stay unmuted", () => {}],
+  ]);
+  prompt.classList.add("prompt");
 }
 
 function ended(text) {
   state.left = true;
   const ws = state.ws;
   state.ws = null;
+  state.epoch += 1;  // whatever is still queued belongs to a connection that is over
   if (ws) ws.close();
   teardown();
   stopScreen(false);
+  // Leaving turns the camera and microphone off; Rejoin opens them again.
+  for (const track of state.local.getTracks()) track.stop();
+  state.local = new MediaStream();
+  meter.detach();
+  closeMenus();
+  if ($("settings").open) $("settings").close();
   show("left");
   $("left-message").textContent = text;
   setStatus("");
-}
-
-let noticeTimer = null;
-function notice(text) {
-  const el = $("notice");
-  el.textContent = text;
-  el.hidden = false;
-  clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => { el.hidden = true; }, 6000);
 }
 
 // ---------------------------------------------------------------- chat
@@ -557,7 +1076,7 @@ async function sendChat(event) {
   const input = $("message");
   const text = input.value.trim();
   if (!text) return;
-  if (app.dataset.e2ee === "true") {
+  if (encrypted) {
     if (!state.e2ee) return notice("You cannot write here: your link has no key.");
     send({ type: "chat", ciphertext: await state.e2ee.encryptChat(text) });
   } else {
@@ -572,20 +1091,53 @@ async function showChat(message) {
     text = state.e2ee ? await state.e2ee.decryptChat(message.ciphertext) : null;
     if (text === null) text = "(an encrypted message you cannot read)";
   }
-  const item = document.createElement("li");
-  const meta = document.createElement("span");
-  meta.className = "meta";
-  meta.textContent = new Date(message.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  const sender = document.createElement("span");
-  sender.className = "sender";
-  sender.textContent = message.name;
-  const body = document.createElement("span");
-  body.className = "text";
-  body.textContent = text;  // chat is text, never HTML
-  item.append(meta, sender, body);
-  const list = $("messages");
-  list.append(item);
-  list.scrollTop = list.scrollHeight;
+  chat.message(message.name, message.at, String(text), state.you && message.from === state.you.id);
+}
+
+// ---------------------------------------------------------------- panels and menus
+
+function setSide(tab, chosen = true) {
+  if (chosen) state.sideChosen = true;
+  state.side = tab;
+  $("side").hidden = !tab;
+  $("people-panel").hidden = tab !== "people";
+  $("chat-panel").hidden = tab !== "chat";
+  $("side-title").textContent = tab === "chat" ? "Chat" : "People";
+  $("people-toggle").setAttribute("aria-pressed", String(tab === "people"));
+  $("chat-toggle").setAttribute("aria-pressed", String(tab === "chat"));
+  $("room").classList.toggle("side-open", Boolean(tab));
+  if (tab === "chat") chat.seen();
+  relayout();
+}
+
+function toggleSide(tab) {
+  setSide(state.side === tab ? null : tab);
+  if (state.side === "chat" && !NARROW.matches) $("message").focus();
+}
+
+function toggleMenu() {
+  const open = $("more-menu").hidden;
+  closeMenus();
+  if (!open) return;
+  $("more-menu").hidden = false;
+  $("more").setAttribute("aria-expanded", "true");
+  const first = $("more-menu").querySelector("button:not([hidden])");
+  if (first) first.focus();
+}
+
+function closeMenus(returnFocus = false) {
+  if ($("more-menu").hidden) return;
+  $("more-menu").hidden = true;
+  $("more").setAttribute("aria-expanded", "false");
+  if (returnFocus) $("more").focus();
+}
+
+function openSettings() {
+  closeMenus();
+  $("settings-slot").append($("devices"));
+  refreshDevices();
+  meter.attach(state.local.getAudioTracks()[0]);
+  $("settings").showModal();
 }
 
 // ---------------------------------------------------------------- controls
@@ -594,18 +1146,50 @@ function sendMediaState() {
   send({ type: "media", audio_muted: state.audioMuted, video_muted: state.videoMuted });
 }
 
+function updateToggles() {
+  const mic = state.hasMic && !state.audioMuted;
+  const cam = state.hasCamera && !state.videoMuted;
+  for (const el of [$("mute"), $("pre-mic")]) {
+    el.setAttribute("aria-pressed", String(mic));
+    el.disabled = !state.hasMic;
+    el.title = !state.hasMic ? "No microphone" : mic ? "Turn off microphone (Ctrl+D)" : "Turn on microphone (Ctrl+D)";
+  }
+  for (const el of [$("camera"), $("pre-cam")]) {
+    el.setAttribute("aria-pressed", String(cam));
+    el.disabled = !state.hasCamera;
+    el.title = !state.hasCamera ? "No camera" : cam ? "Turn off camera (Ctrl+E)" : "Turn on camera (Ctrl+E)";
+  }
+}
+
 function toggleAudio() {
+  if (!state.hasMic) return;
   state.audioMuted = !state.audioMuted;
   for (const track of state.local.getAudioTracks()) track.enabled = !state.audioMuted;
-  $("mute").textContent = state.audioMuted ? "Unmute" : "Mute";
+  updateToggles();
   sendMediaState();
 }
 
-function toggleVideo() {
-  state.videoMuted = !state.videoMuted;
-  for (const track of state.local.getVideoTracks()) track.enabled = !state.videoMuted;
-  $("camera").textContent = state.videoMuted ? "Start video" : "Stop video";
+/** Camera off releases the camera (its light goes out) and sends nothing; on opens it again. */
+async function toggleVideo() {
+  if (!state.hasCamera || state.busy) return;
+  state.busy = true;
+  try {
+    if (state.videoMuted) {
+      const track = await openTrack("videoinput", state.prefs.camera);
+      state.videoMuted = false;
+      await swapLocalTrack("video", track);
+    } else {
+      state.videoMuted = true;
+      await swapLocalTrack("video", null);
+    }
+  } catch (err) {
+    notice(`The camera could not be opened (${err.name}).`);
+  } finally {
+    state.busy = false;
+  }
+  updateToggles();
   sendMediaState();
+  if (state.you) updateParticipant({ ...state.participants.get(state.you.id).info, video_muted: state.videoMuted });
 }
 
 async function toggleScreen() {
@@ -617,7 +1201,8 @@ async function toggleScreen() {
   }
   // The browser's own "Stop sharing" ends the track: treat it like our button.
   state.screen.getVideoTracks()[0].addEventListener("ended", () => stopScreen(true));
-  $("share").textContent = "Stop sharing";
+  $("share").querySelector(".label").textContent = "Stop sharing";
+  $("share").classList.add("active");
   send({ type: "publish", source: "screen" });
   attachRemoteMedia();
 }
@@ -626,8 +1211,10 @@ function stopScreen(tell) {
   if (!state.screen) return;
   for (const track of state.screen.getTracks()) track.stop();
   state.screen = null;
-  $("share").textContent = "Share screen";
+  $("share").querySelector(".label").textContent = "Share screen";
+  $("share").classList.remove("active");
   if (tell) send({ type: "unpublish", source: "screen" });
+  showOwnScreen();
   if (state.pc) attachRemoteMedia();
 }
 
@@ -636,13 +1223,27 @@ function leave() {
   ended("You left the meeting.");
 }
 
+// The preview, devices and recording notice are one set of elements, moved to the screen
+// being shown (pre-join, lobby, settings).
 function show(section) {
   for (const id of ["prejoin", "waiting", "room", "left"]) $(id).hidden = id !== section;
+  if (section === "prejoin" || section === "waiting") {
+    const card = $(section);
+    card.querySelector(".slot-preview").append($("preview-box"));
+    card.querySelector(".slot-notice").append($("recording-notice"));
+    if (section === "prejoin") card.querySelector(".slot-devices").append($("devices"));
+    meter.attach(state.local.getAudioTracks()[0]);
+  } else if (section === "room") {
+    meter.detach();
+    relayout();
+  }
 }
 
 function setStatus(text) {
   $("status").textContent = text;
 }
+
+let mediaReady = null;
 
 async function join(event) {
   event.preventDefault();
@@ -653,31 +1254,77 @@ async function join(event) {
   localStorage.setItem("meetnow.name", state.name);
   state.left = false;
   state.resume = null;
-  $("messages").replaceChildren();
-  $("mute").disabled = !state.local.getAudioTracks().length;
-  $("camera").disabled = !state.local.getVideoTracks().length;
-  $("share").disabled = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
+  chat.clear();
   setStatus("Connecting…");
   connect();
+}
+
+function rejoin() {
+  show("prejoin");
+  mediaReady = prepareMedia();
+}
+
+function onKey(event) {
+  if (event.key === "Escape" && !$("more-menu").hidden) {
+    closeMenus(true);
+    return;
+  }
+  if (!(event.ctrlKey || event.metaKey) || event.altKey || event.shiftKey) return;
+  if (!$("left").hidden) return;
+  const key = event.key.toLowerCase();
+  if (key === "d") {
+    event.preventDefault();  // instead of the browser's bookmark shortcut
+    toggleAudio();
+  } else if (key === "e") {
+    event.preventDefault();
+    toggleVideo();
+  }
 }
 
 $("join-form").addEventListener("submit", join);
 $("chat-form").addEventListener("submit", sendChat);
 $("mute").addEventListener("click", toggleAudio);
+$("pre-mic").addEventListener("click", toggleAudio);
 $("camera").addEventListener("click", toggleVideo);
+$("pre-cam").addEventListener("click", toggleVideo);
 $("share").addEventListener("click", toggleScreen);
+$("people-toggle").addEventListener("click", () => toggleSide("people"));
+$("chat-toggle").addEventListener("click", () => toggleSide("chat"));
+$("side-close").addEventListener("click", () => setSide(null));
+$("more").addEventListener("click", toggleMenu);
+$("more-menu").addEventListener("click", (event) => { if (event.target.closest("button")) closeMenus(); });
+document.addEventListener("click", (event) => {
+  if (!event.target.closest(".more-wrap")) closeMenus();
+});
+for (const el of document.querySelectorAll(".copy-invite")) el.addEventListener("click", copyInvite);
+$("view-grid").addEventListener("click", () => setView("grid"));
+$("view-speaker").addEventListener("click", () => setView("speaker"));
+$("hide-self").addEventListener("click", () => setSelfHidden(!state.selfHidden));
+$("fullscreen").addEventListener("click", toggleFullscreen);
+document.addEventListener("fullscreenchange", () => {
+  $("fullscreen").setAttribute("aria-pressed", String(document.fullscreenElement === document.documentElement));
+  relayout();
+});
+$("open-settings").addEventListener("click", openSettings);
+$("settings").addEventListener("close", () => { if (!$("room").hidden) meter.detach(); });
+$("camera-select").addEventListener("change", (e) => useDevice("videoinput", e.target.value));
+$("mic-select").addEventListener("change", (e) => useDevice("audioinput", e.target.value));
+$("speaker-select").addEventListener("change", (e) => useDevice("audiooutput", e.target.value));
 $("lock").addEventListener("click", () => send({ type: "lock", locked: $("lock").dataset.locked !== "true" }));
 $("record").addEventListener("click", () => {
   $("record").disabled = true;  // until the server says what happened
   send({ type: state.recording.active ? "stop-recording" : "start-recording" });
-  setTimeout(() => { if (state.recording.available) $("record").disabled = false; }, 3000);
+  setTimeout(() => { $("record").disabled = false; }, 3000);
 });
 $("end").addEventListener("click", () => {
   if (confirm("End the meeting for everyone?")) send({ type: "end-meeting" });
 });
 $("leave").addEventListener("click", leave);
 $("cancel-wait").addEventListener("click", leave);
-$("rejoin").addEventListener("click", () => show("prejoin"));
+$("rejoin").addEventListener("click", rejoin);
+document.addEventListener("keydown", onKey);
+new ResizeObserver(relayout).observe($("tiles"));
+NARROW.addEventListener("change", () => { if (NARROW.matches && state.side && !state.sideChosen) setSide(null, false); });
 window.addEventListener("pagehide", () => send({ type: "leave" }));
 
 // For debugging from the console (and for tests): the live connection and who is shown.
@@ -685,6 +1332,8 @@ window.meetnow = {
   get pc() { return state.pc; },
   get slots() { return state.slots; },
   get participants() { return state.participants; },
+  get layoutPending() { return Boolean(layoutFrame); },
 };
 
-const mediaReady = prepare();
+updateToggles();
+mediaReady = prepare();

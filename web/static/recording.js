@@ -1,5 +1,6 @@
-// Recording page: the speaker timeline drawn to scale under the player; a click seeks.
-// The page renders as plain lists without this script; it only adds the bars.
+// Recording page: dates in the viewer's own time zone, and the speaker timeline drawn to
+// scale under the player with a time scale; a click seeks. The page reads as plain text and
+// lists without this script; it only adds the local times and the bars.
 "use strict";
 
 (() => {
@@ -10,12 +11,21 @@
     setTimeout(() => location.reload(), 10000);
     return;
   }
+  for (const el of document.querySelectorAll("time.local-time, time.local-date")) {
+    const when = new Date(el.getAttribute("datetime"));
+    if (Number.isNaN(when.getTime())) continue;
+    el.title = el.textContent;  // the UTC time the server wrote stays at hand
+    el.textContent = el.classList.contains("local-date")
+      ? when.toLocaleDateString([], { dateStyle: "medium" })
+      : when.toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+  }
   const player = document.getElementById("player");
   const timeline = document.getElementById("timeline");
   if (!player || !timeline) return;
   const { duration } = JSON.parse(root.dataset.timeline || "{}");
   if (!duration) return;
   timeline.classList.add("drawn");
+  timeline.before(timeScale(duration));
   for (const segment of timeline.querySelectorAll(".segment")) {
     const start = Number(segment.dataset.start);
     const end = Number(segment.dataset.end);
@@ -37,4 +47,32 @@
     const at = `${(100 * player.currentTime) / duration}%`;
     for (const cursor of cursors) cursor.style.left = at;
   });
+
+  function clock(seconds) {
+    const s = Math.round(seconds);
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const rest = String(s % 60).padStart(2, "0");
+    return h ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
+  }
+
+  // Ticks at a round step giving at most eight marks across the recording.
+  function timeScale(length) {
+    const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+    const step = steps.find((s) => length / s <= 8) || steps[steps.length - 1];
+    const row = document.createElement("div");
+    row.className = "scale-row";
+    row.setAttribute("aria-hidden", "true");
+    const scale = document.createElement("div");
+    scale.className = "scale";
+    for (let t = 0; t <= length + 1e-6; t += step) {
+      const tick = document.createElement("span");
+      tick.className = "tick";
+      tick.textContent = clock(t);
+      tick.style.left = `${(100 * t) / length}%`;
+      scale.append(tick);
+    }
+    row.append(scale);
+    return row;
+  }
 })();
