@@ -8,7 +8,8 @@ The path of a recording, module by module:
   into frames (``depacketize``) and writes one WebM file per track.
 - ``trackfile``: the recording folder's format (manifest lines, file names, level bins),
   written by ``capture`` and read by ``compose``; nothing else knows it.
-- ``jobs``: the compose queue, in worker processes, with retries.
+- ``jobs``: the compose queue, in worker processes (``worker``: their set-up and the
+  folder lock), with retries; ``failures``: how failures are told apart and logged.
 - ``compose``: one pass over the time line into a verified MP4, from ``sources`` (decoded
   tracks), ``mixer`` (audio), ``canvas`` and ``layout`` (pictures) and ``timeline`` (who
   spoke when).

@@ -31,6 +31,7 @@ from meeting.logfmt import kv
 from meeting.media.forwarder import PacketTap, Publication
 from meeting.media.rtp import RtpView
 from meeting.recording.depacketize import GAP, ReorderBuffer, TrackClock, Vp8Depacketizer, audio_level, vp8_dimensions
+from meeting.recording.failures import describe, traceback_text
 from meeting.recording.trackfile import TRACK_FORMAT, LevelWriter, ManifestWriter, Track
 
 log = logging.getLogger(__name__)
@@ -189,8 +190,9 @@ class _Writer(threading.Thread):
                 if stopping:
                     break
                 self._stop_event.wait(DRAIN_INTERVAL)
-        except Exception:
-            log.exception("recorder failed %s", kv(recording=self.log_key))
+        except Exception as exc:
+            # File errors name the folder, which is the recording's id: log them shortened.
+            log.error("recorder failed %s\n%s", kv(recording=self.log_key), traceback_text(exc))
         finally:
             end = time.monotonic()
             for number in list(self.tracks):
@@ -336,7 +338,7 @@ class TrackWriter:
             self.container.mux(packet)
         except Exception as exc:  # a full disk, most likely: this track ends here
             log.warning("track write failed %s", kv(recording=self.log_key, track=self.start.number,
-                                                      error=repr(exc)[:200]))
+                                                      error=describe(exc, 200)))
             self.failed = True
             self._close_container()
             return
@@ -370,6 +372,6 @@ class TrackWriter:
             self.container.close()
         except Exception as exc:
             log.warning("track close failed %s", kv(recording=self.log_key, track=self.start.number,
-                                                      error=repr(exc)[:200]))
+                                                      error=describe(exc, 200)))
         self.container = None
 

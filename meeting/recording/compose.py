@@ -207,12 +207,3 @@ def verify(path: str | Path, expected: float, tolerance: float = 1.0) -> float:
         raise ComposeError(f"the composed file does not open: {exc}") from None
     return duration
 
-
-
-def init_worker(level: int = logging.INFO) -> None:
-    """Process-pool initializer: lower priority than the media server, and log like it."""
-    try:
-        os.nice(10)  # composing may wait; forwarding live media may not
-    except OSError:
-        pass
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
