@@ -156,7 +156,7 @@ def _encode(path: Path, video: list[VideoSource], audio: list[AudioSource], span
             while audio_pos < target:
                 n = min(AUDIO_CHUNK, target - audio_pos)
                 chunks = [a.read(audio_pos, n) for a in audio]
-                for frame in mixer.push(chunks, audio_pos):
+                for frame in mixer.push(chunks, audio_pos, n):
                     container.mux(astream.encode(frame))
                 audio_pos += n
             _advance_sources(video, t)
@@ -175,7 +175,7 @@ def _encode(path: Path, video: list[VideoSource], audio: list[AudioSource], span
                 progress((index + 1) / s.fps, span)
         while audio_pos < total_samples:  # a last sliver, when video rounded down
             n = min(AUDIO_CHUNK, total_samples - audio_pos)
-            for frame in mixer.push([a.read(audio_pos, n) for a in audio], audio_pos):
+            for frame in mixer.push([a.read(audio_pos, n) for a in audio], audio_pos, n):
                 container.mux(astream.encode(frame))
             audio_pos += n
         for frame in mixer.finish():

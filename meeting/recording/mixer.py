@@ -41,8 +41,9 @@ class Mixer:
         graph.set_audio_frame_size(frame_size)
         self.graph = graph
 
-    def push(self, chunks: list[bytes], pts: int) -> list[Any]:
-        samples = len(chunks[0]) // SAMPLE_BYTES if chunks else 0
+    def push(self, chunks: list[bytes], pts: int, samples: int) -> list[Any]:
+        """Mix ``samples`` samples of each input from recording sample ``pts`` (a missing
+        chunk is silence: a recording without audio still gets a silent track)."""
         for index, source in enumerate(self.sources):
             data = chunks[index] if index < len(chunks) else bytes(samples * SAMPLE_BYTES)
             frame = av.AudioFrame(format="s16", layout="stereo", samples=samples)
@@ -54,6 +55,7 @@ class Mixer:
         return self._pull()
 
     def finish(self) -> list[Any]:
+        """Flush the graph: the last mixed frames."""
         for source in self.sources:
             source.push(None)
         return self._pull()

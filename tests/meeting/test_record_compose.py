@@ -166,3 +166,19 @@ def test_verify_refuses_a_file_of_the_wrong_length_or_shape(tmp_path: Path, medi
     bad.write_bytes(b"not a video")
     with pytest.raises(ComposeError, match="does not open"):
         verify(bad, 2.0)
+
+
+@pytest.mark.parametrize("sources", [("camera",), ()], ids=["camera only", "nothing published"])
+def test_a_recording_without_audio_composes_with_a_silent_track(
+        tmp_path: Path, media: EncodedMedia, sources: tuple[str, ...]) -> None:
+    manifest: list[Track] = []
+    for number, source in enumerate(sources, 1):
+        write_track(tmp_path, manifest, number, "ann", source, 0.0, 2.0, media)
+    write_manifest(tmp_path, manifest, stopped=2.0)
+    result = compose(tmp_path, key="test")
+    assert result.duration == pytest.approx(2.0, abs=0.2) and result.tracks == len(sources)
+    assert result.timeline == []
+    peaks = audio_peaks(Path(result.output))
+    assert len(peaks) == 2 and max(peaks) == 0.0  # a silent audio track, as players expect one
+    picture = frames_at(Path(result.output), [1.0])[1.0]
+    assert textured(picture, 1280, 580, 300, size=96) == bool(sources)
