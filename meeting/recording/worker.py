@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import fcntl
 import logging
 import os
@@ -22,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from meeting.logfmt import kv
 from meeting.recording.compose import ComposeResult, ComposeSettings, compose
 from meeting.recording.failures import describe, is_disk_full
 
@@ -58,16 +58,19 @@ def init_worker(level: int = logging.INFO, parent_pid: int | None = None) -> Non
     ``parent_pid`` is the server's pid; if the worker was already orphaned before the
     death signal was armed, it exits at once.
     """
-    _die_with_parent(parent_pid)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        _die_with_parent(parent_pid)
+    except (OSError, AttributeError) as exc:  # not Linux: the folder lock still keeps jobs apart
+        log.warning("compose worker cannot follow the server's death %s", kv(error=describe(exc)))
     try:
         os.nice(10)  # composing may wait; forwarding live media may not
     except OSError:
         pass
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own symbols, libc's among them
     # SIGKILL: a composition has nothing to save (it writes to a temporary name), and the
     # folder lock goes with the process. The kernel sends it when the thread that started
     # this process ends; the pool starts workers from the event loop's thread, which lives
