@@ -112,7 +112,7 @@ class ComposeRow:
 
 
 def bench_compose(args: argparse.Namespace, workdir: Path) -> list[ComposeRow]:
-    from meeting.recording.compose import init_worker
+    from meeting.recording.worker import init_worker
 
     import multiprocessing
 

@@ -4,12 +4,15 @@ meetnow forwards RTP below aiortc's media pipeline, which aiortc has no public A
 (see ../README.md, "Media"). The handful of private aiortc and aioice attributes this needs
 are read and replaced here and nowhere else, so a newer aiortc breaks exactly one module,
 and :func:`shape_problems` (run by the test suite) names what moved. aiortc is pinned in
-pyproject.toml for the same reason.
+pyproject.toml for the same reason. The one private name of the standard library's process
+pool the recording composer needs is here too, checked by :func:`pool_shape_problems`.
 """
 
 from __future__ import annotations
 
 import inspect
+import multiprocessing.process
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
@@ -135,3 +138,29 @@ def shape_problems(transceiver: Any = None) -> list[str]:
             if owner is None or not hasattr(owner, name):
                 problems.append(f"{owner_name}.{name} is gone")
     return problems
+
+
+# --- the standard library's process pool ---------------------------------------------------
+# (kept apart from the aiortc names above: it is checked by :func:`pool_shape_problems`)
+
+
+def pool_processes(pool: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    """The worker processes a ProcessPoolExecutor has started.
+
+    The executor has no public way to end a job that is running (``shutdown`` waits for
+    it, or leaves it running); the compose pool terminates its workers at shutdown.
+    """
+    processes = getattr(pool, "_processes", None) or {}
+    return list(processes.values())
+
+
+def pool_shape_problems() -> list[str]:
+    """What no longer looks as :func:`pool_processes` expects in this Python; empty when fine."""
+    pool = ProcessPoolExecutor(max_workers=1)  # starts no process until something is submitted
+    try:
+        processes = getattr(pool, "_processes", None)
+        if not isinstance(processes, dict):
+            return [f"ProcessPoolExecutor._processes is {type(processes).__name__}, not a dict of processes"]
+        return []
+    finally:
+        pool.shutdown(wait=False)

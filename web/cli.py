@@ -12,9 +12,10 @@ import sys
 from typing import Sequence
 
 from meeting.config import Config, ConfigError, load_config
+from meeting import ids
 from meeting.logfmt import kv, printable
 from meeting.models import Origin
-from meeting.recording.model import DELETED
+from meeting.recording.model import COMPOSING, DELETED, FAILED, Recording
 from meeting.service import MeetingService, TitleError
 from meeting.store.sqlite import SqliteStore
 
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "new":
         return asyncio.run(new(config, args.title, args.e2ee))
     if args.command == "recordings":
+        if args.retry is not None:
+            return asyncio.run(retry_recording(config, args.retry))
         return asyncio.run(list_recordings(config, args.all))
     _parser().print_help()
     return 2
@@ -60,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="end-to-end encrypted: the key is printed in the links and kept nowhere")
     recordings_cmd = sub.add_parser("recordings", help="list recordings with their links and expiry")
     recordings_cmd.add_argument("--all", action="store_true", help="include deleted recordings")
+    recordings_cmd.add_argument("--retry", metavar="ID",
+                                help="compose a failed recording again (its id, or the short id the log shows)")
     for cmd in (serve_cmd, new_cmd, recordings_cmd):
         cmd.add_argument("--config", help="path to a TOML config file (default: built-in defaults)")
     return parser
@@ -126,7 +131,59 @@ async def list_recordings(config: Config, include_deleted: bool) -> int:
               f"{until:<11} {printable(title)}")
         if recording.state != DELETED:
             print(f"{'':<10} {base}/r/{recording.id}")
+        if recording.state == FAILED:
+            print(f"{'':<10} {recording.error[:200]}")
+            print(f"{'':<10} to try again: meetnow recordings --retry {ids.short(recording.id)}")
     return 0
+
+
+async def retry_recording(config: Config, token: str) -> int:
+    """Queue a failed recording for composing again: a running server picks it up within a
+    minute, a stopped one at its next start. ``token`` is the id or its short form."""
+    store = SqliteStore(config.store.path)
+    await store.open()
+    try:
+        return await _retry(store, token)
+    except sqlite3.Error as exc:  # locked for longer than the busy timeout, most likely
+        print(f"meetnow: the store cannot be changed now ({exc}); try again", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+
+
+async def _retry(store: SqliteStore, token: str) -> int:
+    rows = [r for r, _ in await store.all_recordings()]
+    found = _matching(rows, token)
+    if len(found) != 1:
+        shown = ", ".join(f"{r.started_at:%Y-%m-%d %H:%M} ({r.state})" for r in found[:5])
+        problem = (f"several recordings start with {token!r}: {shown}; give more of the id" if found
+                   else f"no recording matches {token!r}")
+        print(f"meetnow: {problem}", file=sys.stderr)
+        return 2
+    [recording] = found
+    short = ids.short(recording.id)
+    if recording.state == COMPOSING:
+        print(f"Recording {short} is already waiting to be composed.")
+        return 0
+    if recording.state != FAILED:
+        print(f"meetnow: recording {short} is {recording.state}, not failed: only failed recordings can be retried",
+              file=sys.stderr)
+        return 2
+    if not await store.recording_retry(recording.id):
+        print(f"meetnow: recording {short} changed meanwhile; list it again", file=sys.stderr)
+        return 2
+    print(f"Recording {short} will be composed again: by the running server within a minute, "
+          "or when the server next starts.")
+    return 0
+
+
+def _matching(rows: list[Recording], token: str) -> list[Recording]:
+    """Recordings whose id is ``token``, or starts with it (a short id, with or without its ellipsis)."""
+    token = token.strip().rstrip("…").rstrip(".")
+    if not token:
+        return []
+    exact = [r for r in rows if r.id == token]
+    return exact or [r for r in rows if r.id.startswith(token)]
 
 
 async def serve(config: Config) -> int:

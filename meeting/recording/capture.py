@@ -8,16 +8,15 @@ still encoded, with PyAV. Nothing is decoded.
 
 Files stay usable if the process dies: Matroska written incrementally is playable when
 truncated, and the muxer options below push every cluster (at most ~1 s of media) to the
-file as soon as it closes. ``manifest.jsonl`` in the same folder says which file is whose
-and when it started, one flushed line per event, so the composer needs nothing else.
+file as soon as it closes. The folder's manifest says which file is whose and when it
+started, one synced line per event, so the composer needs nothing else; the format (file
+names, manifest lines, level bins) is ``meeting.recording.trackfile``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -28,15 +27,15 @@ from typing import Any, Callable
 
 import av
 
-from meeting.recording.depacketize import GAP, ReorderBuffer, TrackClock, Vp8Depacketizer, audio_level, vp8_dimensions
-from meeting.media.forwarder import PacketTap, Publication
 from meeting.logfmt import kv
+from meeting.media.forwarder import PacketTap, Publication
 from meeting.media.rtp import RtpView
+from meeting.recording.depacketize import GAP, ReorderBuffer, TrackClock, Vp8Depacketizer, audio_level, vp8_dimensions
+from meeting.recording.failures import describe, traceback_text
+from meeting.recording.trackfile import TRACK_FORMAT, LevelWriter, ManifestWriter, Track
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
-TRACK_FORMAT = "webm"
 # Each cluster is written whole as soon as it closes, and closes after at most 1 s: a
 # crash loses at most the last second of each track.
 MUX_OPTIONS = {"flush_packets": "1", "cluster_time_limit": "1000"}
@@ -47,7 +46,6 @@ MAX_QUEUE = 50_000
 DRAIN_INTERVAL = 0.05
 FLUSH_INTERVAL = 1.0
 KEYFRAME_RETRY = 1.0  # a track waiting for a keyframe asks again this often
-LEVEL_BIN_MS = 200  # speaker timeline resolution
 # How long a hole in the sequence may wait for its retransmission before it is given up.
 VIDEO_REORDER = (0.3, 300)  # seconds, packets
 AUDIO_REORDER = (0.1, 25)
@@ -167,7 +165,7 @@ class _Writer(threading.Thread):
         self.keyframe_wanted = keyframe_wanted
         self.log_key = log_key
         self.tracks: dict[int, TrackWriter] = {}
-        self.manifest: Manifest | None = None  # opened on this thread, like every file
+        self.manifest: ManifestWriter | None = None  # opened on this thread, like every file
         self._stop_event = threading.Event()
         self._span: float | None = None
         self.files = self.frames = self.bytes = 0
@@ -180,7 +178,7 @@ class _Writer(threading.Thread):
     def run(self) -> None:
         next_flush = time.monotonic() + FLUSH_INTERVAL
         try:
-            self.manifest = Manifest(self.folder / MANIFEST)
+            self.manifest = ManifestWriter(self.folder)
             while True:
                 stopping = self._stop_event.is_set()
                 self._drain()
@@ -192,15 +190,16 @@ class _Writer(threading.Thread):
                 if stopping:
                     break
                 self._stop_event.wait(DRAIN_INTERVAL)
-        except Exception:
-            log.exception("recorder failed %s", kv(recording=self.log_key))
+        except Exception as exc:
+            # File errors name the folder, which is the recording's id: log them shortened.
+            log.error("recorder failed %s\n%s", kv(recording=self.log_key), traceback_text(exc))
         finally:
             end = time.monotonic()
             for number in list(self.tracks):
                 self._close(number, end)
             if self.manifest is not None:
                 if self._span is not None:
-                    self.manifest.write({"stopped": round(self._span, 3)})
+                    self.manifest.stopped(self._span)
                 self.manifest.close()
 
     def _drain(self) -> None:
@@ -230,26 +229,10 @@ class _Writer(threading.Thread):
         self.bytes += track.bytes
 
 
-class Manifest:
-    """``manifest.jsonl``: one JSON object per line, flushed (and synced) as it is written."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", encoding="utf-8")
-
-    def write(self, entry: dict[str, Any], sync: bool = True) -> None:
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._file.flush()
-        if sync:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
 class TrackWriter:
     """One publication's file: packets in (writer thread), encoded frames muxed out."""
 
-    def __init__(self, folder: Path, start: TrackStart, t0: float, manifest: Manifest,
+    def __init__(self, folder: Path, start: TrackStart, t0: float, manifest: ManifestWriter,
                  keyframe_wanted: Callable[[], None], log_key: str, progress: Any = None) -> None:
         self.folder = folder
         self.progress = progress  # has a ``recorded`` attribute, moved forward as frames are written
@@ -273,8 +256,7 @@ class TrackWriter:
         self.frames = 0
         self.bytes = 0
         self.asked_at = float("-inf")
-        self.levels: LevelBins | None = None
-        self.prefix = f"t{start.number:02d}-{start.source}"
+        self.levels: LevelWriter | None = None
 
     # --- packets -------------------------------------------------------------------------
 
@@ -322,8 +304,10 @@ class TrackWriter:
             size = vp8_dimensions(data)
             if size is None:
                 return False
-        name = f"{self.prefix}.{TRACK_FORMAT}"
-        container = av.open(str(self.folder / name), "w", format=TRACK_FORMAT, options=MUX_OPTIONS)
+        s = self.start
+        track = Track.new(self.folder, s.number, s.participant, s.name, s.source, s.kind, pub.codec,
+                          arrival - self.t0)
+        container = av.open(str(track.file), "w", format=TRACK_FORMAT, options=MUX_OPTIONS)
         if self.video:
             stream = container.add_stream("vp8", rate=30)
             stream.width, stream.height = size
@@ -334,17 +318,10 @@ class TrackWriter:
         self.container, self.stream = container, stream
         self.container_opened = True
         self.clock = TrackClock(pub.clock_rate)
-        self.started_at = arrival - self.t0
-        levels = None
-        if not self.video:
-            levels = f"{self.prefix}.levels"
-            self.levels = LevelBins(self.folder / levels)
-        self.manifest.write({
-            "track": self.start.number, "file": name, "levels": levels,
-            "participant": self.start.participant, "name": self.start.name,
-            "source": self.start.source, "kind": self.start.kind, "codec": pub.codec,
-            "start": round(self.started_at, 3),
-        })
+        self.started_at = track.start
+        if track.levels is not None:
+            self.levels = LevelWriter(track.levels)
+        self.manifest.track_started(track)
         return True
 
     def _write(self, data: bytes, timestamp: int, arrival: float, keyframe: bool) -> None:
@@ -361,7 +338,7 @@ class TrackWriter:
             self.container.mux(packet)
         except Exception as exc:  # a full disk, most likely: this track ends here
             log.warning("track write failed %s", kv(recording=self.log_key, track=self.start.number,
-                                                      error=repr(exc)[:200]))
+                                                      error=describe(exc, 200)))
             self.failed = True
             self._close_container()
             return
@@ -386,8 +363,7 @@ class TrackWriter:
         if self.levels is not None:
             self.levels.close()
         if self.container_opened:
-            self.manifest.write({"track": self.start.number,
-                                 "end": round(self.started_at + self.last_ms / 1000, 3)})
+            self.manifest.track_ended(self.start.number, self.started_at + self.last_ms / 1000)
 
     def _close_container(self) -> None:
         if self.container is None:
@@ -396,38 +372,6 @@ class TrackWriter:
             self.container.close()
         except Exception as exc:
             log.warning("track close failed %s", kv(recording=self.log_key, track=self.start.number,
-                                                      error=repr(exc)[:200]))
+                                                      error=describe(exc, 200)))
         self.container = None
 
-
-class LevelBins:
-    """An audio track's loudest RFC 6464 level per LEVEL_BIN_MS, as ``ms level`` lines.
-
-    Times are milliseconds since the recording began; levels are -dBov (0 loudest,
-    127 silence).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", encoding="ascii")
-        self._bin: int | None = None
-        self._level = 127
-
-    def add(self, ms: int, level: int) -> None:
-        b = ms - ms % LEVEL_BIN_MS
-        if b != self._bin:
-            self._emit()
-            self._bin, self._level = b, level
-        elif level < self._level:
-            self._level = level
-
-    def _emit(self) -> None:
-        if self._bin is not None:
-            self._file.write(f"{self._bin} {self._level}\n")
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._emit()
-        self._bin = None
-        self._file.close()

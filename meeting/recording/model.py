@@ -64,6 +64,10 @@ class RecordingStore(Protocol):
                                        failed: bool) -> None:
         """Composing failed; ``failed`` gives up on it for good."""
 
+    async def recording_retry(self, recording_id: str) -> bool:
+        """Queue a failed recording for composing again, its attempts forgotten; False (nothing
+        changed) if it was not failed."""
+
     async def recordings_expired(self, now: datetime) -> list[Recording]:
         """Recordings past their expiry that still have files or a row to clear."""
 

@@ -19,6 +19,7 @@ from typing import Callable
 from meeting import ids
 from meeting.events import Bus, RecordingExpiring
 from meeting.logfmt import kv
+from meeting.recording.failures import traceback_text
 from meeting.recording.model import RecordingStore
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,11 @@ class Sweeper:
                 await self.bus.publish(RecordingExpiring(
                     recording.meeting_id, recording.id, self.url_for(recording.id),
                     recording.expires_at.date().isoformat()), strict=True)
-            except Exception:
-                # Not marked as reminded: the next sweep tries again.
-                log.exception("expiry reminder failed %s", kv(recording=ids.short(recording.id)))
+            except Exception as exc:
+                # Not marked as reminded: the next sweep tries again. (The error may quote
+                # the recording's link: logged with ids shortened.)
+                log.error("expiry reminder failed %s\n%s", kv(recording=ids.short(recording.id)),
+                          traceback_text(exc))
                 continue
             await self.store.recording_reminded(recording.id)
             reminded += 1
@@ -81,6 +84,6 @@ class Sweeper:
                 report = await self.sweep()
                 if report.deleted or report.reminded:
                     log.info("recordings swept %s", kv(deleted=report.deleted, reminded=report.reminded))
-            except Exception:
-                log.exception("recording sweep failed")
+            except Exception as exc:
+                log.error("recording sweep failed\n%s", traceback_text(exc))
             await asyncio.sleep(self.interval)

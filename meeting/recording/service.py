@@ -9,6 +9,11 @@ recording and shows the indicator; when a file is ready the service publishes
 
 Everything blocking (disk checks, directory and file work) runs in threads; composing runs
 in worker processes.
+
+A stop never waits long on the store: the people in the meeting are told at once, and the
+row is settled (``recording`` -> ``composing``) in the background, retried with growing
+pauses while the database is locked. If the server dies first, the next start settles it
+as it does any recording cut short.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from meeting.logfmt import kv
 from meeting.models import Meeting
 from meeting.recording.capture import RoomRecorder
 from meeting.recording.compose import ComposeResult, ComposeSettings
+from meeting.recording.failures import describe
 from meeting.recording.jobs import Composer
 from meeting.recording.model import RECORDING, Recording
 from meeting.recording.retention import Sweeper
@@ -41,6 +47,11 @@ STOP_HOST = "host"
 STOP_EMPTY = "empty"
 STOP_DISK = "disk"
 STOP_SHUTDOWN = "shutdown"
+
+SETTLE_WAIT = 1.0  # seconds a stop waits for its row to be written before answering anyway
+SETTLE_RETRY = 0.5  # first pause between attempts to write a stopped row; doubled up to:
+SETTLE_RETRY_MAX = 30.0
+CLOSE_GRACE = 5.0  # seconds shutdown waits for stopped rows still being written
 
 E2EE_MESSAGE = ("This meeting is end-to-end encrypted: the server cannot see its media, "
                 "so it cannot record it.")
@@ -115,9 +126,14 @@ class RecordingService:
         self.retention = timedelta(days=config.recordings.retention_days)
         self.min_free_mb = config.recordings.min_free_mb
         self.free_mb: Callable[[Path], float] = disk_free_mb
-        self.composer = Composer(store, self.folder, config.recordings.compose_workers, self._ready, settings)
+        self.composer = Composer(store, self.folder, config.recordings.compose_workers, self._ready, settings,
+                                 has_space=self._has_space)
         self.sweeper = Sweeper(store, self.folder, self.url, clock, bus, busy=self.composer.busy)
+        self.settle_wait = SETTLE_WAIT
+        self.settle_retry = SETTLE_RETRY
+        self.close_grace = CLOSE_GRACE
         self._active: dict[str, _Active] = {}
+        self._settling: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -131,6 +147,12 @@ class RecordingService:
         """Stop every recording (their composing resumes at the next start), end the workers."""
         for meeting_id in list(self._active):
             await self.stop_recording(meeting_id, STOP_SHUTDOWN)
+        if self._settling:
+            _, unsettled = await asyncio.wait(set(self._settling), timeout=self.close_grace)
+            for task in unsettled:  # the next start settles these rows
+                task.cancel()
+            if unsettled:
+                log.warning("recordings left unsettled at shutdown %s", kv(count=len(unsettled)))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -150,6 +172,11 @@ class RecordingService:
         return RecordingStatus(meeting.id, active is not None, not meeting.e2ee,
                                since=active.recording.started_at if active else None,
                                recording_id=active.recording.id if active else None)
+
+    async def _has_space(self) -> bool:
+        """Whether the recordings folder is back above its free-space floor (quietly)."""
+        free = await asyncio.to_thread(self.free_mb, self.folder)
+        return free >= self.min_free_mb
 
     async def disk_low(self) -> bool:
         """Whether the recordings folder is below its free-space floor (logged when it is)."""
@@ -209,20 +236,46 @@ class RecordingService:
         return self.status(meeting)
 
     async def stop_recording(self, meeting_id: str, reason: str = STOP_HOST) -> RecordingStatus:
-        """Stop recording and queue composing (stopping when not recording changes nothing)."""
+        """Stop recording and queue composing (stopping when not recording changes nothing).
+
+        Returns the stopped status even when the store cannot be written now: the row is
+        settled in the background (see the module's docstring).
+        """
         active = self._active.pop(meeting_id, None)
         if active is None:
             return RecordingStatus(meeting_id, False, True)
         active.media.unobserve()
         summary = await asyncio.to_thread(active.recorder.close)
         recording = active.recording
-        await self.store.recording_stopped(recording.id, self.clock(), round(summary.span, 3))
         log.info("recording stopped %s", kv(
             meeting=ids.short(meeting_id), recording=ids.short(recording.id), reason=reason,
             span_s=round(summary.span, 1), files=summary.tracks, bytes=summary.bytes, dropped=summary.dropped))
-        if reason != STOP_SHUTDOWN:
-            self.composer.submit(recording.id)
+        settle = asyncio.create_task(
+            self._settle(recording.id, self.clock(), round(summary.span, 3), compose=reason != STOP_SHUTDOWN),
+            name=f"recording-settle-{ids.short(recording.id)}")
+        self._settling.add(settle)
+        settle.add_done_callback(self._settling.discard)
+        # Usually written at once, so callers see the row settled; never held up for long.
+        await asyncio.wait({settle}, timeout=self.settle_wait)
         return RecordingStatus(meeting_id, False, True, reason=reason, recording_id=recording.id)
+
+    async def _settle(self, recording_id: str, stopped_at: datetime, span: float, compose: bool) -> None:
+        """Write the stopped row, retrying until the store takes it; then queue composing."""
+        delay, failures = self.settle_retry, 0
+        while True:
+            try:
+                await self.store.recording_stopped(recording_id, stopped_at, span)
+                break
+            except Exception as exc:  # locked, most likely: try again a little later
+                failures += 1
+                log.warning("recording row not written %s", kv(recording=ids.short(recording_id), attempt=failures,
+                                                                retry_s=delay, error=describe(exc, 200)))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SETTLE_RETRY_MAX)
+        if failures:
+            log.info("recording row written %s", kv(recording=ids.short(recording_id), attempts=failures + 1))
+        if compose:
+            self.composer.submit(recording_id)
 
     # --- background ------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from meeting.logfmt import kv
 from meeting.store.migrations import MIGRATIONS
 from meeting.models import Meeting, Origin
 from meeting.outbox import ANNOUNCE, ChatPost, OutboxEntry
-from meeting.recording.model import COMPOSING, DELETED, READY, RECORDING, Recording
+from meeting.recording.model import COMPOSING, DELETED, FAILED, READY, RECORDING, Recording
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,13 @@ class SqliteStore:
             "UPDATE recordings SET attempts = ?, error = ?, state = CASE WHEN ? THEN 'failed' ELSE state END"
             " WHERE id = ? AND state = ?", (attempts, error[:500], int(failed), recording_id, COMPOSING))
         await self.db.commit()
+
+    async def recording_retry(self, recording_id: str) -> bool:
+        cursor = await self.db.execute(
+            "UPDATE recordings SET state = ?, attempts = 0, error = '' WHERE id = ? AND state = ?",
+            (COMPOSING, recording_id, FAILED))
+        await self.db.commit()
+        return cursor.rowcount == 1
 
     async def recordings_expired(self, now: datetime) -> list[Recording]:
         return await self._recordings("WHERE state NOT IN (?, ?) AND expires_at <= ? ORDER BY expires_at",

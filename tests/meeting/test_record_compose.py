@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from array import array
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
 
-from meeting.recording.compose import ComposeError, compose, read_manifest, verify
+from meeting.recording.compose import ComposeError, compose, verify
 from meeting.recording.layout import fit, layout
+from meeting.recording.trackfile import Track, read_manifest
 from bench.synthetic import EncodedMedia, encoded_media
+from tests.meeting.record_files import write_manifest, write_track
 
 
 def _overlap(a, b) -> bool:
@@ -54,39 +54,6 @@ def test_fit_keeps_the_pictures_shape() -> None:
 
 
 # --- composing track files ----------------------------------------------------------------
-
-MS = Fraction(1, 1000)
-
-
-def write_track(folder: Path, manifest: list[dict], number: int, who: str, source: str, start: float,
-                seconds: float, media: EncodedMedia, levels: list[tuple[int, int]] | None = None) -> None:
-    """A per-track file as the recorder writes it, from pre-encoded media, plus its manifest line."""
-    kind = "audio" if source == "mic" else "video"
-    name = f"t{number:02d}-{source}.webm"
-    with av.open(str(folder / name), "w", format="webm") as container:
-        if kind == "video":
-            stream = container.add_stream("vp8", rate=30)
-            stream.width, stream.height = media.width, media.height
-            frames, step = media.video, 1000 / media.fps
-        else:
-            stream = container.add_stream("opus", rate=48000)
-            stream.layout = "stereo"
-            frames, step = media.audio, 20
-        stream.time_base = MS
-        for i in range(int(seconds * 1000 / step)):
-            packet = av.Packet(frames[i % len(frames)])
-            packet.stream = stream
-            packet.time_base = MS
-            packet.pts = packet.dts = round(i * step)
-            packet.is_keyframe = kind == "audio" or media.video_keyframes[i % len(frames)]
-            container.mux(packet)
-    levels_name = None
-    if levels is not None:
-        levels_name = f"t{number:02d}-{source}.levels"
-        (folder / levels_name).write_text("".join(f"{ms} {level}\n" for ms, level in levels))
-    manifest.append({"track": number, "file": name, "levels": levels_name, "participant": who,
-                     "name": who.title(), "source": source, "kind": kind, "codec": "x", "start": start})
-
 
 def luma(frame: av.VideoFrame) -> bytes:
     plane = frame.planes[0]
@@ -132,7 +99,7 @@ def media() -> EncodedMedia:
 
 async def test_tracks_compose_into_one_verified_file_whose_layout_follows_who_is_there(
         tmp_path: Path, media: EncodedMedia) -> None:
-    manifest: list[dict] = []
+    manifest: list[Track] = []
     # Ann from the start, speaking in the first second (levels gathered while recording);
     # Ben from 2 s (no levels: measured from his audio); Ann shares her screen from 4 s.
     write_track(tmp_path, manifest, 1, "ann", "mic", 0.0, 6.0, media, levels=[(0, 20), (200, 25), (400, 30), (600, 18), (800, 22), (1000, 127), (3000, 127)])
@@ -140,7 +107,7 @@ async def test_tracks_compose_into_one_verified_file_whose_layout_follows_who_is
     write_track(tmp_path, manifest, 3, "ben", "mic", 2.0, 4.0, media)
     write_track(tmp_path, manifest, 4, "ben", "camera", 2.0, 4.0, media)
     write_track(tmp_path, manifest, 5, "ann", "screen", 4.0, 2.0, media)
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest) + '{"stopped": 6.0}\n')
+    write_manifest(tmp_path, manifest, stopped=6.0)
 
     result = compose(tmp_path, key="test")
 
@@ -171,13 +138,15 @@ async def test_tracks_compose_into_one_verified_file_whose_layout_follows_who_is
 
 
 async def test_a_truncated_track_and_an_unstopped_manifest_still_compose(tmp_path: Path, media: EncodedMedia) -> None:
-    manifest: list[dict] = []
+    manifest: list[Track] = []
     write_track(tmp_path, manifest, 1, "ann", "mic", 0.2, 3.0, media)
     write_track(tmp_path, manifest, 2, "ann", "camera", 0.2, 3.0, media)
     camera = tmp_path / "t02-camera.webm"
     camera.write_bytes(camera.read_bytes()[: camera.stat().st_size * 2 // 3])  # a crash mid-write
     # No "stopped" line and a torn last line: the server died.
-    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest) + '{"track": 1, "en')
+    write_manifest(tmp_path, manifest)
+    with open(tmp_path / "manifest.jsonl", "a") as torn:
+        torn.write('{"track": 1, "en')
     assert len(read_manifest(tmp_path).tracks) == 2
     result = compose(tmp_path, key="test")
     assert result.duration == pytest.approx(3.2, abs=0.1)  # the longest track's end sets the span
@@ -185,11 +154,11 @@ async def test_a_truncated_track_and_an_unstopped_manifest_still_compose(tmp_pat
 
 
 def test_verify_refuses_a_file_of_the_wrong_length_or_shape(tmp_path: Path, media: EncodedMedia) -> None:
-    manifest: list[dict] = []
+    manifest: list[Track] = []
     write_track(tmp_path, manifest, 1, "ann", "mic", 0.0, 2.0, media)
     with pytest.raises(ComposeError, match="one video and one audio"):
         verify(tmp_path / "t01-mic.webm", 2.0)
-    (tmp_path / "manifest.jsonl").write_text(json.dumps(manifest[0]) + "\n")
+    write_manifest(tmp_path, manifest)
     result = compose(tmp_path, span=2.0)
     with pytest.raises(ComposeError, match="lasts"):
         verify(result.output, 5.0)
@@ -197,3 +166,19 @@ def test_verify_refuses_a_file_of_the_wrong_length_or_shape(tmp_path: Path, medi
     bad.write_bytes(b"not a video")
     with pytest.raises(ComposeError, match="does not open"):
         verify(bad, 2.0)
+
+
+@pytest.mark.parametrize("sources", [("camera",), ()], ids=["camera only", "nothing published"])
+def test_a_recording_without_audio_composes_with_a_silent_track(
+        tmp_path: Path, media: EncodedMedia, sources: tuple[str, ...]) -> None:
+    manifest: list[Track] = []
+    for number, source in enumerate(sources, 1):
+        write_track(tmp_path, manifest, number, "ann", source, 0.0, 2.0, media)
+    write_manifest(tmp_path, manifest, stopped=2.0)
+    result = compose(tmp_path, key="test")
+    assert result.duration == pytest.approx(2.0, abs=0.2) and result.tracks == len(sources)
+    assert result.timeline == []
+    peaks = audio_peaks(Path(result.output))
+    assert len(peaks) == 2 and max(peaks) == 0.0  # a silent audio track, as players expect one
+    picture = frames_at(Path(result.output), [1.0])[1.0]
+    assert textured(picture, 1280, 580, 300, size=96) == bool(sources)

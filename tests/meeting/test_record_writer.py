@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import pytest
 
-from meeting.recording.compose import read_levels, read_manifest
 from meeting.media.forwarder import Publication
 from meeting.recording.capture import RoomRecorder
+from meeting.recording.trackfile import read_levels, read_manifest
 from meeting.media.rtp import extension_block
 from bench.synthetic import encoded_media
 from aiortc.codecs.vpx import Vp8Encoder

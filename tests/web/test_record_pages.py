@@ -23,7 +23,7 @@ from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from bench.synthetic import encoded_media
 from tests.conftest import serving
-from tests.meeting.test_record_compose import write_track
+from tests.meeting.record_files import person_recorded
 from web.cli import list_recordings
 from web.keys import RECORDINGS
 
@@ -80,12 +80,8 @@ async def ready_recording(config: Config, store: SqliteStore, meetings: MeetingS
     recording = Recording(id=ids.new_id(), meeting_id=minted.meeting.id, state=RECORDING, started_at=MADE,
                           expires_at=MADE + timedelta(days=config.recordings.retention_days))
     folder = Path(config.recordings.folder) / recording.id
-    folder.mkdir(parents=True)
     media = encoded_media(320, 240, fps=30, bitrate=300_000, seconds=2.0)
-    manifest: list[dict] = []
-    write_track(folder, manifest, 1, "ann", "mic", 0.0, 2.0, media)
-    write_track(folder, manifest, 2, "ann", "camera", 0.0, 2.0, media)
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
+    person_recorded(folder, media, 2.0, stopped=False)
     result = compose(folder, span=2.0)
     await store.add_recording(recording)
     await store.recording_stopped(recording.id, MADE + timedelta(seconds=2), 2.0)

@@ -1,0 +1,54 @@
+"""Who spoke when in a recording: speech segments per participant, from audio levels.
+
+Levels gathered while recording (RFC 6464, in the tracks' levels files) are used when a
+track has them; otherwise those the composer measured while decoding it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meeting.recording.sources import AudioSource
+from meeting.recording.trackfile import LEVEL_BIN_MS, read_levels
+
+SPEAKING_LEVEL = 45  # -dBov at or below which a level bin counts as speech
+MERGE_GAP_MS = 600  # speech bins closer than this make one segment
+
+
+def speaker_timeline(audio: list[AudioSource], span: float) -> list[dict[str, Any]]:
+    """Who spoke when: ``[{"name", "segments": [[start, end], ...], "total"}]`` in seconds.
+
+    Levels gathered while recording (RFC 6464, in ``*.levels``) are used when a track has
+    them; otherwise the levels measured while decoding it.
+    """
+    # By participant, not by name: two people called "Guest" are two rows.
+    bins: dict[str, dict[int, int]] = {}
+    names: dict[str, str] = {}
+    for source in audio:
+        levels = read_levels(source.track.levels) or source.levels
+        names[source.track.participant] = source.track.name
+        person = bins.setdefault(source.track.participant, {})
+        for b, level in levels.items():
+            if level < person.get(b, 128):
+                person[b] = level
+    timeline = []
+    limit = span * 1000
+    for participant, levels in bins.items():
+        segments: list[list[float]] = []
+        for b in sorted(levels):
+            if levels[b] > SPEAKING_LEVEL or b >= limit:
+                continue
+            end = min(limit, b + LEVEL_BIN_MS)
+            if segments and b - segments[-1][1] <= MERGE_GAP_MS:
+                segments[-1][1] = end
+            else:
+                segments.append([b, end])
+        if segments:
+            timeline.append({
+                "name": names[participant],
+                "segments": [[round(a / 1000, 1), round(e / 1000, 1)] for a, e in segments],
+                "total": round(sum(e - a for a, e in segments) / 1000, 1),
+            })
+    timeline.sort(key=lambda entry: entry["segments"][0][0])
+    return timeline
+
