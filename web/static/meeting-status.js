@@ -6,7 +6,7 @@
 export function statusLines(status, waiting) {
   if (waiting) {
     return [["locked", status.hosts_present ? "A host is in the meeting and has been told you are waiting."
-      : "No host is in the meeting right now, so nobody can let you in yet."]];
+      : "Nobody can let you in yet. Keep this page open, or ask whoever invited you to join from their host link."]];
   }
   if (status.locked) {
     return [["locked", status.hosts_present ? "The meeting is locked: a host will let you in."
