@@ -40,6 +40,9 @@ class ServerConfig:
     # per-address limit, as behind a reverse proxy).
     max_connections: int = 0
     max_connections_per_address: int = 100
+    # Media worker processes, each hosting whole meetings on its own core: 0 means one per
+    # core; 1 keeps everything in one process.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,8 @@ def _check(config: Config) -> None:
     for key in ("header_timeout", "body_timeout"):
         if getattr(config.server, key) < 1:
             raise ConfigError(f"config key 'server.{key}' must be at least 1 (seconds)")
+    if config.server.workers < 0:
+        raise ConfigError("config key 'server.workers' must not be negative (0: one per core)")
     if config.server.max_connections < 0:
         raise ConfigError("config key 'server.max_connections' must not be negative (0: automatic)")
     if config.server.max_connections_per_address < 0:

@@ -10,7 +10,7 @@ from meeting.config import Config
 from meeting.ratelimit import KeyedLimiter
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
-from meeting.session.host import Sessions
+from meeting.session.host import LiveMeetings
 
 from . import api, pages, recordings
 from .bodydeadline import body_deadline
@@ -25,7 +25,7 @@ STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
 
 
-def create_app(config: Config, meetings: MeetingService, sessions: Sessions,
+def create_app(config: Config, meetings: MeetingService, sessions: LiveMeetings,
                recording_service: RecordingService) -> web.Application:
     """The web application over services built by the composition root (``web.server``).
 

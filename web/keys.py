@@ -8,14 +8,14 @@ from meeting.config import Config
 from meeting.ratelimit import KeyedLimiter
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
-from meeting.session.host import Sessions
+from meeting.session.host import LiveMeetings
 
 from .limits import SocketLimits
 from .poster import PosterCache
 
 CONFIG = web.AppKey("config", Config)
 MEETINGS = web.AppKey("meetings", MeetingService)
-SESSIONS = web.AppKey("sessions", Sessions)
+SESSIONS = web.AppKey("sessions", LiveMeetings)
 RECORDINGS = web.AppKey("recordings", RecordingService)
 MINT_LIMIT = web.AppKey("mint_limit", KeyedLimiter)
 SOCKET_LIMITS = web.AppKey("socket_limits", SocketLimits)

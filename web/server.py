@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 from aiohttp import web
 
@@ -18,9 +19,9 @@ from meeting.media.sfu import Sfu
 from meeting.outbox import Outbox
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
-from meeting.session.context import SessionContext
-from meeting.session.host import Sessions
-from meeting.session.limits import ServerLimits
+from meeting.session.context import context_for
+from meeting.session.host import LiveMeetings, Sessions
+from meeting.workers.pool import WorkerPool
 from meeting.store.base import Store
 
 from .app import create_app
@@ -41,8 +42,8 @@ class Server:
     outbox: Outbox
     announcer: Announcer
     recordings: RecordingService
-    sfu: Sfu
-    sessions: Sessions
+    sfu: Sfu | None  # this process's media plane; None when meetings live in workers
+    sessions: LiveMeetings
     app: web.Application
     bots: list[ChatBot]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -53,6 +54,7 @@ class Server:
         # Recordings first: it settles what a previous run left half-done before anyone can
         # start a new recording that might be taken for one of those.
         await self.recordings.start()
+        await self.sessions.start()
         for bot in self.bots:
             await bot.start()
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
@@ -69,32 +71,35 @@ class Server:
         self.tasks.clear()
         for bot in self.bots:
             await bot.stop()
-        await self.sfu.close()
+        if self.sfu is not None:
+            await self.sfu.close()
 
 
-def ice_servers_for(config: Config) -> Callable[[], list[dict[str, Any]]]:
-    """The STUN/TURN servers each joining page is given, in RTCIceServer form."""
-    servers = [
-        {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
-        for s in config.media.ice_servers
-    ]
-    return lambda: [dict(s) for s in servers]
+def media_workers(config: Config) -> int:
+    """How many media worker processes ``server.workers`` asks for (0: one per core)."""
+    return config.server.workers or os.cpu_count() or 1
 
 
 def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
                  clock: Callable[[], datetime] = _utc_now) -> Server:
-    """Build every service around an opened store. ``sfu`` and ``clock`` are for tests."""
+    """Build every service around an opened store. ``sfu`` and ``clock`` are for tests.
+
+    With more than one media worker, live meetings run in worker processes
+    (:class:`WorkerPool`); otherwise here, on this process's own SFU.
+    """
     bus = Bus()
     meetings = MeetingService(store, config.server.public_url, clock)
     outbox = Outbox(store)
     announcer = Announcer(meetings, outbox, bus)
     recordings = RecordingService(config, store, bus, clock=clock)
-    sfu = sfu or Sfu(config.media)
-    sessions = Sessions(SessionContext(
-        sfu=sfu, meetings=meetings, bus=bus, recordings=recordings, ice_servers=ice_servers_for(config),
-        capacity=config.media.max_participants, clock=clock,
-        limits=ServerLimits(config.media.max_meetings, config.media.max_people),
-        max_waiting=config.media.max_waiting))
+    sessions: LiveMeetings
+    workers = media_workers(config)
+    if sfu is None and workers > 1:
+        sessions = WorkerPool(config, store, bus, workers)
+    else:
+        sfu = sfu or Sfu(config.media)
+        sessions = Sessions(context_for(config, sfu=sfu, meetings=meetings, bus=bus, recordings=recordings,
+                                        clock=clock))
     app = create_app(config, meetings, sessions, recordings)
     bots = configured_bots(config, meetings, announcer, outbox)
     for bot in bots:
