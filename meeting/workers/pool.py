@@ -29,6 +29,7 @@ from meeting.config import Config
 from meeting.events import Bus, PresenceChanged, RecordingReady, RecordingStarted, RecordingStopped, from_dict, to_dict
 from meeting.logfmt import kv
 from meeting.models import Meeting
+from meeting.recording.model import RECORDING
 from meeting.recording.service import RecordingRefused, RecordingStatus
 from meeting.session.conn import Channel
 from meeting.session.messages import CLOSE_GOING_AWAY, CLOSE_RETRY, error
@@ -163,6 +164,7 @@ class WorkerPool:
         log.warning("media worker died %s", kv(index=worker.index, code=code, meetings=len(worker.meetings),
                                                  connections=len(worker.conns)))
         now = time.monotonic()
+        doomed = set(worker.meetings)
         for conn_id in list(worker.conns):
             route = self._routes.pop(conn_id)
             route.channel.send(error("server-restarted", "The server restarted this meeting; reconnecting."))
@@ -176,14 +178,25 @@ class WorkerPool:
         for asker, future in self._requests.values():
             if asker is worker and not future.done():
                 future.set_exception(PipeClosed("the meeting's worker died"))
-        await self._settle_recordings(worker)
+        await self._settle_recordings(worker, doomed)
         await asyncio.sleep(RESTART_DELAYS[min(worker.deaths, len(RESTART_DELAYS)) - 1])
         if not self._closed:
             self.restarts += 1
             await self._spawn(worker)
 
-    async def _settle_recordings(self, worker: _Worker) -> None:
-        """What a dead worker was recording is composed from what reached the disk."""
+    async def _settle_recordings(self, worker: _Worker, meetings: set[str]) -> None:
+        """What a dead worker was recording is composed from what reached the disk.
+
+        Its "started" events say which recordings; the store also has any whose event it
+        had no time to send (the meetings were just taken off the directory, so no new
+        recording of theirs can have started yet).
+        """
+        try:
+            for recording in await self.store.recordings_in((RECORDING,)):
+                if recording.meeting_id in meetings:
+                    worker.recordings.setdefault(recording.id, recording.meeting_id)
+        except Exception:
+            log.exception("could not look for a dead worker's recordings")
         for recording_id, meeting_id in list(worker.recordings.items()):
             try:
                 await self.store.recording_stopped(recording_id, None, None)

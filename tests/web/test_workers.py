@@ -23,6 +23,7 @@ from bench.synthetic import SyntheticParticipant
 from meeting.config import Config
 from meeting.events import PresenceChanged
 from meeting.models import Origin
+from meeting.recording.model import COMPOSING, RECORDING
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from tests.conftest import serving, wait_for
@@ -128,6 +129,13 @@ async def test_meetings_spread_over_two_workers_and_come_back_after_one_is_kille
         spared = [g for mid, pair in guests.items() if mid not in doomed for g in pair]
         returning = [g for mid, pair in guests.items() if mid in doomed for g in pair]
         await wait_for(lambda: victim.load.get("pid"), 5)
+        # One of the doomed meetings is being recorded when its worker dies.
+        recorded = next(m for m in minted if m.meeting.id in doomed)
+        response = await client.post(f"/api/meetings/{recorded.meeting.id}/recording", json={"action": "start"},
+                                     headers={"Authorization": "Bearer " + recorded.host_url.split("#host=")[1]})
+        assert response.status == 200, await response.text()
+        [(recording, _)] = await store.all_recordings()
+        assert recording.state == RECORDING
 
         os.kill(victim.load["pid"], signal.SIGKILL)
         killed_at = time.monotonic()
@@ -139,6 +147,8 @@ async def test_meetings_spread_over_two_workers_and_come_back_after_one_is_kille
         assert all(g.joins == 1 for g in spared)
         await media_rises(spared, frames=15)
         assert ended == {}  # nobody was told the moved meetings ended
+        # The dead worker's recording is settled as after a crash: composed from what it wrote.
+        assert (await store.get_recording(recording.id)).state == COMPOSING  # type: ignore[union-attr]
 
         for guest in everyone:
             await guest.leave()
