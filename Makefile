@@ -3,8 +3,8 @@ VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: the browser, Janus (the benchmark baseline), and the
-# network-namespace tools that keep every test on loopback.
-SYSTEM_PACKAGES = chromium janus iproute2 util-linux
+# network-namespace tools that keep every test on loopback, and the servers a cluster uses.
+SYSTEM_PACKAGES = chromium janus iproute2 util-linux redis-server
 
 .PHONY: run test system-packages
 

@@ -40,6 +40,9 @@ class ServerConfig:
     # per-address limit, as behind a reverse proxy).
     max_connections: int = 0
     max_connections_per_address: int = 100
+    # Media worker processes, each hosting whole meetings on its own core: 0 means one per
+    # core; 1 keeps everything in one process.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,15 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    # Redis that several nodes share (empty: this server is alone). Nodes of one cluster
+    # also share a PostgreSQL store and the recordings folder.
+    redis_url: str = ""
+    # This node's name in the cluster (empty: the host name).
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -107,10 +119,12 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # Secrets may stay out of the file: these variables win over it.
 SECRET_ENV = {
+    "MEETNOW_REDIS_URL": ("cluster", "redis_url"),
     "MEETNOW_SLACK_BOT_TOKEN": ("slack", "bot_token"),
     "MEETNOW_SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
     "MEETNOW_SLACK_APP_TOKEN": ("slack", "app_token"),
@@ -193,6 +207,8 @@ def _check(config: Config) -> None:
     for key in ("header_timeout", "body_timeout"):
         if getattr(config.server, key) < 1:
             raise ConfigError(f"config key 'server.{key}' must be at least 1 (seconds)")
+    if config.server.workers < 0:
+        raise ConfigError("config key 'server.workers' must not be negative (0: one per core)")
     if config.server.max_connections < 0:
         raise ConfigError("config key 'server.max_connections' must not be negative (0: automatic)")
     if config.server.max_connections_per_address < 0:

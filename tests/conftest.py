@@ -24,7 +24,8 @@ from web.server import Server, build_server
 def make_config(tmp_path: Path, **server: object) -> Config:
     """A config for tests: files under tmp_path, media on loopback only."""
     return Config(
-        server=ServerConfig(**server),  # type: ignore[arg-type]
+        # One process: tests look inside the live sessions (workers have tests of their own).
+        server=ServerConfig(**{"workers": 1, **server}),  # type: ignore[arg-type]
         store=StoreConfig(path=str(tmp_path / "meetnow.sqlite3")),
         recordings=RecordingsConfig(folder=str(tmp_path / "recordings")),
         media=MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",)),
