@@ -38,7 +38,7 @@ async def test_a_watcher_is_told_the_status_and_every_change(kit: Kit) -> None:
     assert len(watcher.of("status")) == count
     # A watcher learns no names, no count and nothing said in the meeting.
     await gus.send({"type": "chat", "text": "hello"})
-    assert {m["type"] for m in watcher.channel.sent} == {"status"}
+    assert {m["type"] for m in watcher.channel.messages} == {"status"}
     await hana.leave()
     assert status(watcher) == {"recording": True, "locked": True, "hosts_present": False}
     # Joining from the same connection: the locked meeting's lobby, told the status there too.
