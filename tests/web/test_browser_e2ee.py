@@ -147,6 +147,17 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     await ben.wait_for_selector("#messages li .text:has-text('the plan is secret')")
     await cat.wait_for_selector("#messages li .text:has-text('cannot read')")
 
+    # Reactions are sealed too: key holders see Ben's heart, Cat's page (no key) shows nothing.
+    await ben.click("#react")
+    await ben.click("#reactions button[aria-label='React: heart']")
+    await ben.fill("#message", "after the heart")
+    await ben.click("button:has-text('Send')")
+    bubble = await ann.wait_for_selector(".tile:has-text('Ben') .reaction")
+    assert await bubble.text_content() == "\u2764\ufe0f"
+    # Cat handles messages in order: once the next chat line is shown, the reaction was dealt with.
+    await cat.wait_for_function("() => document.querySelectorAll('#messages li:not(.system)').length === 2")
+    assert await cat.eval_on_selector_all(".reaction", "els => els.length") == 0
+
     # With a key that is not the meeting's, Cat is told the key is wrong, not shown grey tiles.
     await cat.click("#leave")
     await cat.goto("about:blank")  # a new fragment alone would not load the page again

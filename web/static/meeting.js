@@ -918,7 +918,11 @@ function selfChanged(before, info) {
   if (before.host !== info.host) {
     // Handed on: a reconnection must not make us host again from the key in this tab.
     if (!info.host && state.hostKey) forgetHostKey();
-    if (!info.host) showLobby([]);
+    if (!info.host) {  // what only hosts see goes with the role
+      showLobby([]);
+      $("recordings").replaceChildren();
+      $("recordings-panel").hidden = true;
+    }
     showHostControls();
   }
   // Until the server has had our state again after a (re)join, our own intent stands.
