@@ -184,7 +184,11 @@ async function prepareMedia() {
 }
 
 async function prepare() {
-  $("name").value = localStorage.getItem("meetnow.name") || "";
+  // A name typed while the page was still loading stays.
+  if (!$("name").value) $("name").value = localStorage.getItem("meetnow.name") || "";
+  // Disabled in the page until now: a click before this script ran would submit the form
+  // to the server, reloading the page instead of joining.
+  $("join").disabled = false;
   $("recording-notice").hidden = !state.recording.active;
   if (!navigator.mediaDevices || !window.RTCPeerConnection) {
     showNote("This browser cannot join meetings (no WebRTC).");
