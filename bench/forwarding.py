@@ -551,10 +551,9 @@ async def run_room(
 
 
 def _sent_packets(person: Any) -> int:
-    total = 0
-    for transceiver in person.pc.getTransceivers():
-        total += transceiver.sender._RTCRtpSender__packet_count
-    return total
+    from meeting import internals
+
+    return sum(internals.sender_packet_count(t.sender) for t in person.pc.getTransceivers())
 
 
 async def direct_latency(media: Any, seconds: float, address: str) -> tuple[float | None, float | None]:
