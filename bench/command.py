@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from tests.bot.fake_slack import BOT_TOKEN, SIGNING_SECRET, command_payload, sign  # noqa: E402
+from bench.fake_slack import BOT_TOKEN, SIGNING_SECRET, command_payload, sign  # noqa: E402
 
 DEFAULT_OUT = ROOT / "bench" / "results" / "command.json"
 READY = "READY"
@@ -44,7 +44,7 @@ READY = "READY"
 
 async def serve_fake_slack() -> None:
     """Role ``fake-slack``: the fake Web API until stdin closes."""
-    from tests.bot.fake_slack import FakeSlack
+    from bench.fake_slack import FakeSlack
 
     fake = await FakeSlack().start()
     print(READY, fake.port, flush=True)
@@ -58,7 +58,7 @@ async def serve_meetnow(api_url: str, store_path: str) -> None:
 
     from meeting.config import Config, MediaConfig, ServerConfig, SlackConfig, StoreConfig
     from meeting.store.sqlite import SqliteStore
-    from tests.fakes import FakeSfu  # no media plane is needed to answer commands
+    from bench.fake_sfu import FakeSfu  # no media plane is needed to answer commands
     from web.accesslog import RedactingAccessLogger
     from web.server import build_server
 

@@ -15,7 +15,7 @@ the Join click, the peer connection
 created (the page waits for its camera and microphone first), ICE+DTLS connected, and
 the first frame decoded as getStats reports it (polled every 10 ms).
 
-Chromium is Debian's (launched as tests/browser.py does; never downloaded). The script
+Chromium is Debian's (launched with bench/chromium.py's settings; never downloaded). The script
 re-runs itself in a private network namespace with only loopback when it can (root), so
 the browser cannot reach anything else. ``--quick`` does two joins (for the test suite).
 """
@@ -206,7 +206,7 @@ async def bench(args: argparse.Namespace) -> dict:
     from playwright.async_api import async_playwright
 
     from bench.forwarding import machine
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 
     server = MeetnowServer()
     await server.start()
