@@ -273,7 +273,17 @@ class JanusBackend:
     async def gather(self, room: str, publishers: int, viewers: int, media: EncodedMedia,
                      stamps: LatencyStamps) -> Gathering:
         """Publishers p0.. each publish (and, in a full room, watch everyone else);
-        viewers v.. watch every publisher."""
+        viewers v.. watch every publisher. When one cannot join, those who did leave."""
+        gathering = Gathering()
+        try:
+            await self._gather(room, publishers, viewers, media, stamps, gathering)
+        except Exception:
+            await self.disperse(room, gathering)
+            raise
+        return gathering
+
+    async def _gather(self, room: str, publishers: int, viewers: int, media: EncodedMedia,
+                      stamps: LatencyStamps, gathering: Gathering) -> None:
         assert self.http is not None and self.admin is not None
         number = next(_rooms)
         await self.admin.request({
@@ -283,7 +293,6 @@ class JanusBackend:
         })
         sessions: list[Session] = []
         self._rooms[room] = (number, sessions)
-        gathering = Gathering()
         feeds: dict[str, int] = {}
         by_name: dict[str, Session] = {}
         for i in range(publishers):
@@ -333,7 +342,6 @@ class JanusBackend:
             for slot in slots:
                 if slot.kind == "video":
                     gathering.legs.append((person, slot.participant))
-        return gathering
 
     async def _subscribe(self, handle: Handle, room: int, feeds: list[int]) -> tuple[dict, dict | None]:
         # A feed can be subscribed to once its publisher's peer connection is up.

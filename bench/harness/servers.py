@@ -61,24 +61,36 @@ class MeetnowBackend:
 
     async def gather(self, room: str, publishers: int, viewers: int, media: EncodedMedia,
                      stamps: LatencyStamps) -> Gathering:
-        """Publishers p0.. publish mic and camera; viewers v.. only watch; all see everyone."""
+        """Publishers p0.. publish mic and camera; viewers v.. only watch; all see everyone.
+        When one cannot join, those who did leave."""
         self.sfu.errors.clear()
         gathering = Gathering()
-        for i in range(publishers + viewers):
-            publishing = i < publishers
-            person = load_participant(f"p{i}" if publishing else f"v{i}", media, stamps, self.address)
-            gathering.everyone.append(person)
-            if publishing:
-                gathering.publishers.append(person)
-            await self.sfu.join(room, person, ["mic", "camera"] if publishing else [])
+        try:
+            for i in range(publishers + viewers):
+                publishing = i < publishers
+                person = load_participant(f"p{i}" if publishing else f"v{i}", media, stamps, self.address)
+                gathering.everyone.append(person)
+                if publishing:
+                    gathering.publishers.append(person)
+                await self.sfu.join(room, person, ["mic", "camera"] if publishing else [])
+        except Exception:
+            await self.disperse(room, gathering)
+            raise
         pubs = [p.name for p in gathering.publishers]
         gathering.legs = [(v, p) for v in gathering.everyone for p in pubs if p != v.name]
         return gathering
 
     async def disperse(self, room: str, gathering: Gathering) -> None:
+        """Everyone leaves and closes, even when a leave fails (the first failure is raised)."""
+        failed: Exception | None = None
         for person in gathering.everyone:
-            await self.sfu.leave(room, person)
+            try:
+                await self.sfu.leave(room, person)
+            except Exception as exc:
+                failed = failed or exc
             await person.close()
+        if failed is not None:
+            raise failed
 
 
 async def start_backends(args: argparse.Namespace, address: str, skipped: dict[str, str]) -> list[Any]:

@@ -8,6 +8,12 @@ import pytest
 
 from bench.harness.control import SfuProcess
 from bench.harness.processes import end, spawn
+from bench.synthetic import EncodedMedia, LatencyStamps, encoded_media
+
+
+@pytest.fixture(scope="module")
+def media() -> EncodedMedia:
+    return encoded_media(160, 120, fps=30, bitrate=100_000, seconds=0.5)
 
 
 def test_spawn_reads_the_port_from_the_ready_line() -> None:
@@ -47,3 +53,32 @@ async def test_control_socket_answers_and_refuses(tmp_path) -> None:
     finally:
         await sfu.close()
     assert sfu.child is not None and sfu.child.process.returncode == 0  # it quit when asked
+
+
+class _RefusingSfu:
+    """Stands in for the SFU process: refuses the second join, records who left."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.joined: list[str] = []
+        self.left: list = []
+
+    async def join(self, room: str, person, publish) -> None:
+        if self.joined:
+            raise RuntimeError("room full")
+        self.joined.append(person.name)
+
+    async def leave(self, room: str, person) -> None:
+        self.left.append(person)
+
+
+async def test_a_room_that_cannot_be_gathered_is_dispersed(media) -> None:
+    from bench.harness.servers import MeetnowBackend
+
+    backend = MeetnowBackend("127.0.0.1")
+    backend.sfu = _RefusingSfu()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="room full"):
+        await backend.gather("r", 2, 0, media, LatencyStamps())
+    # the one who joined left, and every participant made so far was closed
+    assert backend.sfu.joined == ["p0"] and [p.name for p in backend.sfu.left] == ["p0", "p1"]
+    assert all(p.pc.signalingState == "closed" for p in backend.sfu.left)
