@@ -2,9 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: the browser, Janus (the benchmark baseline), and the
-# network-namespace tools that keep every test on loopback.
-SYSTEM_PACKAGES = chromium janus iproute2 util-linux
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), coturn and
+# nginx (started by the deployment tests themselves, never as services), openssl (their
+# test certificates), and the network-namespace tools that keep every test on loopback.
+SYSTEM_PACKAGES = chromium janus coturn nginx openssl iproute2 util-linux
 
 .PHONY: run test system-packages
 

@@ -14,7 +14,9 @@ from bot import ChatBot, configured_bots
 from meeting.announcer import Announcer
 from meeting.config import Config
 from meeting.events import Bus
+from meeting.metrics import ServerMetrics
 from meeting.media.sfu import Sfu
+from meeting.media.turn import TurnCredentials
 from meeting.outbox import Outbox
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
@@ -24,6 +26,7 @@ from meeting.session.limits import ServerLimits
 from meeting.store.base import Store
 
 from .app import create_app
+from .metrics import add_metrics_route
 
 
 def _utc_now() -> datetime:
@@ -45,6 +48,7 @@ class Server:
     sessions: Sessions
     app: web.Application
     bots: list[ChatBot]
+    metrics: ServerMetrics
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
@@ -57,6 +61,7 @@ class Server:
             await bot.start()
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
         self.tasks.append(asyncio.create_task(self.sessions.watch_disk(), name="disk-watch"))
+        self.tasks.append(asyncio.create_task(self.metrics.loop_lag.run(), name="loop-lag"))
 
     async def stop_background(self) -> None:
         """Stop what :meth:`start_background` started (live sessions close with the app)."""
@@ -72,13 +77,25 @@ class Server:
         await self.sfu.close()
 
 
-def ice_servers_for(config: Config) -> Callable[[], list[dict[str, Any]]]:
-    """The STUN/TURN servers each joining page is given, in RTCIceServer form."""
+def turn_credentials(config: Config) -> TurnCredentials | None:
+    """The TURN credential minter when ``[turn]`` is configured."""
+    if not config.turn.urls:
+        return None
+    return TurnCredentials(config.turn.urls, config.turn.secret, config.turn.ttl)
+
+
+def ice_servers_for(config: Config, turn: TurnCredentials | None = None) -> Callable[[], list[dict[str, Any]]]:
+    """The STUN/TURN servers each joining page is given, in RTCIceServer form; with ``turn``,
+    each call mints a fresh credential that expires."""
     servers = [
         {"urls": list(s.urls), **({"username": s.username, "credential": s.credential} if s.username else {})}
         for s in config.media.ice_servers
     ]
-    return lambda: [dict(s) for s in servers]
+
+    def for_page() -> list[dict[str, Any]]:
+        return [dict(s) for s in servers] + (turn.for_page() if turn is not None else [])
+
+    return for_page
 
 
 def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
@@ -89,14 +106,19 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
     outbox = Outbox(store)
     announcer = Announcer(meetings, outbox, bus)
     recordings = RecordingService(config, store, bus, clock=clock)
-    sfu = sfu or Sfu(config.media)
+    turn = turn_credentials(config)
+    sfu = sfu or Sfu(config.media, turn=turn)
     sessions = Sessions(SessionContext(
-        sfu=sfu, meetings=meetings, bus=bus, recordings=recordings, ice_servers=ice_servers_for(config),
+        sfu=sfu, meetings=meetings, bus=bus, recordings=recordings, ice_servers=ice_servers_for(config, turn),
         capacity=config.media.max_participants, clock=clock,
         limits=ServerLimits(config.media.max_meetings, config.media.max_people),
         max_waiting=config.media.max_waiting))
     app = create_app(config, meetings, sessions, recordings)
+    metrics = ServerMetrics(sessions, sfu, outbox, recordings)
+    if config.metrics.enabled and not config.metrics.listen:
+        add_metrics_route(app, metrics, config.metrics.token)
     bots = configured_bots(config, meetings, announcer, outbox)
     for bot in bots:
         bot.attach(app)
-    return Server(config, store, bus, meetings, outbox, announcer, recordings, sfu, sessions, app, bots)
+    return Server(config, store, bus, meetings, outbox, announcer, recordings, sfu, sessions, app, bots,
+                  metrics)
