@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import AsyncIterator
@@ -14,7 +15,6 @@ import pytest
 
 from meeting.config import Config, MediaConfig, RecordingsConfig, ServerConfig, StoreConfig, TurnConfig
 from tests.coturn import Coturn, coturn, free_port
-from web import cli
 from web.check import Finding, run_checks
 
 PUBLIC = ["1.2.3.4", "10.0.0.4", "127.0.0.1"]  # a global address (only classified, never contacted)
@@ -120,19 +120,28 @@ async def test_too_little_disk(tmp_path: Path) -> None:
     assert "below the floor" in found["recordings.min_free_mb"].text
 
 
-def test_the_command_exits_non_zero_and_says_what_to_change(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+async def _meetnow_check(config: Path) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "from web.cli import main; raise SystemExit(main())", "check", "--config",
+        str(config), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def test_the_command_exits_non_zero_and_says_what_to_change(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(f'[server]\npublic_url = "http://meet.example.org"\n'
                     f'[store]\npath = "{tmp_path / "db.sqlite3"}"\n'
                     f'[recordings]\nfolder = "{tmp_path / "recordings"}"\nmin_free_mb = 1\n'
                     '[media]\nannounce_addresses = ["5.6.7.8"]\n')
-    assert cli.main(["check", "--config", str(path)]) == 1
-    out = capsys.readouterr().out
+    code, out = await _meetnow_check(path)
+    assert code == 1
     assert "PROBLEM server.public_url: http://meet.example.org is not HTTPS" in out
     assert "1 problem found." in out
     path.write_text(path.read_text().replace("http://meet", "https://meet"))
-    assert cli.main(["check", "--config", str(path)]) == 0
-    assert "No problems found." in capsys.readouterr().out
+    code, out = await _meetnow_check(path)
+    assert code == 0 and "No problems found." in out
 
 
 async def test_probes_run_side_by_side(tmp_path: Path) -> None:
