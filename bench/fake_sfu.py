@@ -79,6 +79,7 @@ class FakeSfu:
         self.left: list[str] = []
         self.observed: dict[str, Any] = {}  # room id -> the recorder tapping it
         self.rooms: dict[str, FakeMediaRoom] = {}
+        self.turn = None  # no TURN credentials to mint
         self.gate = asyncio.Event()  # clear it to hold joins, as a slow media set-up would
         self.gate.set()
 

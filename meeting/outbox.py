@@ -91,6 +91,7 @@ class OutboxStore(Protocol):
     async def outbox_retry(self, entry_id: int, version: int, attempts: int, next_at: float,
                            error: str) -> None: ...
     async def outbox_next_due(self, platforms: list[str]) -> float | None: ...
+    async def outbox_backlog(self) -> dict[str, tuple[int, float]]: ...
     async def get_post(self, meeting_id: str) -> ChatPost | None: ...
     async def save_post(self, post: ChatPost) -> None: ...
 
@@ -107,6 +108,8 @@ class Outbox:
         self.store = store
         self.clock = clock
         self.couriers: dict[str, Courier] = {}
+        # Failed delivery attempts by platform (retried or given up), for the metrics.
+        self.errors: dict[str, int] = {}
         self._wake = asyncio.Event()
 
     def register(self, courier: Courier) -> None:
@@ -126,6 +129,12 @@ class Outbox:
         await self.store.outbox_put(f"status:{meeting_id}", meeting_id, platform, STATUS,
                                     json.dumps(payload), self.clock() + STATUS_COALESCE_S, replace=True)
         self._wake.set()
+
+    async def backlog(self) -> dict[str, tuple[int, float]]:
+        """Per platform: entries still to deliver, and the age in seconds of the oldest."""
+        now = self.clock()
+        return {platform: (count, max(0.0, now - oldest))
+                for platform, (count, oldest) in (await self.store.outbox_backlog()).items()}
 
     async def deliver_due(self, limit: int = 50) -> int:
         """One pass over what is due now; returns how many entries were attempted."""
@@ -167,6 +176,8 @@ class Outbox:
         except Exception as exc:  # a network error or a bug: retry, never lose the entry
             log.warning("outbox delivery raised %s", kv(kind=entry.kind, error=repr(exc)[:200]))
             result = Retry(repr(exc)[:200])
+        if not isinstance(result, Delivered):
+            self.errors[entry.platform] = self.errors.get(entry.platform, 0) + 1
         if isinstance(result, Delivered):
             if result.post is not None:
                 await self.store.save_post(result.post)

@@ -19,9 +19,11 @@ from meeting.recording.model import COMPOSING, DELETED, FAILED, Recording
 from meeting.service import MeetingService, TitleError
 from meeting.store.sqlite import SqliteStore
 
-from . import logfilter
+from meeting import logsetup
+from .check import run_checks
 from .edge import Edge
 from .fdlimit import raise_open_file_limit
+from .metrics import serve_metrics
 from .recordings import format_length
 from .server import build_server
 
@@ -31,16 +33,14 @@ log = logging.getLogger("meetnow")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``meetnow`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # A client can make one line repeat without end; a few and a count are enough.
-    logfilter.install()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"meetnow: {exc}", file=sys.stderr)
         return 2
+    logsetup.configure(config.log)
+    if args.command == "check":
+        return asyncio.run(check(config))
     if args.command == "serve":
         return asyncio.run(serve(config))
     if args.command == "new":
@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     recordings_cmd.add_argument("--all", action="store_true", help="include deleted recordings")
     recordings_cmd.add_argument("--retry", metavar="ID",
                                 help="compose a failed recording again (its id, or the short id the log shows)")
-    for cmd in (serve_cmd, new_cmd, recordings_cmd):
+    check_cmd = sub.add_parser("check", help="report settings that break real deployments (exit 1 if any)")
+    for cmd in (serve_cmd, new_cmd, recordings_cmd, check_cmd):
         cmd.add_argument("--config", help="path to a TOML config file (default: built-in defaults)")
     return parser
 
@@ -186,6 +187,16 @@ def _matching(rows: list[Recording], token: str) -> list[Recording]:
     return exact or [r for r in rows if r.id.startswith(token)]
 
 
+async def check(config: Config) -> int:
+    """Print what was checked and what to change; 1 when anything needs changing."""
+    findings = await run_checks(config)
+    for finding in findings:
+        print(finding.line())
+    problems = sum(not f.ok for f in findings)
+    print(f"{problems} problem{'s' if problems != 1 else ''} found." if problems else "No problems found.")
+    return 1 if problems else 0
+
+
 async def serve(config: Config) -> int:
     """Run the web server until SIGINT or SIGTERM; 1 when it cannot start."""
     open_files = raise_open_file_limit()
@@ -204,11 +215,15 @@ async def _serve(config: Config, store: SqliteStore, open_files: int) -> int:
     await edge.setup()
     # Background work starts before the first request can arrive (see start_background).
     await server.start_background()
+    metrics_runner = None
+    where = f"{config.server.host}:{config.server.port}"
     try:
         await edge.listen(_tls(config))
+        if config.metrics.enabled and config.metrics.listen:
+            where = config.metrics.listen
+            metrics_runner = await serve_metrics(server.metrics, config)
     except OSError as exc:
-        print(f"meetnow: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
-              file=sys.stderr)
+        print(f"meetnow: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         await server.stop_background()
         await edge.close()
         return 1
@@ -224,6 +239,8 @@ async def _serve(config: Config, store: SqliteStore, open_files: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await server.stop_background()
     await edge.close()
     return 0

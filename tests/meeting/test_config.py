@@ -19,7 +19,7 @@ def test_defaults_without_a_file() -> None:
 def test_example_file_documents_every_key_with_its_default() -> None:
     assert load_config(EXAMPLE, env={}) == Config()
     text = EXAMPLE.read_text()
-    for section in ("server", "store", "recordings", "media", "slack", "discord"):
+    for section in ("server", "store", "recordings", "media", "slack", "discord", "turn", "metrics", "log"):
         for key in getattr(Config(), section).__dataclass_fields__:
             pattern = rf"^# \[\[{section}\.{key}\]\]" if key == "ice_servers" else rf"^{key} ="
             assert re.search(pattern, text, re.M), f"{section}.{key} undocumented"
