@@ -48,6 +48,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "data/meetnow.sqlite3"
+    # postgresql://user:password@host:port/database: PostgreSQL instead of the SQLite file.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ SECRET_ENV = {
     "MEETNOW_SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
     "MEETNOW_SLACK_APP_TOKEN": ("slack", "app_token"),
     "MEETNOW_DISCORD_TOKEN": ("discord", "token"),
+    "MEETNOW_STORE_URL": ("store", "url"),  # a database URL holds its password
 }
 
 
@@ -131,8 +134,9 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    config = parse_config(raw)
-    return apply_env(config, os.environ if env is None else env)
+    config = apply_env(parse_config(raw), os.environ if env is None else env)
+    _check_store(config.store)  # the URL may come from the environment
+    return config
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
@@ -215,6 +219,14 @@ def _check(config: Config) -> None:
         if getattr(config.media, key) < 1:
             raise ConfigError(f"config key 'media.{key}' must be at least 1")
     _check_addresses(config.media)
+    _check_store(config.store)
+
+
+def _check_store(store: StoreConfig) -> None:
+    # The message never repeats the URL: it may hold a password.
+    if store.url and not store.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) must start with postgresql:// "
+                          "(or be empty for SQLite)")
 
 
 def _check_addresses(media: MediaConfig) -> None:
