@@ -2,9 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: the browser, Janus (the benchmark baseline), and the
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), PostgreSQL (the
+# shared store's tests start their own server; never a system service), and the
 # network-namespace tools that keep every test on loopback.
-SYSTEM_PACKAGES = chromium janus iproute2 util-linux
+SYSTEM_PACKAGES = chromium janus postgresql iproute2 util-linux
 
 .PHONY: run test system-packages
 

@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -227,6 +228,12 @@ def _check_store(store: StoreConfig) -> None:
     if store.url and not store.url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) must start with postgresql:// "
                           "(or be empty for SQLite)")
+    try:
+        if "," not in urlsplit(store.url).netloc:  # several hosts (failover) are asyncpg's to check
+            urlsplit(store.url).port
+    except ValueError:
+        raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) has a port that is not a number "
+                          "from 1 to 65535") from None
 
 
 def _check_addresses(media: MediaConfig) -> None:
