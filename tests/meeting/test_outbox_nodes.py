@@ -16,23 +16,15 @@ from meeting.outbox import ANNOUNCE, ChatPost, Delivered, Delivery, Outbox, Outb
 from meeting.service import MeetingService
 from meeting.store.postgres import PostgresStore
 from tests.conftest import wait_for
-from tests.stores import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTS = 200
 
 
 @pytest.fixture
-async def database(postgres: PostgresServer) -> AsyncIterator[str]:
-    name = await postgres.create_database()
-    yield postgres.url(name)
-    await postgres.drop_database(name)
-
-
-@pytest.fixture
-async def node(database: str) -> AsyncIterator[PostgresStore]:
+async def node(pg_url: str) -> AsyncIterator[PostgresStore]:
     """The first server's store (it also enqueues the posts)."""
-    store = PostgresStore(database)
+    store = PostgresStore(pg_url)
     await store.open()
     yield store
     await store.close()
@@ -78,8 +70,8 @@ async def _states(store: PostgresStore) -> Counter[str]:
     return Counter(row[0] for row in await store.pool.fetch("SELECT state FROM outbox"))
 
 
-async def test_two_nodes_deliver_200_posts_each_exactly_once(node: PostgresStore, database: str) -> None:
-    other = PostgresStore(database)
+async def test_two_nodes_deliver_200_posts_each_exactly_once(node: PostgresStore, pg_url: str) -> None:
+    other = PostgresStore(pg_url)
     await other.open()
     keys = await _enqueue(node)
     log: list[tuple[str, str]] = []
@@ -107,10 +99,10 @@ async def test_two_nodes_deliver_200_posts_each_exactly_once(node: PostgresStore
     assert await node.pool.fetchval("SELECT count(*) FROM outbox WHERE claimed_by IS NOT NULL") == 0
 
 
-async def test_concurrent_claims_never_overlap(node: PostgresStore, database: str) -> None:
+async def test_concurrent_claims_never_overlap(node: PostgresStore, pg_url: str) -> None:
     """Six servers claim small batches at once, settling each as they go, until none is left."""
     await _enqueue(node)
-    stores = [node] + [PostgresStore(database, max_connections=2) for _ in range(5)]
+    stores = [node] + [PostgresStore(pg_url, max_connections=2) for _ in range(5)]
     for store in stores[1:]:
         await store.open()
     claimed: list[tuple[int, int]] = []
@@ -132,9 +124,9 @@ async def test_concurrent_claims_never_overlap(node: PostgresStore, database: st
 
 
 async def test_a_held_entry_is_not_taken_and_a_closed_store_lets_go_at_once(
-        node: PostgresStore, database: str) -> None:
+        node: PostgresStore, pg_url: str) -> None:
     await _enqueue(node, 3)
-    other = PostgresStore(database)
+    other = PostgresStore(pg_url)
     await other.open()
     try:
         held = await node.outbox_due(1e12, ["slack"], 2)
@@ -148,9 +140,9 @@ async def test_a_held_entry_is_not_taken_and_a_closed_store_lets_go_at_once(
         await other.close()
 
 
-async def test_a_holder_whose_lease_lapsed_settles_nothing(node: PostgresStore, database: str) -> None:
+async def test_a_holder_whose_lease_lapsed_settles_nothing(node: PostgresStore, pg_url: str) -> None:
     await _enqueue(node, 1)
-    other = PostgresStore(database)
+    other = PostgresStore(pg_url)
     await other.open()
     try:
         [entry] = await node.outbox_due(1e12, ["slack"], 10)
@@ -167,10 +159,10 @@ async def test_a_holder_whose_lease_lapsed_settles_nothing(node: PostgresStore, 
 
 
 async def test_a_node_killed_mid_delivery_leaves_the_rest_to_the_other_each_once(
-        node: PostgresStore, database: str) -> None:
+        node: PostgresStore, pg_url: str) -> None:
     keys = await _enqueue(node)
     dead = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.meeting.outbox_node", database, "1", "30",
+        sys.executable, "-m", "tests.meeting.outbox_node", pg_url, "1", "30",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     first: list[str] = []
     held = ""

@@ -1,10 +1,9 @@
 """What only the PostgreSQL store does: migrations shared by servers starting together, a
-version kept in the database, outbox leases renewed while a server lives."""
+version kept in the pg_url, outbox leases renewed while a server lives."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
 
 import asyncpg
 import pytest
@@ -15,18 +14,10 @@ from meeting.service import MeetingService
 from meeting.store.pg_migrations import MIGRATIONS, VERSION_TABLE
 from meeting.store.postgres import PostgresStore, redact
 from tests.conftest import wait_for
-from tests.stores import PostgresServer
 
 
-@pytest.fixture
-async def database(postgres: PostgresServer) -> AsyncIterator[str]:
-    name = await postgres.create_database()
-    yield postgres.url(name)
-    await postgres.drop_database(name)
-
-
-async def test_servers_starting_together_migrate_once(database: str) -> None:
-    stores = [PostgresStore(database, max_connections=2) for _ in range(4)]
+async def test_servers_starting_together_migrate_once(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url, max_connections=2) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))
     try:
         assert [await s.schema_version() for s in stores] == [len(MIGRATIONS)] * 4
@@ -36,8 +27,8 @@ async def test_servers_starting_together_migrate_once(database: str) -> None:
         await asyncio.gather(*(s.close() for s in stores))
 
 
-async def test_migrations_run_step_by_step_from_where_the_database_is(database: str) -> None:
-    conn = await asyncpg.connect(database)
+async def test_migrations_run_step_by_step_from_where_the_database_is(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
     try:
         await conn.execute(VERSION_TABLE)
         await conn.execute(MIGRATIONS[0])
@@ -46,7 +37,7 @@ async def test_migrations_run_step_by_step_from_where_the_database_is(database: 
                            " VALUES ('m1', 'Kept', now(), 'cli')")
     finally:
         await conn.close()
-    store = PostgresStore(database)
+    store = PostgresStore(pg_url)
     await store.open()
     try:
         assert await store.schema_version() == len(MIGRATIONS)
@@ -56,22 +47,22 @@ async def test_migrations_run_step_by_step_from_where_the_database_is(database: 
         await store.close()
 
 
-async def test_a_database_from_a_newer_meetnow_is_refused(database: str) -> None:
-    store = PostgresStore(database)
+async def test_a_database_from_a_newer_meetnow_is_refused(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
     await store.open()
     await store.pool.execute("INSERT INTO schema_migrations (version) VALUES ($1)", len(MIGRATIONS) + 5)
     await store.close()
-    newer = PostgresStore(database)
+    newer = PostgresStore(pg_url)
     with pytest.raises(RuntimeError, match="newer than this meetnow knows"):
         await newer.open()
     with pytest.raises(RuntimeError, match="not open"):
         newer.pool  # closed again after the refusal
 
 
-async def test_a_long_delivery_keeps_its_hold(database: str) -> None:
-    holder = PostgresStore(database, lease_s=6.0)
+async def test_a_long_delivery_keeps_its_hold(pg_url: str) -> None:
+    holder = PostgresStore(pg_url, lease_s=6.0)
     await holder.open()
-    other = PostgresStore(database)
+    other = PostgresStore(pg_url)
     await other.open()
     try:
         meeting = (await MeetingService(holder, "http://x").mint("m", Origin("slack", "T", "C", "A"))).meeting
