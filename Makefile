@@ -2,10 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: the browser, Janus (the benchmark baseline), PostgreSQL (the
-# shared store's tests start their own server; never a system service), and the
-# network-namespace tools that keep every test on loopback.
-SYSTEM_PACKAGES = chromium janus postgresql iproute2 util-linux
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), the
+# network-namespace tools that keep every test on loopback, and the servers a cluster uses
+# (the tests start their own Redis and PostgreSQL; never a system service).
+SYSTEM_PACKAGES = chromium janus iproute2 util-linux redis-server postgresql
 
 .PHONY: run test system-packages
 

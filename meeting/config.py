@@ -106,6 +106,15 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    # Redis that several nodes share (empty: this server is alone). Nodes of one cluster
+    # also share a PostgreSQL store and the recordings folder.
+    redis_url: str = ""
+    # This node's name in the cluster (empty: the host name).
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -113,10 +122,12 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 # Secrets may stay out of the file: these variables win over it.
 SECRET_ENV = {
+    "MEETNOW_REDIS_URL": ("cluster", "redis_url"),
     "MEETNOW_SLACK_BOT_TOKEN": ("slack", "bot_token"),
     "MEETNOW_SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
     "MEETNOW_SLACK_APP_TOKEN": ("slack", "app_token"),

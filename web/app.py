@@ -7,7 +7,7 @@ from pathlib import Path
 from aiohttp import web
 
 from meeting.config import Config
-from meeting.ratelimit import KeyedLimiter
+from meeting.ratelimit import Limiter, LocalLimiter
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
 from meeting.session.host import LiveMeetings
@@ -26,7 +26,8 @@ MAX_BODY = 64 * 1024
 
 
 def create_app(config: Config, meetings: MeetingService, sessions: LiveMeetings,
-               recording_service: RecordingService) -> web.Application:
+               recording_service: RecordingService, *, mint_limit: Limiter | None = None,
+               socket_limits: SocketLimits | None = None) -> web.Application:
     """The web application over services built by the composition root (``web.server``).
 
     On shutdown it closes every live session, so browsers hear the server is going away
@@ -39,8 +40,9 @@ def create_app(config: Config, meetings: MeetingService, sessions: LiveMeetings,
     app[MEETINGS] = meetings
     app[SESSIONS] = sessions
     app[RECORDINGS] = recording_service
-    app[MINT_LIMIT] = KeyedLimiter(MINTS_PER_SECOND, MINT_BURST)
-    app[SOCKET_LIMITS] = SocketLimits()
+    # Per client address; in a cluster the composition root passes limits all nodes share.
+    app[MINT_LIMIT] = mint_limit or LocalLimiter(MINTS_PER_SECOND, MINT_BURST)
+    app[SOCKET_LIMITS] = socket_limits or SocketLimits()
     app.on_shutdown.append(_close_sessions)
     app.on_response_prepare.append(add_security_headers)
     app.router.add_get("/", pages.home)

@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from bot import ChatBot, configured_bots
 from meeting.announcer import Announcer
+from meeting.cluster.bridge import ClusterMeetings
+from meeting.cluster.claims import SharedComposeClaims
+from meeting.cluster.leader import Leadership
+from meeting.cluster.limits import SharedLimiter, SharedSeenSignatures
 from meeting.config import Config
 from meeting.events import Bus
 from meeting.media.sfu import Sfu
 from meeting.outbox import Outbox
+from meeting.recording.jobs import OnlyServer
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
 from meeting.session.context import context_for
@@ -25,6 +33,7 @@ from meeting.workers.pool import WorkerPool
 from meeting.store.base import Store
 
 from .app import create_app
+from .limits import JOIN_BURST, JOINS_PER_SECOND, MINT_BURST, MINTS_PER_SECOND, SocketLimits
 
 
 def _utc_now() -> datetime:
@@ -46,6 +55,8 @@ class Server:
     sessions: LiveMeetings
     app: web.Application
     bots: list[ChatBot]
+    redis: Redis | None = None  # a cluster's coordinator
+    node_id: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start_background(self) -> None:
@@ -55,8 +66,12 @@ class Server:
         # start a new recording that might be taken for one of those.
         await self.recordings.start()
         await self.sessions.start()
-        for bot in self.bots:
-            await bot.start()
+        if self.redis is None:
+            await self._start_bots()
+        else:
+            # A bot's gateway connection is held by one node at a time.
+            leadership = Leadership(self.redis, "chat-bots", self.node_id, self._start_bots, self._stop_bots)
+            self.tasks.append(asyncio.create_task(leadership.run(), name="chat-bots-leadership"))
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
         self.tasks.append(asyncio.create_task(self.sessions.watch_disk(), name="disk-watch"))
 
@@ -69,10 +84,19 @@ class Server:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.tasks.clear()
-        for bot in self.bots:
-            await bot.stop()
+        await self._stop_bots()
         if self.sfu is not None:
             await self.sfu.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _start_bots(self) -> None:
+        for bot in self.bots:
+            await bot.start()
+
+    async def _stop_bots(self) -> None:
+        for bot in self.bots:
+            await bot.stop()
 
 
 def media_workers(config: Config) -> int:
@@ -91,7 +115,10 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
     meetings = MeetingService(store, config.server.public_url, clock)
     outbox = Outbox(store)
     announcer = Announcer(meetings, outbox, bus)
-    recordings = RecordingService(config, store, bus, clock=clock)
+    redis = Redis.from_url(config.cluster.redis_url) if config.cluster.redis_url else None
+    node_id = f"{config.cluster.node_id or socket.gethostname()}-{secrets.token_hex(3)}"
+    claims = SharedComposeClaims(redis, node_id) if redis is not None else OnlyServer()
+    recordings = RecordingService(config, store, bus, clock=clock, claims=claims)
     sessions: LiveMeetings
     workers = media_workers(config)
     if sfu is None and workers > 1:
@@ -100,8 +127,16 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
         sfu = sfu or Sfu(config.media)
         sessions = Sessions(context_for(config, sfu=sfu, meetings=meetings, bus=bus, recordings=recordings,
                                         clock=clock))
-    app = create_app(config, meetings, sessions, recordings)
-    bots = configured_bots(config, meetings, announcer, outbox)
+    shared: dict[str, object] = {}
+    seen = None
+    if redis is not None:
+        sessions = ClusterMeetings(sessions, redis, node_id, meetings.get, bus)
+        shared = {"mint_limit": SharedLimiter(redis, "mint", MINTS_PER_SECOND, MINT_BURST),
+                  "socket_limits": SocketLimits(connects=SharedLimiter(redis, "join", JOINS_PER_SECOND, JOIN_BURST))}
+        seen = SharedSeenSignatures(redis)
+    app = create_app(config, meetings, sessions, recordings, **shared)  # type: ignore[arg-type]
+    bots = configured_bots(config, meetings, announcer, outbox, seen)
     for bot in bots:
         bot.attach(app)
-    return Server(config, store, bus, meetings, outbox, announcer, recordings, sfu, sessions, app, bots)
+    return Server(config, store, bus, meetings, outbox, announcer, recordings, sfu, sessions, app, bots,
+                  redis, node_id)

@@ -142,6 +142,10 @@ class MediaRoom:
         self.sfu = sfu
         self.id = room_id
         self.peers: dict[str, Peer] = {}
+        # What every peer of the room shares (see RoomView).
+        self.ice_servers = sfu.ice_servers
+        self.policy = sfu.policy
+        self.announce = sfu.announce
         self.receive_loss = sfu.receive_loss
         self.rng = sfu.rng
         self.dropped = 0  # packets dropped by the receive-loss test hook

@@ -35,7 +35,7 @@ from meeting.models import Meeting
 from meeting.recording.capture import RoomRecorder
 from meeting.recording.compose import ComposeResult, ComposeSettings
 from meeting.recording.failures import describe
-from meeting.recording.jobs import Composer
+from meeting.recording.jobs import ComposeClaims, Composer, OnlyServer
 from meeting.recording.model import RECORDING, Recording
 from meeting.recording.retention import Sweeper
 from meeting.store.base import Store
@@ -117,6 +117,7 @@ class RecordingService:
         *,
         clock: Callable[[], datetime] = _utc_now,
         settings: ComposeSettings = ComposeSettings(),
+        claims: ComposeClaims = OnlyServer(),
     ) -> None:
         self.store = store
         self.bus = bus
@@ -127,7 +128,7 @@ class RecordingService:
         self.min_free_mb = config.recordings.min_free_mb
         self.free_mb: Callable[[Path], float] = disk_free_mb
         self.composer = Composer(store, self.folder, config.recordings.compose_workers, self._ready, settings,
-                                 has_space=self._has_space)
+                                 has_space=self._has_space, claims=claims)
         # Stopped recordings are composed where the composer runs: here, or (when capture
         # happens in a media worker process) in the server the event is relayed to.
         bus.subscribe(RecordingStopped, self._stopped)

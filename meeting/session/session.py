@@ -209,9 +209,7 @@ class MeetingSession:
                 raise LobbyFull(self.id)
             waiting, events = self.room.knock(message.name)
         except LobbyFull:
-            conn.send(msg.error("lobby-full", "Too many people are waiting to join this meeting. Try again later."))
-            conn.channel.close(msg.CLOSE_FINAL, "lobby full")
-            await self._drop(conn, barred=False)
+            await self._refuse(conn, "lobby-full", "Too many people are waiting to join this meeting. Try again later.")
             return
         conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
         self._lobby[waiting.id] = conn

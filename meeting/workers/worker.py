@@ -28,6 +28,7 @@ from meeting.recording.service import RecordingRefused, RecordingService
 from meeting.service import MeetingService
 from meeting.session.context import context_for
 from meeting.session.host import Sessions
+from meeting.session.relay import RelayedConnections
 from meeting.store import make_store
 from meeting.workers.load import LoadMeter
 from meeting.workers.pipe import Pipe, PipeClosed
@@ -35,8 +36,6 @@ from meeting.workers.pipe import Pipe, PipeClosed
 log = logging.getLogger("meeting.workers.worker")  # not "__main__" when run with -m
 
 LOAD_EVERY = 1.0  # seconds between load reports to the front
-# Messages one connection may have waiting here; past that it is flooding or stuck.
-MAX_PENDING = 1000
 RELAYED = (PresenceChanged, RecordingStarted, RecordingStopped)
 
 
@@ -61,13 +60,13 @@ class PipeChannel:
 
 
 class WorkerSide:
-    """Serves the front's requests: each connection's messages in order, connections in parallel."""
+    """Serves the front's requests: signaling relayed per connection, recording commands, events."""
 
     def __init__(self, pipe: Pipe, sessions: Sessions, meetings: MeetingService) -> None:
         self.pipe = pipe
         self.sessions = sessions
         self.meetings = meetings
-        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self.relayed = RelayedConnections(sessions, meetings.get, lambda m: PipeChannel(pipe, m["conn"]))
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def relay(self, event: Any) -> None:
@@ -83,45 +82,13 @@ class WorkerSide:
                 return
             op = message["op"]
             if op in ("connect", "receive", "disconnect"):
-                self._enqueue(message)
+                self.relayed.handle(message)
             elif op == "recording":
                 self._spawn(self._recording(message))
             elif op == "event":
                 self._spawn(self.sessions.context.bus.publish(from_dict(message["event"])))
             elif op == "close":
                 return
-
-    def _enqueue(self, message: dict[str, Any]) -> None:
-        conn_id = message["conn"]
-        queue = self._queues.get(conn_id)
-        if queue is None:
-            if message["op"] != "connect":
-                return  # a connection this worker no longer knows
-            queue = self._queues[conn_id] = asyncio.Queue()
-            self._spawn(self._run_conn(conn_id, queue))
-        if queue.qsize() >= MAX_PENDING:
-            message = {"op": "disconnect", "conn": conn_id}
-            PipeChannel(self.pipe, conn_id).close(4001, "too many messages")
-        queue.put_nowait(message)
-
-    async def _run_conn(self, conn_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        try:
-            while True:
-                message = await queue.get()
-                op = message["op"]
-                if op == "connect":
-                    meeting = await self.meetings.get(message["meeting"])
-                    if meeting is None:
-                        PipeChannel(self.pipe, conn_id).close(4000, "no such meeting")
-                        return
-                    await self.sessions.connect(meeting, conn_id, message["address"], PipeChannel(self.pipe, conn_id))
-                elif op == "receive":
-                    await self.sessions.receive(conn_id, message["text"])
-                else:
-                    await self.sessions.disconnect(conn_id)
-                    return
-        finally:
-            self._queues.pop(conn_id, None)
 
     async def _recording(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "reply", "req": message["req"]}

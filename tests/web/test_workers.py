@@ -28,7 +28,7 @@ from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from tests.conftest import serving, wait_for
 from tests.web.synthetic_guest import _media
-from meeting.ratelimit import KeyedLimiter
+from meeting.ratelimit import LocalLimiter
 from web.keys import SESSIONS, SOCKET_LIMITS
 
 FINAL = 4000
@@ -103,7 +103,7 @@ async def test_meetings_spread_over_two_workers_and_come_back_after_one_is_kille
     async with serving(config, store) as (client, server):
         await server.sessions.start()
         # Every synthetic participant comes from 127.0.0.1: let their rejoins through.
-        client.server.app[SOCKET_LIMITS].connects = KeyedLimiter(100.0, 100.0)
+        client.server.app[SOCKET_LIMITS].connects = LocalLimiter(100.0, 100.0)
         ended: dict[str, int] = {}
 
         async def count_ends(event: PresenceChanged) -> None:

@@ -1,4 +1,8 @@
-"""Stand-ins used across test packages."""
+"""A media plane without media: records what meeting sessions ask of it.
+
+Tests of the web and chat layers use it where no media flows, and so does the ``/meetnow``
+benchmark (bench/command.py), which needs a server but no peer connections.
+"""
 
 from __future__ import annotations
 
