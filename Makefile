@@ -3,10 +3,10 @@ VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: the browser, Janus (the benchmark baseline), coturn and
-# nginx (started by the deployment tests themselves, never as services), openssl (their
-# test certificates), redis-server (the cluster tests start their own), and the
-# network-namespace tools that keep every test on loopback.
-SYSTEM_PACKAGES = chromium janus coturn nginx openssl redis-server iproute2 util-linux
+# nginx (started by the deployment tests themselves), openssl (their test certificates),
+# redis-server and postgresql (the cluster and store tests start their own), and the
+# network-namespace tools that keep every test on loopback. Never a system service.
+SYSTEM_PACKAGES = chromium janus coturn nginx openssl redis-server postgresql iproute2 util-linux
 
 .PHONY: run test system-packages
 

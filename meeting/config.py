@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -48,6 +49,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "data/meetnow.sqlite3"
+    # postgresql://user:password@host:port/database: PostgreSQL instead of the SQLite file.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,7 @@ SECRET_ENV = {
     "MEETNOW_DISCORD_TOKEN": ("discord", "token"),
     "MEETNOW_TURN_SECRET": ("turn", "secret"),
     "MEETNOW_METRICS_TOKEN": ("metrics", "token"),
+    "MEETNOW_STORE_URL": ("store", "url"),  # a database URL holds its password
 }
 
 LOG_FORMATS = ("kv", "json")
@@ -175,6 +179,10 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     config = apply_env(parse_config(raw), os.environ if env is None else env)
     check_secrets(config)
+    _check_store(config.store)  # the URL may come from the environment
+    if config.cluster.redis_url and not config.store.url:
+        # Each node would keep its own SQLite file: meetings minted on one unknown to the rest.
+        raise ConfigError("config key 'cluster.redis_url' needs 'store.url' (a PostgreSQL store every node shares)")
     return config
 
 
@@ -282,6 +290,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f"config key 'media.{key}' must be at least 1")
     _check_addresses(config.media)
     _check_ops(config)
+    _check_store(config.store)
 
 
 def _check_ops(config: Config) -> None:
@@ -303,6 +312,19 @@ def _check_ops(config: Config) -> None:
     if config.log.level not in LOG_LEVELS:
         raise ConfigError(f"config key 'log.level' must be one of {', '.join(LOG_LEVELS)}, "
                           f"not {config.log.level!r}")
+
+
+def _check_store(store: StoreConfig) -> None:
+    # The message never repeats the URL: it may hold a password.
+    if store.url and not store.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) must start with postgresql:// "
+                          "(or be empty for SQLite)")
+    try:
+        if "," not in urlsplit(store.url).netloc:  # several hosts (failover) are asyncpg's to check
+            urlsplit(store.url).port
+    except ValueError:
+        raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) has a port that is not a number "
+                          "from 1 to 65535") from None
 
 
 def _check_addresses(media: MediaConfig) -> None:

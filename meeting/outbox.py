@@ -30,6 +30,9 @@ RECORDING_EXPIRING = "recording_expiring"
 STATUS_COALESCE_S = 1.5  # a burst of joins inside this window makes one edit
 MAX_BACKOFF_S = 300.0
 GIVE_UP_AFTER = 25  # attempts; with the backoff cap, about two hours of trying
+# Longest sleep with nothing due here: servers sharing a store enqueue entries this one is
+# not woken for, and a dead server's claimed entries come free when their lease lapses.
+IDLE_POLL_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class Courier(Protocol):
 class OutboxStore(Protocol):
     async def outbox_put(self, event_key: str, meeting_id: str, platform: str, kind: str,
                          payload: str, next_at: float, replace: bool) -> None: ...
+    # Entries due by ``now``. A store shared by several servers claims them for its own
+    # server until settled (``outbox_finish``/``outbox_retry``), so no other delivers them.
     async def outbox_due(self, now: float, platforms: list[str], limit: int) -> list[OutboxEntry]: ...
     async def outbox_pending_announce(self, meeting_id: str) -> bool: ...
     async def outbox_finish(self, entry_id: int, version: int, state: str, error: str) -> None: ...
@@ -155,7 +160,7 @@ class Outbox:
             except Exception:
                 log.exception("outbox pass failed")
                 next_at = self.clock() + 5
-            timeout = None if next_at is None else max(0.0, next_at - self.clock())
+            timeout = IDLE_POLL_S if next_at is None else min(IDLE_POLL_S, max(0.0, next_at - self.clock()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:

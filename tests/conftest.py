@@ -16,6 +16,7 @@ from meeting.config import Config, MediaConfig, ServerConfig, StoreConfig, Recor
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from bench.chromium import launch_chromium
+from tests.stores import each_store, pg_url, postgres  # noqa: F401  (fixtures for every package)
 from meeting.session.room import Room
 from web.keys import SESSIONS
 from web.server import Server, build_server

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sqlite3
 import ssl
 import sys
 from typing import Sequence
@@ -17,7 +16,8 @@ from meeting.logfmt import kv, printable
 from meeting.models import Origin
 from meeting.recording.model import COMPOSING, DELETED, FAILED, Recording
 from meeting.service import MeetingService, TitleError
-from meeting.store.sqlite import SqliteStore
+from meeting.store import STORE_ERRORS, make_store
+from meeting.store.base import Store
 
 from meeting import logsetup
 from .check import run_checks
@@ -71,17 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _open_store(config: Config) -> SqliteStore | None:
+async def _open_store(config: Config) -> Store | None:
     """The opened store, or None after one line on stderr saying why it cannot be used."""
-    store = SqliteStore(config.store.path)
+    store = make_store(config.store)
     try:
         await store.open()
-    except (OSError, sqlite3.Error) as exc:
-        reason = str(exc)
+    except STORE_ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
         if isinstance(exc, OSError) and exc.strerror:
             reason = exc.strerror + (f" ({printable(str(exc.filename))})" if exc.filename else "")
-        print(f"meetnow: cannot use the store {printable(str(config.store.path))}: {reason}",
-              file=sys.stderr)
+        print(f"meetnow: cannot use the store {printable(store.where)}: {reason}", file=sys.stderr)
         return None
     return store
 
@@ -141,18 +140,19 @@ async def list_recordings(config: Config, include_deleted: bool) -> int:
 async def retry_recording(config: Config, token: str) -> int:
     """Queue a failed recording for composing again: a running server picks it up within a
     minute, a stopped one at its next start. ``token`` is the id or its short form."""
-    store = SqliteStore(config.store.path)
-    await store.open()
+    store = await _open_store(config)
+    if store is None:
+        return 1
     try:
         return await _retry(store, token)
-    except sqlite3.Error as exc:  # locked for longer than the busy timeout, most likely
+    except STORE_ERRORS as exc:  # locked for longer than the busy timeout, most likely
         print(f"meetnow: the store cannot be changed now ({exc}); try again", file=sys.stderr)
         return 1
     finally:
         await store.close()
 
 
-async def _retry(store: SqliteStore, token: str) -> int:
+async def _retry(store: Store, token: str) -> int:
     rows = [r for r, _ in await store.all_recordings()]
     found = _matching(rows, token)
     if len(found) != 1:
@@ -209,7 +209,7 @@ async def serve(config: Config) -> int:
         await store.close()
 
 
-async def _serve(config: Config, store: SqliteStore, open_files: int) -> int:
+async def _serve(config: Config, store: Store, open_files: int) -> int:
     server = build_server(config, store)
     edge = Edge(server.app, config, open_files)
     await edge.setup()

@@ -26,6 +26,11 @@ class SqliteStore:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
 
+    @property
+    def where(self) -> str:
+        """The database file, as it may be shown or logged."""
+        return str(self.path)
+
     async def open(self) -> None:
         """Open (creating it and its folder) and migrate; raises OSError or sqlite3.Error."""
         self.path.parent.mkdir(parents=True, exist_ok=True)

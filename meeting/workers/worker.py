@@ -32,7 +32,7 @@ from meeting.service import MeetingService
 from meeting.session.context import context_for, turn_credentials
 from meeting.session.host import Sessions
 from meeting.session.relay import RelayedConnections
-from meeting.store.sqlite import SqliteStore
+from meeting.store import make_store
 from meeting.workers.load import LoadMeter
 from meeting.workers.pipe import Pipe, PipeClosed
 
@@ -128,7 +128,7 @@ def _utc_now() -> datetime:
 async def run(config: Config, index: int, fd: int) -> None:
     """The worker's life: open the store, serve the front, close everything at the end."""
     pipe = await Pipe.over(socket.socket(fileno=fd))
-    store = SqliteStore(config.store.path)
+    store = make_store(config.store)
     await store.open()  # the front has migrated it already
     sfu = Sfu(config.media, turn=turn_credentials(config))
     bus = Bus()
