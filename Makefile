@@ -2,9 +2,11 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: the browser, Janus (the benchmark baseline), and the
-# network-namespace tools that keep every test on loopback, and the servers a cluster uses.
-SYSTEM_PACKAGES = chromium janus iproute2 util-linux redis-server
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), coturn and
+# nginx (started by the deployment tests themselves), openssl (their test certificates),
+# redis-server and postgresql (the cluster and store tests start their own), and the
+# network-namespace tools that keep every test on loopback. Never a system service.
+SYSTEM_PACKAGES = chromium janus coturn nginx openssl redis-server postgresql iproute2 util-linux
 
 .PHONY: run test system-packages
 

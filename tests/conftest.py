@@ -15,7 +15,8 @@ from playwright.async_api import Browser
 from meeting.config import Config, MediaConfig, ServerConfig, StoreConfig, RecordingsConfig
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
-from tests.browser import launch_chromium
+from bench.chromium import launch_chromium
+from tests.stores import each_store, pg_url, postgres  # noqa: F401  (fixtures for every package)
 from meeting.session.room import Room
 from web.keys import SESSIONS
 from web.server import Server, build_server

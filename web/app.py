@@ -16,6 +16,7 @@ from . import api, pages, recordings
 from .bodydeadline import body_deadline
 from .errors import error_pages
 from .keys import CONFIG, MEETINGS, MINT_LIMIT, RECORDINGS, SESSIONS, SOCKET_LIMITS
+from .logsetup import log_context
 from .limits import MINT_BURST, MINTS_PER_SECOND, SocketLimits
 from .meeting_socket import meeting_socket
 from .security import add_security_headers
@@ -34,7 +35,7 @@ def create_app(config: Config, meetings: MeetingService, sessions: LiveMeetings,
     before their sockets drop.
     """
     # The body deadline sits inside the error pages, which render its 408 and 413.
-    app = web.Application(middlewares=[error_pages, body_deadline(config.server.body_timeout)],
+    app = web.Application(middlewares=[log_context, error_pages, body_deadline(config.server.body_timeout)],
                           client_max_size=MAX_BODY)
     app[CONFIG] = config
     app[MEETINGS] = meetings

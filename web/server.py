@@ -22,18 +22,20 @@ from meeting.cluster.leader import Leadership
 from meeting.cluster.limits import SharedLimiter, SharedSeenSignatures
 from meeting.config import Config
 from meeting.events import Bus
+from meeting.metrics import ServerMetrics
 from meeting.media.sfu import Sfu
 from meeting.outbox import Outbox
 from meeting.recording.jobs import OnlyServer
 from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
-from meeting.session.context import context_for
+from meeting.session.context import context_for, turn_credentials
 from meeting.session.host import LiveMeetings, Sessions
 from meeting.workers.pool import WorkerPool
 from meeting.store.base import Store
 
 from .app import create_app
 from .limits import JOIN_BURST, JOINS_PER_SECOND, MINT_BURST, MINTS_PER_SECOND, SocketLimits
+from .metrics import add_metrics_route
 
 
 def _utc_now() -> datetime:
@@ -55,6 +57,7 @@ class Server:
     sessions: LiveMeetings
     app: web.Application
     bots: list[ChatBot]
+    metrics: ServerMetrics
     redis: Redis | None = None  # a cluster's coordinator
     node_id: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -74,6 +77,7 @@ class Server:
             self.tasks.append(asyncio.create_task(leadership.run(), name="chat-bots-leadership"))
         self.tasks.append(asyncio.create_task(self.outbox.run(), name="outbox"))
         self.tasks.append(asyncio.create_task(self.sessions.watch_disk(), name="disk-watch"))
+        self.tasks.append(asyncio.create_task(self.metrics.loop_lag.run(), name="loop-lag"))
 
     async def stop_background(self) -> None:
         """Stop what :meth:`start_background` started (live sessions close with the app)."""
@@ -120,13 +124,17 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
     claims = SharedComposeClaims(redis, node_id) if redis is not None else OnlyServer()
     recordings = RecordingService(config, store, bus, clock=clock, claims=claims)
     sessions: LiveMeetings
+    pool: WorkerPool | None = None
     workers = media_workers(config)
     if sfu is None and workers > 1:
-        sessions = WorkerPool(config, store, bus, workers)
+        sessions = pool = WorkerPool(config, store, bus, workers)
     else:
-        sfu = sfu or Sfu(config.media)
+        sfu = sfu or Sfu(config.media, turn=turn_credentials(config))
         sessions = Sessions(context_for(config, sfu=sfu, meetings=meetings, bus=bus, recordings=recordings,
                                         clock=clock))
+    metrics = ServerMetrics(sessions, sfu, outbox, recordings)
+    if pool is not None:
+        metrics.workers.append(pool.process_stats)
     shared: dict[str, object] = {}
     seen = None
     if redis is not None:
@@ -135,8 +143,10 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
                   "socket_limits": SocketLimits(connects=SharedLimiter(redis, "join", JOINS_PER_SECOND, JOIN_BURST))}
         seen = SharedSeenSignatures(redis)
     app = create_app(config, meetings, sessions, recordings, **shared)  # type: ignore[arg-type]
+    if config.metrics.enabled and not config.metrics.listen:
+        add_metrics_route(app, metrics, config.metrics.token)
     bots = configured_bots(config, meetings, announcer, outbox, seen)
     for bot in bots:
         bot.attach(app)
     return Server(config, store, bus, meetings, outbox, announcer, recordings, sfu, sessions, app, bots,
-                  redis, node_id)
+                  metrics, redis, node_id)

@@ -212,6 +212,9 @@ class Publication:
         self.received = 0
         self.rtx_received = 0
         self.forwarded = 0
+        # RTP payload bytes (headers left out: they differ per leg), for the metrics.
+        self.received_octets = 0
+        self.forwarded_octets = 0
         self.retransmitted = 0
         self.malformed = 0
         self.anchors = 0  # viewer streams (re)started on a keyframe
@@ -316,6 +319,7 @@ class Publication:
         elif view.payload_size == 0:
             return  # padding-only probe: nothing to forward
         self.received += 1
+        self.received_octets += view.payload_size
         seq = view.seq
         self.stats.add(seq, view.ts, now, is_rtx)
         if self.video:
@@ -380,6 +384,7 @@ class Publication:
             v.octets += size
             sent += 1
         self.forwarded += sent
+        self.forwarded_octets += sent * size
 
     def handle_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
         """Remember the publisher's NTP/RTP pair (for viewers' SRs and our RR's LSR)."""

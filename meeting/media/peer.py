@@ -112,7 +112,7 @@ class Peer:
         self._on_state = on_state
         # Always explicit ICE servers: the bare default asks a public STUN server.
         self._pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=list(room.ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            RTCConfiguration(iceServers=room.peer_ice_servers(), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._lines: list[_Line] = []

@@ -18,7 +18,6 @@ from meeting.media.ice import CandidatePolicy
 class RoomView(Protocol):
     """A media room as its peers see it: shared settings, publications, counters."""
 
-    ice_servers: list[RTCIceServer]
     policy: CandidatePolicy
     announce: tuple[str, ...]
     receive_loss: float  # test hook: drop this fraction of received RTP
@@ -26,6 +25,9 @@ class RoomView(Protocol):
     dropped: int
     overload_drops: int
     loop_lag_ms_max: int
+
+    def peer_ice_servers(self) -> list[RTCIceServer]:
+        """STUN/TURN servers for a new peer connection (TURN credentials minted fresh)."""
 
     def publications(self) -> Iterator[tuple[str, str, str]]:
         """(participant, source, kind) of every stream published in the room."""

@@ -95,6 +95,11 @@ class Composer:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._rescanner: asyncio.Task[None] | None = None
         self._running = False
+        self._composing = 0  # jobs holding a worker now
+
+    def stats(self) -> dict[str, int]:
+        """Jobs composing now, and jobs queued behind them (waiting for a worker or a retry)."""
+        return {"composing": self._composing, "queued": len(self._jobs) - self._composing}
 
     def busy(self, recording_id: str) -> bool:
         """Whether a job for this recording is queued or running."""
@@ -151,7 +156,11 @@ class Composer:
             async with self._slots, self.claims.hold(recording_id) as ours:
                 if not ours:
                     return  # another server composes it (the rescan looks again if it stops)
-                failure = await self._compose(recording, key)
+                self._composing += 1
+                try:
+                    failure = await self._compose(recording, key)
+                finally:
+                    self._composing -= 1
             if failure is None:
                 return
             if failure.kind == BUSY:

@@ -194,6 +194,11 @@ class RecordingService:
             return True
         return False
 
+    def stats(self) -> dict[str, int]:
+        """Meetings recording now, the compose queue, and recordings deleted by retention."""
+        return {"recording": len(self._active), **self.composer.stats(),
+                "deleted_by_retention": self.sweeper.deleted_total}
+
     def recorder(self, meeting_id: str) -> RoomRecorder | None:
         """The live recorder of a meeting (tests and benchmarks look at its progress)."""
         active = self._active.get(meeting_id)

@@ -175,5 +175,6 @@ class Sessions:
         live = self.all()
         return {"meetings": len(live),
                 "participants": sum(len(s.room.participants) for s in live),
+                "recording": sum(1 for s in live if s.recording.active),
                 "waiting": sum(len(s.room.lobby) for s in live),
                 "connections": len(self._by_conn)}

@@ -345,13 +345,20 @@ class WorkerPool:
                    connections=len(w.conns), participants=w.load.get("participants", 0),
                    cpu=w.load.get("cpu", 0.0), lag_ms=w.load.get("lag_ms", 0.0)) for w in self.workers]
 
+    async def process_stats(self) -> list[dict[str, Any]]:
+        """Each live worker's own media figures, as its last report said (for the metrics)."""
+        return [w.load["process"] for w in self.workers if w.alive and "process" in w.load]
+
     def stats(self) -> dict[str, Any]:
         """Totals over the workers, and each worker's own load (as its last report said)."""
         workers = [{"index": w.index, "alive": w.alive, "meetings": len(w.meetings), "connections": len(w.conns),
-                    **{k: v for k, v in w.load.items() if k not in ("op", "index")}} for w in self.workers]
+                    **{k: v for k, v in w.load.items() if k not in ("op", "index", "process", "meetings",
+                                                                      "connections")}}
+                   for w in self.workers]
         return {"meetings": len(self._directory),
                 "participants": sum(w.get("participants", 0) for w in workers),
                 "waiting": sum(w.get("waiting", 0) for w in workers),
+                "recording": sum(w.get("recording", 0) for w in workers),
                 "connections": len(self._routes), "restarts": self.restarts, "workers": workers}
 
     def _keep(self, coroutine: Any) -> None:

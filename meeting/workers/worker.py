@@ -21,15 +21,18 @@ from typing import Any
 
 from meeting.config import Config, parse_config
 from meeting.events import Bus, PresenceChanged, RecordingStarted, RecordingStopped, from_dict, to_dict
+from meeting import logsetup
 from meeting.lifetime import die_with_parent
 from meeting.logfmt import kv
+from meeting.looplag import LoopLag
+from meeting.metrics import process_stats
 from meeting.media.sfu import Sfu
 from meeting.recording.service import RecordingRefused, RecordingService
 from meeting.service import MeetingService
-from meeting.session.context import context_for
+from meeting.session.context import context_for, turn_credentials
 from meeting.session.host import Sessions
 from meeting.session.relay import RelayedConnections
-from meeting.store.sqlite import SqliteStore
+from meeting.store import make_store
 from meeting.workers.load import LoadMeter
 from meeting.workers.pipe import Pipe, PipeClosed
 
@@ -103,15 +106,14 @@ class WorkerSide:
             reply["refused"] = {"code": exc.code, "message": str(exc)}
         self.pipe.send(reply)
 
-    async def report_load(self, meter: LoadMeter, index: int) -> None:
+    async def report_load(self, meter: LoadMeter, lag: LoopLag, index: int) -> None:
         """Tell the front how busy this worker is, every LOAD_EVERY seconds."""
         while True:
             await asyncio.sleep(LOAD_EVERY)
-            cpu, lag_ms = meter.sample()
-            stats = self.sessions.stats()
-            media = self.sessions.context.sfu.stats()["totals"]
+            cpu = meter.sample()
             self.pipe.send({"op": "load", "index": index, "pid": os.getpid(), "cpu": round(cpu, 3),
-                            "lag_ms": round(lag_ms, 1), **stats, "media": media})
+                            "lag_ms": round(lag.worst() * 1000, 1), **self.sessions.stats(),
+                            "process": process_stats(self.sessions.context.sfu, lag, f"worker-{index}")})
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -126,9 +128,9 @@ def _utc_now() -> datetime:
 async def run(config: Config, index: int, fd: int) -> None:
     """The worker's life: open the store, serve the front, close everything at the end."""
     pipe = await Pipe.over(socket.socket(fileno=fd))
-    store = SqliteStore(config.store.path)
+    store = make_store(config.store)
     await store.open()  # the front has migrated it already
-    sfu = Sfu(config.media)
+    sfu = Sfu(config.media, turn=turn_credentials(config))
     bus = Bus()
     meetings = MeetingService(store, config.server.public_url, _utc_now)
     recordings = RecordingService(config, store, bus)  # capture only: composing is the front's
@@ -137,8 +139,8 @@ async def run(config: Config, index: int, fd: int) -> None:
     side = WorkerSide(pipe, sessions, meetings)
     for kind in RELAYED:
         bus.subscribe(kind, side.relay)
-    meter = LoadMeter()
-    background = [asyncio.ensure_future(meter.watch_lag()), asyncio.ensure_future(side.report_load(meter, index)),
+    meter, lag = LoadMeter(), LoopLag()
+    background = [asyncio.ensure_future(lag.run()), asyncio.ensure_future(side.report_load(meter, lag, index)),
                   asyncio.ensure_future(sessions.watch_disk())]
     pipe.send({"op": "ready", "index": index, "pid": os.getpid()})
     log.info("media worker ready %s", kv(index=index, pid=os.getpid()))
@@ -166,7 +168,7 @@ def main(argv: list[str]) -> int:
     # Ctrl-C reaches the whole process group: the front decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = parse_config(json.loads(sys.stdin.read()))
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s worker-{index} %(name)s %(message)s")
+    logsetup.configure(config.log, process=f"worker-{index}")
     asyncio.run(run(config, index, fd))
     return 0
 

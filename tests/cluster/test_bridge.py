@@ -25,7 +25,7 @@ from meeting.models import Origin
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from tests.conftest import room_of, serving, wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.servers import RedisServer
 from tests.signaling_client import join
 from web.server import Server

@@ -15,7 +15,7 @@ from meeting.session.context import SessionContext
 from meeting.session.host import Sessions
 from meeting.session.limits import ServerLimits
 from meeting.session.messages import CLOSE_FINAL, CLOSE_RETRY, SERVER_SCHEMA
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.meeting.waiting import wait_for
 
 HOST_KEY = "the-host-key"

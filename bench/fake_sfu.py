@@ -1,4 +1,8 @@
-"""Stand-ins used across test packages."""
+"""A media plane without media: records what meeting sessions ask of it.
+
+Tests of the web and chat layers use it where no media flows, and so does the ``/meetnow``
+benchmark (bench/command.py), which needs a server but no peer connections.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +79,7 @@ class FakeSfu:
         self.left: list[str] = []
         self.observed: dict[str, Any] = {}  # room id -> the recorder tapping it
         self.rooms: dict[str, FakeMediaRoom] = {}
+        self.turn = None  # no TURN credentials to mint
         self.gate = asyncio.Event()  # clear it to hold joins, as a slow media set-up would
         self.gate.set()
 
