@@ -20,7 +20,7 @@ from meeting.session.host import Sessions
 from meeting.session.limits import ServerLimits
 from meeting.session.room import Participant
 from meeting.session.session import MeetingSession
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.meeting.test_session import HOST_KEY, Hosts, ListChannel
 
 
