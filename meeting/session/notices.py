@@ -61,6 +61,20 @@ def lobby_message(room: Room) -> dict[str, Any]:
     return reply("lobby", waiting=[_waiting(w) for w in room.lobby.values()])
 
 
+def status_message(room: Room, recording: RecordingStatus) -> dict[str, Any]:
+    """What someone deciding whether to join (pre-join, lobby) is told, and told again on change.
+
+    No names and no head count: people who have not been let in learn only what bears on
+    joining (they will be recorded, they will wait, somebody can let them in).
+    """
+    return reply("status", recording=recording.active, locked=room.locked, hosts_present=room.hosts_present())
+
+
+def knocking_message(count: int) -> dict[str, Any]:
+    """How many people wait in the lobby with no host present to let them in (0: none)."""
+    return reply("knocking", count=count)
+
+
 def recording_message(status: RecordingStatus, with_reason: bool = True) -> dict[str, Any]:
     """Whether the meeting is being recorded (every participant is told, for consent)."""
     fields: dict[str, Any] = {"active": status.active, "available": status.available}

@@ -31,15 +31,18 @@ from meeting.recording.service import (
     STOP_DISK, STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingRefused, RecordingStatus,
 )
 from meeting.session import messages as msg
-from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, Channel, Conn
+from meeting.session.asks import Ask, MuteAsks
+from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, WATCHING, Channel, Conn
 from meeting.session.context import SessionContext
 from meeting.session.messages import (
-    Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState, Ping, Publish,
-    SignalingError, reply,
+    Answer, Candidate, Chat, ClientMessage, Hand, HostAction, Join, Leave, MediaState, MuteAnswer, Ping,
+    Publish, React, SignalingError, Watch, reply,
 )
-from meeting.session.notices import HOSTS, lobby_message, notices, presence, recording_message
+from meeting.session.notices import (
+    HOSTS, knocking_message, lobby_message, notices, presence, recording_message, status_message,
+)
 from meeting.session.resume import ResumeTokens
-from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull
+from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull, Updated
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,10 @@ MEDIA_DEADLINE = 20.0
 # Knocks on a locked meeting, per client address: a person, not a flood of lobby entries.
 KNOCKS_PER_SECOND = 0.2
 KNOCK_BURST = 3.0
+# People looking at the pre-join screen of one meeting, told its status as it changes.
+MAX_WATCHERS = 100
+# A host's "please mute" that gets no answer this soon is answered "no-answer" for them.
+MUTE_ASK_SECONDS = 30.0
 
 class MeetingSession:
     """The live state of one meeting, and everything that changes it."""
@@ -67,6 +74,12 @@ class MeetingSession:
         self._entered: list[tuple[Conn, Participant]] = []  # let in; media set up after the lock
         self._knocks = KeyedLimiter(KNOCKS_PER_SECOND, KNOCK_BURST)
         self._hosts_present = False
+        self._asks = MuteAsks()
+        self._ask_timers: dict[str, asyncio.TimerHandle] = {}
+        # Participants made host by another host (no host key): the role survives a resume.
+        self._granted: set[str] = set()
+        self._status: dict[str, Any] | None = None  # what watchers and the lobby were told last
+        self._knocking = 0  # what the room was told last: people waiting whom nobody can let in
         self.recording = RecordingStatus(meeting.id, False, not meeting.e2ee)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -173,6 +186,8 @@ class MeetingSession:
             conn.send(reply("pong"))
         elif isinstance(message, Join):
             await self._join(conn, message)
+        elif isinstance(message, Watch):
+            self._watch(conn)
         elif isinstance(message, Leave):
             conn.channel.close(msg.CLOSE_FINAL, "left")
             await self._drop(conn, barred=False)
@@ -188,21 +203,46 @@ class MeetingSession:
             self._chat(conn, message)
         elif isinstance(message, Publish):
             await self._publish(conn, message)
+        elif isinstance(message, Hand):
+            self._hand(conn, message)
+        elif isinstance(message, React):
+            self._react(conn, message)
+        elif isinstance(message, MuteAnswer):
+            self._mute_answer(conn, message)
         elif isinstance(message, HostAction):
             await self._host_action(conn, message)
 
     # --- joining -------------------------------------------------------------------------
 
     async def _join(self, conn: Conn, message: Join) -> None:
-        if conn.state != NEW:
+        if conn.state not in (NEW, WATCHING):
             raise SignalingError("already-joined", "this connection has joined already")
+        if message.key_check is not None and not self.meeting.e2ee:
+            raise SignalingError("bad-message", "join: key_check is for end-to-end encrypted meetings")
         is_host = await self._check_host_key(conn, message.host_key)
-        resumed = await self._take_back_place(message.resume)
+        previous = await self._take_back_place(message.resume)
+        # Someone a host handed the role to keeps it when their page comes back from a blip.
+        handed = previous is not None and previous in self._granted
+        self._granted.discard(previous or "")
         # A page back from a blip was admitted before: it does not queue in the lobby again.
-        if self.room.locked and not is_host and not resumed:
+        if self.room.locked and not (is_host or handed) and previous is None:
             await self._knock(conn, message)
             return
-        await self._enter(conn, message, is_host)
+        await self._enter(conn, message, is_host or handed, handed)
+
+    def _watch(self, conn: Conn) -> None:
+        """Someone on the pre-join screen: told the status now and whenever it changes."""
+        if conn.state != NEW:
+            raise SignalingError("already-joined", "watch before joining, once")
+        if sum(c.state == WATCHING for c in self.conns.values()) >= MAX_WATCHERS:
+            raise SignalingError("watchers-full", "Too many people are looking at this meeting right now.")
+        conn.state = WATCHING
+        if conn.timer is not None:  # no deadline: people read the pre-join screen at their pace
+            conn.timer.cancel()
+            conn.timer = None
+        # Every change since any watcher came was sent to all watchers: this is what they know.
+        self._status = status_message(self.room, self.recording)
+        conn.send(self._status)
 
     async def _knock(self, conn: Conn, message: Join) -> None:
         """Wait in the lobby of a locked meeting until a host decides."""
@@ -216,6 +256,7 @@ class MeetingSession:
         conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
         self._lobby[waiting.id] = conn
         conn.send(_waiting_message(self.room.hosts_present()))
+        conn.send(status_message(self.room, self.recording))
         await self._publish_events(events)
 
     async def _check_host_key(self, conn: Conn, host_key: str | None) -> bool:
@@ -227,28 +268,31 @@ class MeetingSession:
         conn.send(reply("notice", text="This host link is not valid for this meeting. You join as a guest."))
         return False
 
-    async def _take_back_place(self, token: str | None) -> bool:
-        """A reconnecting page's resume token: True when it was issued here and is still good.
+    async def _take_back_place(self, token: str | None) -> str | None:
+        """A reconnecting page's resume token: the participant id it held, when the token was
+        issued here and is still good.
 
         Tokens live in this session, so one from another meeting is never good here; each
         works once. The page's old connection, if the server has not noticed it died, goes.
         """
         pid = self._resume.take(token, time.monotonic())
         if pid is None:
-            return False
+            return None
         previous = self._joined.get(pid)
         if previous is not None:
             previous.channel.close(msg.CLOSE_FINAL, "replaced")
             await self._drop(previous, barred=False)
-        return True
+        return pid
 
-    async def _enter(self, conn: Conn, message: Join, is_host: bool) -> None:
+    async def _enter(self, conn: Conn, message: Join, is_host: bool, handed: bool = False) -> None:
         limits = self.context.limits
         if not limits.take_place():
             await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
             return
         try:
-            participant, events = self.room.join(message.name, message.publish, is_host=is_host)
+            participant, events = self.room.join(
+                message.name, message.publish, is_host=is_host, audio_muted=message.audio_muted,
+                video_muted=message.video_muted, key_check=message.key_check)
         except RoomFull:
             limits.free_place()
             await self._refuse(conn, "meeting-full", f"This meeting is full ({self.room.capacity} people).")
@@ -256,11 +300,15 @@ class MeetingSession:
         conn.state, conn.participant = JOINED, participant
         self._deadline(conn, MEDIA_DEADLINE, JOINED)
         self._joined[participant.id] = conn
+        if handed:
+            self._granted.add(participant.id)
         log.info("joined %s", kv(meeting=ids.short(self.id), participant=participant.id[:4],
                                  host=is_host, present=len(self.room.participants)))
         conn.send(await self._welcome(participant, is_host))
         if is_host and self.room.lobby:
             conn.send(lobby_message(self.room))
+        elif self.room.unattended():
+            conn.send(knocking_message(self.room.unattended()))
         await self._publish_events(events)
         conn.media_pending = asyncio.Event()
         self._entered.append((conn, participant))
@@ -302,7 +350,8 @@ class MeetingSession:
         async with self._lock:
             conn.media_pending.set()
             conn.media_pending = None
-            if conn.state != JOINED or conn.participant is not participant:
+            # By id: the participant's record is replaced whenever it changes (mute, hand...).
+            if conn.state != JOINED or conn.participant is None or conn.participant.id != participant.id:
                 # Removed, or gone, while the media was being set up: no orphan peer.
                 await self.media.leave(participant.id)
             elif peer is None:
@@ -383,6 +432,45 @@ class MeetingSession:
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **body,
         }))
 
+    def _hand(self, conn: Conn, message: Hand) -> None:
+        assert conn.participant is not None
+        if not conn.gesture_budget.take():
+            raise SignalingError("rate-limited", "You are raising and lowering your hand too fast.")
+        self._tell(self.room.raise_hand(conn.participant.id, message.raised))
+
+    def _react(self, conn: Conn, message: React) -> None:
+        assert conn.participant is not None
+        if self.meeting.e2ee != (message.ciphertext is not None):
+            raise SignalingError("bad-message", "this meeting's reactions are "
+                                 + ("end-to-end encrypted" if self.meeting.e2ee else "not encrypted"))
+        if not conn.gesture_budget.take():
+            raise SignalingError("rate-limited", "You are sending reactions too fast.")
+        body = {"emoji": message.emoji} if message.emoji is not None else {"ciphertext": message.ciphertext}
+        self._broadcast(reply("reaction", **{"from": conn.participant.id, **body}))
+
+    def _mute_answer(self, conn: Conn, message: MuteAnswer) -> None:
+        assert conn.participant is not None
+        ask = self._asks.answer(message.request, conn.participant.id)
+        if ask is None:
+            raise SignalingError("unknown-request", "That request is over: answered already, or too old.")
+        self._close_ask(ask, "accepted" if message.accepted else "declined")
+
+    def _close_ask(self, ask: Ask, answer: str) -> None:
+        """Tell the host who asked what became of their request."""
+        timer = self._ask_timers.pop(ask.request, None)
+        if timer is not None:
+            timer.cancel()
+        host = self._joined.get(ask.host)
+        if host is not None:
+            host.send(reply("mute-answer", request=ask.request, id=ask.target,
+                            name=self.participant_name(ask.target), answer=answer))
+
+    async def _ask_expired(self, request: str) -> None:
+        async with self._lock:
+            ask = self._asks.expire(request)
+            if ask is not None:
+                self._close_ask(ask, "no-answer")
+
     async def _publish(self, conn: Conn, message: Publish) -> None:
         assert conn.participant is not None and conn.peer is not None
         if message.on:
@@ -413,8 +501,25 @@ class MeetingSession:
         elif action == "remove" and target in self._joined and self._joined[target] is not conn:
             await self._close_with(self._joined[target], "removed", "A host removed you from the meeting.",
                                    barred=True)
-        elif action == "ask-mute" and target in self._joined:
-            self._joined[target].send(reply("mute-request", by=conn.participant.name))
+        elif action == "ask-mute" and target in self._joined and target != conn.participant.id:
+            ask = self._asks.ask(conn.participant.id, target)
+            if ask is None:
+                raise SignalingError("mute-pending", "You asked already; their answer is on its way.")
+            self._ask_timers[ask.request] = asyncio.get_running_loop().call_later(
+                MUTE_ASK_SECONDS, lambda: self._spawn(self._ask_expired(ask.request)))
+            self._joined[target].send(reply("mute-request", by=conn.participant.name, request=ask.request))
+        elif action == "mute-all":
+            # Each page mutes itself and says who did it; people may unmute again.
+            if not conn.mute_all_budget.take():
+                raise SignalingError("rate-limited", "You muted everyone a moment ago.")
+            self._broadcast(reply("muted", by=conn.participant.name), skip=conn.participant.id)
+        elif action == "lower-hand" and target in self._joined:
+            events = self.room.raise_hand(target, False)
+            self._tell(events)
+            if events and target != conn.participant.id:
+                self._joined[target].send(reply("hand-lowered", by=conn.participant.name))
+        elif action == "make-host" and target in self._joined and target != conn.participant.id:
+            await self._hand_over(conn, target)
         elif action == "end-meeting":
             log.info("meeting ended by a host %s", kv(meeting=ids.short(self.id)))
             for other in list(self._lobby.values()) + list(self._joined.values()):
@@ -426,6 +531,23 @@ class MeetingSession:
                 raise SignalingError("recording-refused", str(exc)) from None
         elif action == "stop-recording":
             await self._stop_recording(STOP_HOST)
+
+    async def _hand_over(self, conn: Conn, target: str) -> None:
+        """Make ``target`` host in place of ``conn``'s participant; they get what hosts see."""
+        assert conn.participant is not None
+        giver = conn.participant
+        if self.room.participants[target].is_host:
+            raise SignalingError("already-host", f"{self.participant_name(target)} is a host already.")
+        await self._publish_events(self.room.hand_over(giver.id, target))
+        self._granted.discard(giver.id)
+        self._granted.add(target)
+        log.info("host role handed over %s", kv(meeting=ids.short(self.id)))
+        made: dict[str, Any] = {"by": giver.name}
+        if self.context.recordings is not None:
+            made["recordings"] = await self.context.recordings.links(self.id)
+        new_host = self._joined[target]
+        new_host.send(reply("made-host", **made))
+        new_host.send(lobby_message(self.room))
 
     async def _close_with(self, conn: Conn, kind: str, text: str, barred: bool) -> None:
         """Tell the browser why, then close its connection for good and drop it."""
@@ -458,6 +580,7 @@ class MeetingSession:
             return
         self.recording = status
         self._broadcast(recording_message(status))
+        self._refresh()
         if status.reason == STOP_DISK:
             self._to_hosts(reply("notice", text="Recording stopped: the server is low on disk space. "
                                                 "What was recorded so far is kept."))
@@ -491,6 +614,10 @@ class MeetingSession:
                 del self._joined[pid]
             self.context.limits.free_place()
             self._resume.left(pid, time.monotonic(), barred)
+            if barred:
+                self._granted.discard(pid)
+            for ask in self._asks.gone(pid):
+                self._close_ask(ask, "no-answer")
             # The room is told first: whatever the media plane does, nobody stays as a ghost.
             events = self.room.leave(pid)
             try:
@@ -508,6 +635,9 @@ class MeetingSession:
         self.closed = True
         await self._stop_recording(STOP_EMPTY)
         await self.media.close()
+        for timer in self._ask_timers.values():
+            timer.cancel()
+        self._ask_timers.clear()
         current = asyncio.current_task()
         for task in [t for t in self._tasks if t is not current]:
             task.cancel()
@@ -539,8 +669,16 @@ class MeetingSession:
             await self.context.bus.publish(presence_now)
         if any(isinstance(e, Ended) for e in events):
             await self._stop_recording(STOP_EMPTY)
+            if not self.room.lobby:
+                # Everyone left: the meeting starts over unlocked, as a new session would
+                # (people on the pre-join screen keep this one alive).
+                self._tell(self.room.lock(False))
 
     def _tell(self, events: list[RoomEvent]) -> None:
+        for event in events:
+            # A connection holds its participant's record: keep it the room's current one.
+            if isinstance(event, Updated) and event.participant.id in self._joined:
+                self._joined[event.participant.id].participant = event.participant
         for notice in notices(events):
             if notice.audience == HOSTS:
                 self._to_hosts(notice.message)
@@ -550,6 +688,21 @@ class MeetingSession:
             if isinstance(event, Ended):
                 log.info("meeting ended %s", kv(meeting=ids.short(self.id),
                                                  minutes=round(event.duration.total_seconds() / 60, 1)))
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Tell whoever is deciding whether to join (pre-join, lobby) the meeting's status, and
+        the people in it how many wait with no host to let them in, when either changed."""
+        status = status_message(self.room, self.recording)
+        if status != self._status:
+            self._status = status
+            for conn in self.conns.values():
+                if conn.state in (WATCHING, WAITING):
+                    conn.send(status)
+        knocking = self.room.unattended()
+        if knocking != self._knocking:
+            self._knocking = knocking
+            self._broadcast(knocking_message(knocking))
 
     def _spawn(self, coroutine: Any) -> None:
         """Run work that must take the lock later (a peer's state callback), holding its task."""
