@@ -13,7 +13,7 @@ from meeting.events import PresenceChanged
 from meeting.recording.service import E2EE_MESSAGE, RecordingStatus
 from meeting.session.messages import reply
 from meeting.session.room import (
-    Ended, Joined, Knocked, Left, LockChanged, Room, RoomEvent, Unknocked, Updated, Waiting,
+    Ended, Joined, Knocked, Left, LockChanged, Participant, Room, RoomEvent, Unknocked, Updated, Waiting,
 )
 
 EVERYONE, HOSTS = "everyone", "hosts"
@@ -54,6 +54,37 @@ def notices(events: list[RoomEvent]) -> list[Notice]:
 
 def _waiting(waiting: Waiting) -> dict[str, str]:
     return {"id": waiting.id, "name": waiting.name}
+
+
+def welcome_message(
+    participant: Participant, room: Room, resume: str, ice_servers: list[dict[str, Any]], e2ee: bool,
+    recording: RecordingStatus | None, recording_links: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """What a participant who just entered is told: who is here, how to connect, how to come back.
+
+    ``recording`` is None on a server that does not record; ``recording_links`` go to hosts only.
+    """
+    welcome: dict[str, Any] = {
+        "you": participant.public(),
+        "participants": [p.public() for p in room.others(participant.id)],
+        "ice_servers": ice_servers,
+        "resume": resume,
+        "locked": room.locked,
+        "e2ee": e2ee,
+    }
+    if recording is not None:
+        # Everyone is told on arrival whether the meeting is being recorded.
+        welcome["recording"] = recording_message(recording, with_reason=False)
+    if recording_links is not None:
+        welcome["recordings"] = recording_links
+    return reply("welcome", **welcome)
+
+
+def waiting_message(hosts_present: bool) -> dict[str, Any]:
+    """What a guest in a locked meeting's lobby is told: whether anyone can let them in."""
+    text = ("This meeting is locked. A host will let you in shortly." if hosts_present else
+            "This meeting is locked and no host is in it right now. You will be let in when a host arrives.")
+    return reply("waiting", message=text, hosts_present=hosts_present)
 
 
 def lobby_message(room: Room) -> dict[str, Any]:

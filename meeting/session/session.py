@@ -17,8 +17,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from meeting import ids
 from meeting.logcontext import bind_meeting
@@ -27,11 +26,11 @@ from meeting.media.peer import CandidateError, Offer, SdpError
 from meeting.media.sfu import MediaRoom
 from meeting.models import Meeting
 from meeting.ratelimit import KeyedLimiter
-from meeting.recording.service import (
-    STOP_DISK, STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingRefused, RecordingStatus,
-)
+from meeting.recording.service import STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingStatus
 from meeting.session import messages as msg
-from meeting.session.asks import Ask, MuteAsks
+from meeting.session.actions import MeetingActions
+from meeting.session.asks import MuteAsks
+from meeting.session.audience import Audience
 from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, WATCHING, Channel, Conn
 from meeting.session.context import SessionContext
 from meeting.session.messages import (
@@ -39,10 +38,10 @@ from meeting.session.messages import (
     Publish, React, SignalingError, Watch, reply,
 )
 from meeting.session.notices import (
-    HOSTS, knocking_message, lobby_message, notices, presence, recording_message, status_message,
+    knocking_message, lobby_message, presence, status_message, waiting_message, welcome_message,
 )
 from meeting.session.resume import ResumeTokens
-from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull, Updated
+from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +54,8 @@ KNOCKS_PER_SECOND = 0.2
 KNOCK_BURST = 3.0
 # People looking at the pre-join screen of one meeting, told its status as it changes.
 MAX_WATCHERS = 100
-# A host's "please mute" that gets no answer this soon is answered "no-answer" for them.
-MUTE_ASK_SECONDS = 30.0
 
-class MeetingSession:
+class MeetingSession(MeetingActions):
     """The live state of one meeting, and everything that changes it."""
 
     def __init__(self, meeting: Meeting, context: SessionContext) -> None:
@@ -67,19 +64,16 @@ class MeetingSession:
         self.context = context
         self.room = Room(meeting.id, context.capacity, context.clock, lobby_capacity=context.max_waiting)
         self.media: MediaRoom = context.sfu.open(meeting.id)
-        self.conns: dict[str, Conn] = {}
-        self._joined: dict[str, Conn] = {}  # participant id -> connection
-        self._lobby: dict[str, Conn] = {}  # waiting id -> connection
+        self.people = Audience()
+        self.conns = self.people.conns
+        self._joined = self.people.joined
+        self._lobby = self.people.lobby
         self._resume = ResumeTokens()
         self._entered: list[tuple[Conn, Participant]] = []  # let in; media set up after the lock
         self._knocks = KeyedLimiter(KNOCKS_PER_SECOND, KNOCK_BURST)
-        self._hosts_present = False
         self._asks = MuteAsks()
-        self._ask_timers: dict[str, asyncio.TimerHandle] = {}
         # Participants made host by another host (no host key): the role survives a resume.
         self._granted: set[str] = set()
-        self._status: dict[str, Any] | None = None  # what watchers and the lobby were told last
-        self._knocking = 0  # what the room was told last: people waiting whom nobody can let in
         self.recording = RecordingStatus(meeting.id, False, not meeting.e2ee)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -167,7 +161,7 @@ class MeetingSession:
     async def tell_hosts(self, message: dict[str, Any]) -> None:
         """Send a message to every host present (a recording became ready)."""
         async with self._lock:
-            self._to_hosts(message)
+            self.people.to_hosts(message)
 
     async def end(self, code: int, reason: str) -> None:
         """Close every connection (the server is shutting down); the session is over."""
@@ -234,15 +228,13 @@ class MeetingSession:
         """Someone on the pre-join screen: told the status now and whenever it changes."""
         if conn.state != NEW:
             raise SignalingError("already-joined", "watch before joining, once")
-        if sum(c.state == WATCHING for c in self.conns.values()) >= MAX_WATCHERS:
+        if self.people.watching() >= MAX_WATCHERS:
             raise SignalingError("watchers-full", "Too many people are looking at this meeting right now.")
         conn.state = WATCHING
         if conn.timer is not None:  # no deadline: people read the pre-join screen at their pace
             conn.timer.cancel()
             conn.timer = None
-        # Every change since any watcher came was sent to all watchers: this is what they know.
-        self._status = status_message(self.room, self.recording)
-        conn.send(self._status)
+        conn.send(self.people.status_for_newcomer(self.room, self.recording))
 
     async def _knock(self, conn: Conn, message: Join) -> None:
         """Wait in the lobby of a locked meeting until a host decides."""
@@ -255,7 +247,7 @@ class MeetingSession:
             return
         conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
         self._lobby[waiting.id] = conn
-        conn.send(_waiting_message(self.room.hosts_present()))
+        conn.send(waiting_message(self.room.hosts_present()))
         conn.send(status_message(self.room, self.recording))
         await self._publish_events(events)
 
@@ -362,22 +354,11 @@ class MeetingSession:
                 conn.peer = peer
 
     async def _welcome(self, participant: Participant, is_host: bool) -> dict[str, Any]:
-        token = self._resume.issue(participant.id)
-        welcome: dict[str, Any] = {
-            "you": participant.public(),
-            "participants": [p.public() for p in self.room.others(participant.id)],
-            "ice_servers": self.context.ice_servers(),
-            "resume": token,
-            "locked": self.room.locked,
-            "e2ee": self.meeting.e2ee,
-        }
         recordings = self.context.recordings
-        if recordings is not None:
-            # Everyone is told on arrival whether the meeting is being recorded.
-            welcome["recording"] = recording_message(self.recording, with_reason=False)
-            if is_host:
-                welcome["recordings"] = await recordings.links(self.id)
-        return reply("welcome", **welcome)
+        links = await recordings.links(self.id) if recordings is not None and is_host else None
+        return welcome_message(
+            participant, self.room, self._resume.issue(participant.id), self.context.ice_servers(),
+            self.meeting.e2ee, self.recording if recordings is not None else None, links)
 
     async def _send_offer(self, conn: Conn, offer: Offer) -> None:
         conn.send(reply("offer", sdp=offer.sdp, slots=[
@@ -413,177 +394,11 @@ class MeetingSession:
 
     # --- in the meeting ----------------------------------------------------------------------
 
-    def _update(self, conn: Conn, **changes: Any) -> None:
-        assert conn.participant is not None
-        events = self.room.update(conn.participant.id, **changes)
-        conn.participant = self.room.participants[conn.participant.id]
-        self._tell(events)
-
-    def _chat(self, conn: Conn, message: Chat) -> None:
-        assert conn.participant is not None
-        if self.meeting.e2ee != (message.ciphertext is not None):
-            raise SignalingError("bad-message", "this meeting's chat is "
-                                 + ("end-to-end encrypted" if self.meeting.e2ee else "not encrypted"))
-        if not conn.chat_budget.take():
-            raise SignalingError("chat-rate-limited", "You are sending messages too fast.")
-        body = {"text": message.text} if message.text is not None else {"ciphertext": message.ciphertext}
-        self._broadcast(reply("chat", **{
-            "from": conn.participant.id, "name": conn.participant.name,
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **body,
-        }))
-
-    def _hand(self, conn: Conn, message: Hand) -> None:
-        assert conn.participant is not None
-        if not conn.gesture_budget.take():
-            raise SignalingError("rate-limited", "You are raising and lowering your hand too fast.")
-        self._tell(self.room.raise_hand(conn.participant.id, message.raised))
-
-    def _react(self, conn: Conn, message: React) -> None:
-        assert conn.participant is not None
-        if self.meeting.e2ee != (message.ciphertext is not None):
-            raise SignalingError("bad-message", "this meeting's reactions are "
-                                 + ("end-to-end encrypted" if self.meeting.e2ee else "not encrypted"))
-        if not conn.gesture_budget.take():
-            raise SignalingError("rate-limited", "You are sending reactions too fast.")
-        body = {"emoji": message.emoji} if message.emoji is not None else {"ciphertext": message.ciphertext}
-        self._broadcast(reply("reaction", **{"from": conn.participant.id, **body}))
-
-    def _mute_answer(self, conn: Conn, message: MuteAnswer) -> None:
-        assert conn.participant is not None
-        ask = self._asks.answer(message.request, conn.participant.id)
-        if ask is None:
-            raise SignalingError("unknown-request", "That request is over: answered already, or too old.")
-        self._close_ask(ask, "accepted" if message.accepted else "declined")
-
-    def _close_ask(self, ask: Ask, answer: str) -> None:
-        """Tell the host who asked what became of their request."""
-        timer = self._ask_timers.pop(ask.request, None)
-        if timer is not None:
-            timer.cancel()
-        host = self._joined.get(ask.host)
-        if host is not None:
-            host.send(reply("mute-answer", request=ask.request, id=ask.target,
-                            name=self.participant_name(ask.target), answer=answer))
-
-    async def _ask_expired(self, request: str) -> None:
-        async with self._lock:
-            ask = self._asks.expire(request)
-            if ask is not None:
-                self._close_ask(ask, "no-answer")
-
-    async def _publish(self, conn: Conn, message: Publish) -> None:
-        assert conn.participant is not None and conn.peer is not None
-        if message.on:
-            await conn.peer.publish(message.source)
-            publishes = conn.participant.publishes | {message.source}
-        else:
-            await conn.peer.unpublish(message.source)
-            publishes = conn.participant.publishes - {message.source}
-        self._update(conn, publishes=frozenset(publishes))
-
-    # --- host actions --------------------------------------------------------------------
-
-    async def _host_action(self, conn: Conn, message: HostAction) -> None:
-        assert conn.participant is not None
-        if not conn.participant.is_host:
-            log.warning("host action refused %s", kv(meeting=ids.short(self.id), action=message.action))
-            raise SignalingError("not-host", "only hosts can do that")
-        action, target = message.action, message.target or ""
-        if action == "lock":
-            await self._publish_events(self.room.lock(bool(message.locked)))
-            if not message.locked:  # unlocking lets everyone waiting in
-                for waiting in list(self._lobby.values()):
-                    await self._admit(waiting)
-        elif action == "admit" and target in self._lobby:
-            await self._admit(self._lobby[target])
-        elif action == "deny" and target in self._lobby:
-            await self._close_with(self._lobby[target], "denied", "A host did not let you in.", barred=True)
-        elif action == "remove" and target in self._joined and self._joined[target] is not conn:
-            await self._close_with(self._joined[target], "removed", "A host removed you from the meeting.",
-                                   barred=True)
-        elif action == "ask-mute" and target in self._joined and target != conn.participant.id:
-            ask = self._asks.ask(conn.participant.id, target)
-            if ask is None:
-                raise SignalingError("mute-pending", "You asked already; their answer is on its way.")
-            self._ask_timers[ask.request] = asyncio.get_running_loop().call_later(
-                MUTE_ASK_SECONDS, lambda: self._spawn(self._ask_expired(ask.request)))
-            self._joined[target].send(reply("mute-request", by=conn.participant.name, request=ask.request))
-        elif action == "mute-all":
-            # Each page mutes itself and says who did it; people may unmute again.
-            if not conn.mute_all_budget.take():
-                raise SignalingError("rate-limited", "You muted everyone a moment ago.")
-            self._broadcast(reply("muted", by=conn.participant.name), skip=conn.participant.id)
-        elif action == "lower-hand" and target in self._joined:
-            events = self.room.raise_hand(target, False)
-            self._tell(events)
-            if events and target != conn.participant.id:
-                self._joined[target].send(reply("hand-lowered", by=conn.participant.name))
-        elif action == "make-host" and target in self._joined and target != conn.participant.id:
-            await self._hand_over(conn, target)
-        elif action == "end-meeting":
-            log.info("meeting ended by a host %s", kv(meeting=ids.short(self.id)))
-            for other in list(self._lobby.values()) + list(self._joined.values()):
-                await self._close_with(other, "meeting-ended", "The host ended the meeting.", barred=True)
-        elif action == "start-recording":
-            try:
-                await self._start_recording()
-            except RecordingRefused as exc:
-                raise SignalingError("recording-refused", str(exc)) from None
-        elif action == "stop-recording":
-            await self._stop_recording(STOP_HOST)
-
-    async def _hand_over(self, conn: Conn, target: str) -> None:
-        """Make ``target`` host in place of ``conn``'s participant; they get what hosts see."""
-        assert conn.participant is not None
-        giver = conn.participant
-        if self.room.participants[target].is_host:
-            raise SignalingError("already-host", f"{self.participant_name(target)} is a host already.")
-        await self._publish_events(self.room.hand_over(giver.id, target))
-        self._granted.discard(giver.id)
-        self._granted.add(target)
-        log.info("host role handed over %s", kv(meeting=ids.short(self.id)))
-        made: dict[str, Any] = {"by": giver.name}
-        if self.context.recordings is not None:
-            made["recordings"] = await self.context.recordings.links(self.id)
-        new_host = self._joined[target]
-        new_host.send(reply("made-host", **made))
-        new_host.send(lobby_message(self.room))
-
     async def _close_with(self, conn: Conn, kind: str, text: str, barred: bool) -> None:
         """Tell the browser why, then close its connection for good and drop it."""
         conn.send(reply(kind, message=text))
         conn.channel.close(msg.CLOSE_FINAL, kind)
         await self._drop(conn, barred=barred)
-
-    # --- recording -----------------------------------------------------------------------
-
-    async def _start_recording(self) -> RecordingStatus:
-        recordings = self.context.recordings
-        if recordings is None:
-            raise RecordingRefused("unavailable", "Recording is not available on this server.")
-        if not self.room.participants:
-            raise RecordingRefused("empty", "Nobody is in the meeting: recording starts once people have joined.")
-        status = await recordings.start_recording(self.meeting, self.media, self.participant_name)
-        self._recording_changed(status)
-        return status
-
-    async def _stop_recording(self, reason: str) -> RecordingStatus:
-        recordings = self.context.recordings
-        if recordings is None or not self.recording.active:
-            return RecordingStatus(self.id, False, not self.meeting.e2ee)
-        status = await recordings.stop_recording(self.id, reason)
-        self._recording_changed(status)
-        return status
-
-    def _recording_changed(self, status: RecordingStatus) -> None:
-        if status.active == self.recording.active and status.reason == self.recording.reason:
-            return
-        self.recording = status
-        self._broadcast(recording_message(status))
-        self._refresh()
-        if status.reason == STOP_DISK:
-            self._to_hosts(reply("notice", text="Recording stopped: the server is low on disk space. "
-                                                "What was recorded so far is kept."))
 
     # --- leaving -------------------------------------------------------------------------
 
@@ -635,9 +450,7 @@ class MeetingSession:
         self.closed = True
         await self._stop_recording(STOP_EMPTY)
         await self.media.close()
-        for timer in self._ask_timers.values():
-            timer.cancel()
-        self._ask_timers.clear()
+        self._asks.close()
         current = asyncio.current_task()
         for task in [t for t in self._tasks if t is not current]:
             task.cancel()
@@ -645,64 +458,28 @@ class MeetingSession:
 
     # --- telling people ------------------------------------------------------------------
 
-    def _broadcast(self, message: dict[str, Any], skip: str | None = None) -> None:
-        for pid, conn in self._joined.items():
-            if pid != skip:
-                conn.send(message)
-
-    def _to_hosts(self, message: dict[str, Any]) -> None:
-        for conn in self._joined.values():
-            if conn.participant is not None and conn.participant.is_host:
-                conn.send(message)
-
     async def _publish_events(self, events: list[RoomEvent]) -> None:
-        """Tell the room what changed, then the bus who is present now."""
+        """Tell the room what changed, the lobby whether a host is here, the bus who is present."""
         self._tell(events)
-        hosts_present = self.room.hosts_present()
-        if hosts_present != self._hosts_present:
-            # Whoever waits in the lobby learns whether anyone can let them in.
-            self._hosts_present = hosts_present
-            for waiting in self._lobby.values():
-                waiting.send(_waiting_message(hosts_present))
+        self.people.hosts_now(self.room.hosts_present())
         presence_now = presence(self.id, self.room, events)
         if presence_now is not None:
             await self.context.bus.publish(presence_now)
-        if any(isinstance(e, Ended) for e in events):
-            await self._stop_recording(STOP_EMPTY)
-            if not self.room.lobby:
-                # Everyone left: the meeting starts over unlocked, as a new session would
-                # (people on the pre-join screen keep this one alive).
-                self._tell(self.room.lock(False))
-
-    def _tell(self, events: list[RoomEvent]) -> None:
-        for event in events:
-            # A connection holds its participant's record: keep it the room's current one.
-            if isinstance(event, Updated) and event.participant.id in self._joined:
-                self._joined[event.participant.id].participant = event.participant
-        for notice in notices(events):
-            if notice.audience == HOSTS:
-                self._to_hosts(notice.message)
-            else:
-                self._broadcast(notice.message, skip=notice.skip)
         for event in events:
             if isinstance(event, Ended):
                 log.info("meeting ended %s", kv(meeting=ids.short(self.id),
                                                  minutes=round(event.duration.total_seconds() / 60, 1)))
-        self._refresh()
+                await self._stop_recording(STOP_EMPTY)
+                if not self.room.lobby:
+                    # Everyone left: the meeting starts over unlocked, as a new session would
+                    # (people on the pre-join screen keep this one alive).
+                    self._tell(self.room.lock(False))
+
+    def _tell(self, events: list[RoomEvent]) -> None:
+        self.people.tell(events, self.room, self.recording)
 
     def _refresh(self) -> None:
-        """Tell whoever is deciding whether to join (pre-join, lobby) the meeting's status, and
-        the people in it how many wait with no host to let them in, when either changed."""
-        status = status_message(self.room, self.recording)
-        if status != self._status:
-            self._status = status
-            for conn in self.conns.values():
-                if conn.state in (WATCHING, WAITING):
-                    conn.send(status)
-        knocking = self.room.unattended()
-        if knocking != self._knocking:
-            self._knocking = knocking
-            self._broadcast(knocking_message(knocking))
+        self.people.refresh(self.room, self.recording)
 
     def _spawn(self, coroutine: Any) -> None:
         """Run work that must take the lock later (a peer's state callback), holding its task."""
@@ -713,8 +490,3 @@ class MeetingSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-def _waiting_message(hosts_present: bool) -> dict[str, Any]:
-    text = ("This meeting is locked. A host will let you in shortly." if hosts_present else
-            "This meeting is locked and no host is in it right now. You will be let in when a host arrives.")
-    return reply("waiting", message=text, hosts_present=hosts_present)

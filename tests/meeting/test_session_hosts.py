@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from meeting.session import session as session_module
+from meeting.session import actions as actions_module
 from tests.conftest import wait_for
 from tests.meeting.session_kit import FakeRecordings, Kit
 
@@ -72,7 +72,7 @@ async def test_ask_to_mute_is_answered_to_the_host_who_asked(kit: Kit) -> None:
 
 
 async def test_an_unanswered_request_is_answered_no_answer(kit: Kit, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "MUTE_ASK_SECONDS", 0.05)
+    monkeypatch.setattr(actions_module, "MUTE_ASK_SECONDS", 0.05)
     hana = await kit.joined("Hana", host=True)
     gus = await kit.joined("Gus")
     await hana.send({"type": "ask-mute", "id": gus.id})
