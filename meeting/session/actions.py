@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from meeting.session.conn import Conn
 from meeting.session.context import SessionContext
 from meeting.session.messages import Chat, Hand, HostAction, MuteAnswer, Publish, React, SignalingError, reply
 from meeting.session.notices import lobby_message, recording_message
+from meeting.session.resume import LeftBehind, ResumeTokens
 from meeting.session.room import Room, RoomEvent
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,10 @@ class MeetingActions:
         _lobby: dict[str, Conn]
         _asks: MuteAsks
         _granted: set[str]
+        _resume: ResumeTokens
         _lock: asyncio.Lock
+        _unlock_timer: asyncio.TimerHandle | None
+        closed: bool
 
         def participant_name(self, participant_id: str) -> str: ...
         async def _admit(self, conn: Conn) -> None: ...
@@ -74,6 +79,39 @@ class MeetingActions:
             await conn.peer.unpublish(message.source)
             publishes = conn.participant.publishes - {message.source}
         self._update(conn, publishes=frozenset(publishes))
+
+    # --- the lock, when everyone has gone -------------------------------------------------
+
+    def _carry_over(self, carried: LeftBehind) -> None:
+        """Start as the meeting's last session ended, for pages coming back (see resume.py)."""
+        self._resume = carried.tokens
+        self._granted = set(carried.granted)
+        if carried.locked:
+            self.room.lock(True)
+            self._unlock_when_nobody_came_back(carried.until)
+
+    def _everyone_left(self) -> None:
+        """The meeting starts over unlocked, as a new session would (people on the pre-join
+        screen keep this one alive); but not while someone who dropped can still come back."""
+        if self.room.lobby:
+            return
+        until = self._resume.good_until(time.monotonic())
+        if until is None:
+            self._tell(self.room.lock(False))
+        else:
+            self._unlock_when_nobody_came_back(until)
+
+    def _unlock_when_nobody_came_back(self, until: float) -> None:
+        if self._unlock_timer is not None:
+            self._unlock_timer.cancel()
+        self._unlock_timer = asyncio.get_running_loop().call_later(
+            max(0.0, until - time.monotonic()), lambda: self._spawn(self._unlock_if_empty()))
+
+    async def _unlock_if_empty(self) -> None:
+        async with self._lock:
+            self._unlock_timer = None
+            if not self.closed and not self.room.participants and not self.room.lobby:
+                self._tell(self.room.lock(False))
 
     # --- chat and gestures ----------------------------------------------------------------
 

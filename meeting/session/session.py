@@ -40,7 +40,7 @@ from meeting.session.messages import (
 from meeting.session.notices import (
     knocking_message, lobby_message, presence, status_message, waiting_message, welcome_message,
 )
-from meeting.session.resume import ResumeTokens
+from meeting.session.resume import LeftBehind, ResumeTokens
 from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ MAX_WATCHERS = 100
 class MeetingSession(MeetingActions):
     """The live state of one meeting, and everything that changes it."""
 
-    def __init__(self, meeting: Meeting, context: SessionContext) -> None:
+    def __init__(self, meeting: Meeting, context: SessionContext, carried: LeftBehind | None = None) -> None:
         self.meeting = meeting
         self.id = meeting.id
         self.context = context
@@ -79,6 +79,10 @@ class MeetingSession(MeetingActions):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
         self.finished = asyncio.Event()  # set once its media is closed
+        self.left_behind: LeftBehind | None = None  # set when it ends with pages able to come back
+        self._unlock_timer: asyncio.TimerHandle | None = None
+        if carried is not None:
+            self._carry_over(carried)
 
     @property
     def empty(self) -> bool:
@@ -184,7 +188,7 @@ class MeetingSession(MeetingActions):
             self._watch(conn)
         elif isinstance(message, Leave):
             conn.channel.close(msg.CLOSE_FINAL, "left")
-            await self._drop(conn, barred=False)
+            await self._drop(conn, barred=True)  # left on purpose: nothing to come back to
         elif conn.state != JOINED or conn.participant is None or conn.peer is None:
             raise SignalingError("not-joined", "join first")
         elif isinstance(message, Answer):
@@ -411,8 +415,8 @@ class MeetingSession(MeetingActions):
     async def _drop(self, conn: Conn, barred: bool) -> None:
         """Take a connection out of the lobby, the room and the media; safe to repeat.
 
-        ``barred`` (removed by a host, the meeting ended) forgets the participant's resume
-        token; a dropped page keeps it for a grace period (see resume.py).
+        ``barred`` (removed by a host, the meeting ended, left on purpose) forgets the
+        participant's resume token; a dropped page keeps it for a grace period (resume.py).
         """
         state, conn.state = conn.state, CLOSED
         self.conns.pop(conn.id, None)
@@ -448,6 +452,12 @@ class MeetingSession(MeetingActions):
         if self.closed:
             return
         self.closed = True
+        now = time.monotonic()
+        until = self._resume.good_until(now)
+        if until is not None and (self.room.locked or self._granted):
+            self.left_behind = LeftBehind(self.room.locked, self._resume, frozenset(self._granted), until)
+        if self._unlock_timer is not None:
+            self._unlock_timer.cancel()
         await self._stop_recording(STOP_EMPTY)
         await self.media.close()
         self._asks.close()
@@ -470,10 +480,7 @@ class MeetingSession(MeetingActions):
                 log.info("meeting ended %s", kv(meeting=ids.short(self.id),
                                                  minutes=round(event.duration.total_seconds() / 60, 1)))
                 await self._stop_recording(STOP_EMPTY)
-                if not self.room.lobby:
-                    # Everyone left: the meeting starts over unlocked, as a new session would
-                    # (people on the pre-join screen keep this one alive).
-                    self._tell(self.room.lock(False))
+                self._everyone_left()
 
     def _tell(self, events: list[RoomEvent]) -> None:
         self.people.tell(events, self.room, self.recording)
