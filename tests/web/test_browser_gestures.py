@@ -57,7 +57,8 @@ async def hand_order(page: Page) -> list[str]:
     """Names in the people list whose hand is up, top to bottom, with the place each shows."""
     return await page.eval_on_selector_all(
         "#people li", """rows => rows.filter(r => r.querySelector('.hand-flag')).map(r =>
-            r.querySelector('.hand-place').textContent + ' ' + r.querySelector('.who').firstChild.textContent)""")
+            r.querySelector('.hand-place').textContent + ' ' + r.querySelector('.who-name').textContent
+            + (r.querySelector('.you') ? r.querySelector('.you').textContent : ''))""")
 
 
 async def open_people(page: Page) -> None:

@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator
 import av
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from playwright.async_api import Browser
 
 from meeting import ids
 from meeting.recording.compose import compose
@@ -141,6 +142,33 @@ async def test_who_spoke_when_has_one_row_per_person_however_often_they_reconnec
     assert names == ["Dave", "Ann"]
     data = json.loads(re.search(r'data-timeline="([^"]*)"', html).group(1).replace("&#34;", '"'))
     assert data["speakers"][0] == {"name": "Dave", "segments": [[0.0, 1.0], [3.0, 5.0], [10.0, 11.5]], "total": 4.5}
+
+
+TICKS = """() => [...document.querySelectorAll(".scale .tick")].map((t) => {
+  const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.right]; })"""
+
+
+@pytest.mark.browser
+async def test_recording_page_on_a_phone_has_readable_ticks_and_does_not_scroll_for_nothing(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService, browser: Browser) -> None:
+    rows = [{"name": "Ann", "segments": [[1.0, 20.0]], "total": 19.0},
+            {"name": "Ben", "segments": [[30.0, 60.0]], "total": 30.0}]
+    recording = await ready_recording(config, store, meetings, timeline=rows, duration=66.6)
+    page = await browser.new_page()
+    for size in ({"width": 390, "height": 844}, {"width": 1366, "height": 768}):
+        await page.set_viewport_size(size)
+        await page.goto(str(server.make_url(f"/r/{recording.id}")))
+        await page.wait_for_selector(".scale .tick")
+        assert await page.text_content("#recording-length") == "1 min 06 s"
+        ticks = await page.evaluate(TICKS)
+        assert ticks[0][0] == "0:00" and len(ticks) >= 2, ticks
+        for (_, _, right), (_, left, _) in zip(ticks, ticks[1:]):
+            assert right + 4 <= left, (size, ticks)  # apart, with a gap
+        assert ticks[-1][2] <= size["width"], (size, ticks)
+        # Nothing below the content: only as tall as what it holds.
+        main_bottom = await page.eval_on_selector("main", "m => m.getBoundingClientRect().bottom + 32")
+        height = await page.evaluate("document.documentElement.scrollHeight")
+        assert height <= max(size["height"], main_bottom + 1), (size, height, main_bottom)
 
 
 def test_lengths_are_cut_to_whole_seconds_as_the_player_shows_them() -> None:
