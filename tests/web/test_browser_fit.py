@@ -118,12 +118,11 @@ async def test_long_title_and_name_keep_badges_you_and_flags_in_sight_and_pre_jo
     join = await nia.eval_on_selector("#join", "el => el.getBoundingClientRect().bottom")
     assert join <= DESKTOP["height"], f"Join ends at {join}"
     assert await nia.evaluate("document.documentElement.scrollHeight <= window.innerHeight")
-    await shot(nia, "prejoin-desktop")
     for size, label in ((PHONE, "phone"), (DESKTOP, "desktop")):
         await nia.set_viewport_size(size)
         await header_ok(nia, f"pre-join {label}")
         assert await nia.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    await shot(nia, "prejoin-phone")
+        await shot(nia, f"prejoin-{label}")
 
 
 async def test_a_shared_screen_keeps_its_suffix_and_strip_tiles_stay_uncovered_on_a_phone(

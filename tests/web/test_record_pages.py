@@ -26,6 +26,7 @@ from meeting.store.sqlite import SqliteStore
 from bench.synthetic import encoded_media
 from tests.conftest import serving
 from tests.meeting.record_files import person_recorded
+from tests.web.meeting_page import SHOTS
 from web.cli import list_recordings
 from web.recordings import format_length
 from web.keys import RECORDINGS
@@ -169,6 +170,8 @@ async def test_recording_page_on_a_phone_has_readable_ticks_and_does_not_scroll_
         main_bottom = await page.eval_on_selector("main", "m => m.getBoundingClientRect().bottom + 32")
         height = await page.evaluate("document.documentElement.scrollHeight")
         assert height <= max(size["height"], main_bottom + 1), (size, height, main_bottom)
+        if SHOTS:
+            await page.screenshot(path=f"{SHOTS}/recording-{size['width']}.png", full_page=True)
 
 
 def test_lengths_are_cut_to_whole_seconds_as_the_player_shows_them() -> None:
