@@ -90,7 +90,7 @@ class ClusterMeetings:
         self.local = local
         self.redis = redis
         self.node_id = node_id
-        self.nodes = Nodes(redis, node_id)
+        self.nodes = Nodes(redis, node_id, CHANNEL)
         self.directory = Directory(redis, node_id)
         self.relayed = RelayedConnections(local, lookup, self._channel_back)
         self._relayed_from: dict[str, tuple[str, str]] = {}  # served here -> (node with its socket, meeting)
@@ -164,7 +164,7 @@ class ClusterMeetings:
 
     async def connect(self, meeting: Meeting, conn_id: str, address: str, channel: Channel) -> None:
         try:
-            owner = await self.directory.claim(meeting.id, self.nodes.least_loaded(), set(self.nodes.alive))
+            owner = await self._claim(meeting)
         except RedisError:
             channel.send(error("server-restarted", "The server cannot reach its coordinator; reconnecting."))
             channel.close(CLOSE_RETRY, "no coordinator")
@@ -177,6 +177,17 @@ class ClusterMeetings:
         self._remote[conn_id] = _Remote(owner, channel, meeting.id)
         self._to(owner).put({"op": "connect", "conn": conn_id, "meeting": meeting.id, "address": address,
                              "from": self.node_id})
+
+    async def _claim(self, meeting: Meeting) -> str:
+        """The node to host ``meeting``: its live host, or this node or the least loaded."""
+        owner = await self.directory.claim(meeting.id, self.nodes.least_loaded(), set(self.nodes.alive))
+        if owner != self.node_id and await self.nodes.gone(owner):
+            # Died since the last look (its browsers are rejoining now): move the meeting at once.
+            log.warning("cluster node gone %s", kv(node=owner))
+            self.nodes.forget(owner)
+            self._bury({owner})
+            owner = await self.directory.claim(meeting.id, self.nodes.least_loaded(), set(self.nodes.alive))
+        return owner
 
     async def receive(self, conn_id: str, text: str | bytes) -> None:
         if conn_id in self._local:
