@@ -179,15 +179,20 @@ class ClusterMeetings:
                              "from": self.node_id})
 
     async def _claim(self, meeting: Meeting) -> str:
-        """The node to host ``meeting``: its live host, or this node or the least loaded."""
-        owner = await self.directory.claim(meeting.id, self.nodes.least_loaded(), set(self.nodes.alive))
-        if owner != self.node_id and await self.nodes.gone(owner):
-            # Died since the last look (its browsers are rejoining now): move the meeting at once.
-            log.warning("cluster node gone %s", kv(node=owner))
-            self.nodes.forget(owner)
-            self._bury({owner})
-            owner = await self.directory.claim(meeting.id, self.nodes.least_loaded(), set(self.nodes.alive))
-        return owner
+        """The node to host ``meeting``: its live host, else the least loaded node."""
+        alive = set(self.nodes.alive)
+        current = await self.directory.owner(meeting.id)
+        if current is not None and current != self.node_id:
+            if await self.nodes.gone(current):
+                # Died since the last look (its browsers are rejoining now): move the meeting at once.
+                if current in alive:
+                    log.warning("cluster nodes gone %s", kv(nodes=current))
+                    self.nodes.forget(current)
+                    self._bury({current})
+                alive.discard(current)
+            elif current not in alive and not self.nodes.buried(current):
+                alive.add(current)  # it started since this node's last look: not to be robbed
+        return await self.directory.claim(meeting.id, self.nodes.least_loaded(), alive)
 
     async def receive(self, conn_id: str, text: str | bytes) -> None:
         if conn_id in self._local:
@@ -328,4 +333,5 @@ class ClusterMeetings:
 
     def stats(self) -> dict[str, Any]:
         return {**self.local.stats(), "node": self.node_id, "nodes": sorted(self.nodes.alive),
+                "nodes_alive": len(self.nodes.alive),
                 "relayed_out": len(self._remote), "relayed_in": len(self._relayed_from)}

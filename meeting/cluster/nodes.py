@@ -36,6 +36,7 @@ class Nodes:
         self.channel = channel
         self.load: dict[str, dict[str, Any]] = {node_id: {}}  # as each node last said
         self._seen: dict[str, float] = {node_id: time.monotonic()}  # node -> last heartbeat seen
+        self._buried: set[str] = set()  # taken for dead (until heard and listening again)
 
     @property
     def alive(self) -> dict[str, dict[str, Any]]:
@@ -61,6 +62,7 @@ class Nodes:
             if name not in silent:
                 self.load[name] = load
                 self._seen[name] = now
+                self._buried.discard(name)
         self._seen[self.node_id] = now
         dead = {n for n, seen in self._seen.items()
                 if n in silent or (now - seen > DEAD_AFTER and redis_up > DEAD_AFTER)}
@@ -79,6 +81,11 @@ class Nodes:
         """Take ``node`` for dead until its heartbeat and its channel are both back."""
         self._seen.pop(node, None)
         self.load.pop(node, None)
+        self._buried.add(node)
+
+    def buried(self, node: str) -> bool:
+        """Whether ``node`` was taken for dead (rather than not seen yet: one that just started)."""
+        return node in self._buried
 
     def least_loaded(self) -> str:
         """The live node with the fewest people (this one on a tie)."""
