@@ -1,0 +1,213 @@
+"""The cluster end to end: two ``meetnow serve`` nodes in network namespaces of their own,
+nginx in front (deploy/nginx-cluster.conf), PostgreSQL, Redis and a fake Slack, and two
+Chromium participants whose websockets land on different nodes (see tests/cluster/net.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+from playwright.async_api import Page
+from redis.exceptions import RedisError
+
+from bench.fake_slack import command_payload, form, sign
+from bot.slack import EVENTS_PATH
+from meeting.cluster.nodes import PREFIX as NODE_PREFIX
+from tests.cluster.net import Cluster, Node, cluster
+from tests.conftest import wait_for
+from tests.netspace import isolated
+from tests.web.test_browser_meeting import join_meeting, remote_media
+
+pytestmark = pytest.mark.browser
+
+# The address of the media server each page's selected ICE candidate pair goes to.
+MEDIA_PEER = """
+async () => {
+  const pc = window.meetnow.pc;
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((r) => { if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId); });
+  if (!pair || pair.state !== "succeeded") return null;
+  const remote = stats.get(pair.remoteCandidateId);
+  return remote ? remote.address : null;
+}
+"""
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Cluster]:
+    if not isolated():
+        pytest.skip("needs the private network namespace that tests/netns.sh gives root")
+    async with cluster(tmp_path) as made:
+        yield made
+
+
+def status_text(update: dict[str, Any]) -> str:
+    """The live status line of a Slack meeting message."""
+    return update["blocks"][1]["elements"][0]["text"]
+
+
+async def mint_in_slack(cl: Cluster, title: str) -> str:
+    """/meetnow <title> sent to the cluster's URL (any node answers); the posted link."""
+    body = form(command_payload(title, response_url=cl.slack.response_url()))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(cl.url + EVENTS_PATH, data=body, headers=sign(body), ssl=cl.trust()) as response:
+            assert response.status == 200, await response.text()
+
+    def posted() -> list[dict[str, Any]]:
+        return [p for p in cl.slack.done("chat.postMessage") if title in p["text"]]
+    await wait_for(posted, timeout=10, interval=0.1)
+    [post] = posted()  # posted once, whichever node took the command
+    [url] = set(re.findall(r"https?://[^\s<>|]+/m/[A-Za-z0-9_-]+", post["text"]))
+    return url
+
+
+async def participant(cl: Cluster, url: str, name: str) -> Page:
+    context = await cl.browser.new_context(ignore_https_errors=True)
+    page = await context.new_page()
+    await join_meeting(page, url, name)
+    return page
+
+
+async def media_from_other(page: Page) -> tuple[float, float]:
+    """(video frames decoded, audio energy received) from the one other participant."""
+    media = await remote_media(page)
+    if len(media) != 1:
+        return 0, 0.0
+    [other] = media.values()
+    return other["frames"], other["energy"]
+
+
+async def media_both_ways(pages: list[Page], server: Node) -> bool:
+    """Each page decodes the other's video and hears its audio, from ``server``'s address."""
+    for page in pages:
+        frames, energy = await media_from_other(page)
+        if frames <= 0 or energy <= 0 or await page.evaluate(MEDIA_PEER) != server.address:
+            return False
+    return True
+
+
+async def frames_rising(pages: list[Page], timeout: float = 5.0) -> None:
+    before = [(await media_from_other(p))[0] for p in pages]
+
+    async def rising() -> bool:
+        now = [(await media_from_other(p))[0] for p in pages]
+        return all(n > b + 5 for n, b in zip(now, before))
+    await wait_for(rising, timeout=timeout, interval=0.1)
+
+
+async def meeting_on_two_nodes(cl: Cluster, url: str) -> tuple[list[Page], Node, Node]:
+    """Ann and Ben in the meeting at ``url``, their sockets on different nodes, media both
+    ways with the hosting node; returns the pages, the host and the other node."""
+    ann = await participant(cl, url, "Ann")
+    ben = await participant(cl, url, "Ben")
+    meeting_id = url.rsplit("/m/", 1)[1]
+    host = await cl.host_of(meeting_id)
+    assert host is not None
+    other = next(n for n in cl.nodes if n is not host)
+    # One socket is the host's own, the other came in on the other node and is relayed.
+    async def relayed() -> bool:
+        there, here = await other.metrics(), await host.metrics()
+        return there.get("meetnow_cluster_relayed_out") == 1 and here.get("meetnow_cluster_relayed_in") == 1
+    await wait_for(relayed, timeout=10, interval=0.2)
+    assert (await host.metrics())["meetnow_participants"] == 2
+    assert (await other.metrics())["meetnow_participants"] == 0
+    # Media goes straight to the hosting node's own address, never through the other.
+    await wait_for(lambda: media_both_ways([ann, ben], host), timeout=15, interval=0.2)
+    await frames_rising([ann, ben])
+    return [ann, ben], host, other
+
+
+async def test_two_browsers_on_two_nodes_meet_and_slack_is_told_once(running: Cluster) -> None:
+    cl = running
+    url = await mint_in_slack(cl, "Across the cluster")
+    assert url.startswith(cl.url + "/m/")
+    (ann, ben), host, other = await meeting_on_two_nodes(cl, url)
+    await wait_for(lambda: any(status_text(u) == "In the meeting: Ann, Ben" for u in cl.slack.done("chat.update")),
+                   timeout=10, interval=0.1)
+
+    await ann.click("#leave")
+    async def ann_gone() -> bool:
+        return (await host.metrics())["meetnow_participants"] == 1
+    await wait_for(ann_gone, timeout=10, interval=0.2)
+    await ben.click("#leave")
+
+    def ended() -> bool:
+        return any(status_text(u).startswith("Ended") for u in cl.slack.done("chat.update"))
+    await wait_for(ended, timeout=15, interval=0.1)
+    shown = [status_text(u) for u in cl.slack.done("chat.update")]
+    # In order, each once (two joins or two leaves inside one coalescing window make one
+    # edit), and ended once: whichever node delivered each edit.
+    order = ["In the meeting: Ann", "In the meeting: Ann, Ben", "In the meeting: Ben", shown[-1]]
+    assert shown[-1].startswith("Ended") and sum(s.startswith("Ended") for s in shown) == 1
+    assert "In the meeting: Ann, Ben" in shown
+    assert shown == [s for s in order if s in shown], shown
+    assert len(cl.slack.done("chat.postMessage")) == 1
+
+    # nginx's log (written as each socket closes): the two sockets went to different nodes.
+    async def both_logged() -> bool:
+        return len(cl.upstreams("/ws")) == 2
+    await wait_for(both_logged, timeout=10, interval=0.2)
+    assert sorted(cl.upstreams("/ws")) == sorted(f"{n.address}:8080" for n in cl.nodes)
+
+
+async def test_the_hosting_node_killed_the_meeting_comes_back_on_the_other(running: Cluster) -> None:
+    cl = running
+    url = await mint_in_slack(cl, "Survives a node")
+    pages, host, survivor = await meeting_on_two_nodes(cl, url)
+    meeting_id = url.rsplit("/m/", 1)[1]
+
+    host.kill()
+    killed = time.monotonic()
+
+    async def back() -> bool:
+        return await cl.host_of(meeting_id) is survivor and await media_both_ways(pages, survivor)
+    await wait_for(back, timeout=15, interval=0.2)
+    took = time.monotonic() - killed
+    await frames_rising(pages)
+    assert (await survivor.metrics())["meetnow_participants"] == 2
+    print(f"back with media on the other node {took:.1f} s after kill -9")
+
+
+async def test_redis_restarted_mid_meeting_the_meeting_goes_on_and_the_directory_heals(running: Cluster) -> None:
+    cl = running
+    url = await mint_in_slack(cl, "Survives Redis")
+    pages, host, other = await meeting_on_two_nodes(cl, url)
+    meeting_id = url.rsplit("/m/", 1)[1]
+    await pages[0].evaluate("() => { window.connectionBefore = window.meetnow.pc; }")
+    await pages[1].evaluate("() => { window.connectionBefore = window.meetnow.pc; }")
+
+    await cl.redis_server.restart()
+    restarted = time.monotonic()
+    frames = [(await media_from_other(p))[0] for p in pages]
+    healed: float | None = None
+    # Watch for the heal (10 s at most) and a few seconds beyond: frames rise every second.
+    while time.monotonic() - restarted < (healed or 10.0) + 3.0:
+        await asyncio.sleep(1.0)  # the watch's sampling interval (not a wait for a condition)
+        now = [(await media_from_other(p))[0] for p in pages]
+        assert all(n > f for n, f in zip(now, frames)), (frames, now)
+        frames = now
+        if healed is None:
+            try:
+                nodes_back = [k async for k in cl.redis.scan_iter(match=NODE_PREFIX + "*")]
+                if len(nodes_back) == 2 and await cl.host_of(meeting_id) is host:
+                    healed = time.monotonic() - restarted
+            except RedisError:
+                pass  # the test's own client reconnects on its next command
+        assert healed is not None or time.monotonic() - restarted < 10.0, "the directory did not heal in 10 s"
+    # Nobody reconnected: the same peer connections carried the media all along.
+    for page in pages:
+        assert await page.evaluate("() => window.meetnow.pc === window.connectionBefore")
+    # Signaling relayed between the nodes works again: a chat message crosses over.
+    await pages[1].click("#chat-toggle")
+    await pages[1].fill("#message", "still here")
+    await pages[1].click("#send")
+    await pages[0].click("#chat-toggle")
+    await pages[0].wait_for_selector("#messages :text('still here')", timeout=10_000)
+    print(f"directory healed {healed:.1f} s after the Redis restart")
