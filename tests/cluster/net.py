@@ -237,10 +237,26 @@ class Cluster:
                 return False
         return True
 
-    def upstreams(self, path_end: str) -> list[str]:
-        """The node address (host:port) nginx sent each finished request ending in ``path_end`` to."""
+    def upstreams(self, path: str) -> list[str]:
+        """The node address (host:port) nginx sent each finished request for ``path`` to."""
         lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
-        return [line.split()[0] for line in lines if line.split()[-1].endswith(path_end)]
+        return [line.split()[0] for line in lines if line.split()[-1] == path]
+
+    async def restart_dead(self) -> None:
+        """Start again any node that is not running, and wait until every node sees all."""
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                await node.start()
+        await self.until_ready()
+
+    async def until_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not await self.ready():
+            if time.monotonic() > deadline:
+                seen = {n.name: (await n.metrics()).get("meetnow_cluster_nodes") for n in self.nodes}
+                raise RuntimeError(f"the nodes did not see each other ({seen}):\n"
+                                   + "\n".join(n.tail() for n in self.nodes))
+            await asyncio.sleep(0.2)
 
 
 @asynccontextmanager
@@ -275,8 +291,8 @@ async def cluster(folder: Path) -> AsyncIterator[Cluster]:
                         node_config(name, space, folder / "shared", store_url, redis_server.url, slack))
             stack.push_async_callback(node.stop)
             nodes.append(node)
-        for node in nodes:  # one after the other: the first migrates the database
-            await node.start()
+        # At once: migrations take a lock, so one node migrates and the other waits.
+        await asyncio.gather(*(node.start() for node in nodes))
 
         cert, key = self_signed(folder, address=edge.address)
         access_log = folder / "nginx" / "access.log"
@@ -292,12 +308,7 @@ async def cluster(folder: Path) -> AsyncIterator[Cluster]:
         stack.push_async_callback(browser.close)
 
         made = Cluster(folder, spaces, nodes, redis_server, redis, slack, browser, cert, access_log)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not await made.ready():
-            if time.monotonic() > deadline:
-                seen = {n.name: (await n.metrics()).get("meetnow_cluster_nodes") for n in nodes}
-                raise RuntimeError(f"the nodes did not see each other ({seen}):\n" + "\n".join(n.tail() for n in nodes))
-            await asyncio.sleep(0.2)
+        await made.until_ready()
         try:
             yield made
         except BaseException:

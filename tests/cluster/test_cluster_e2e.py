@@ -5,6 +5,7 @@ Chromium participants whose websockets land on different nodes (see tests/cluste
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, AsyncIterator
 
 import aiohttp
 import pytest
+import pytest_asyncio
 from playwright.async_api import Page
 from redis.exceptions import RedisError
 
@@ -23,7 +25,8 @@ from tests.conftest import wait_for
 from tests.netspace import isolated
 from tests.web.test_browser_meeting import join_meeting, remote_media
 
-pytestmark = pytest.mark.browser
+# One cluster for the module (starting it takes most of the time); each test its own meeting.
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 # The address of the media server each page's selected ICE candidate pair goes to.
 MEDIA_PEER = """
@@ -40,12 +43,22 @@ async () => {
 """
 
 
-@pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[Cluster]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def started(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     if not isolated():
         pytest.skip("needs the private network namespace that tests/netns.sh gives root")
-    async with cluster(tmp_path) as made:
+    async with cluster(tmp_path_factory.mktemp("cluster")) as made:
         yield made
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def running(started: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster with every node up (a node killed by an earlier test is started again);
+    the test's browser pages are closed after it."""
+    await started.restart_dead()
+    yield started
+    for context in started.browser.contexts:
+        await context.close()
 
 
 def status_text(update: dict[str, Any]) -> str:
@@ -53,19 +66,22 @@ def status_text(update: dict[str, Any]) -> str:
     return update["blocks"][1]["elements"][0]["text"]
 
 
-async def mint_in_slack(cl: Cluster, title: str) -> str:
-    """/meetnow <title> sent to the cluster's URL (any node answers); the posted link."""
+async def mint_in_slack(cl: Cluster, title: str, via: str = "") -> tuple[str, dict[str, Any]]:
+    """/meetnow <title> sent to the cluster's URL (any node answers) or straight to the node
+    at ``via``; the posted link, and the post."""
     body = form(command_payload(title, response_url=cl.slack.response_url()))
     async with aiohttp.ClientSession() as http:
-        async with http.post(cl.url + EVENTS_PATH, data=body, headers=sign(body), ssl=cl.trust()) as response:
+        async with http.post((via or cl.url) + EVENTS_PATH, data=body, headers=sign(body),
+                             ssl=None if via else cl.trust()) as response:
             assert response.status == 200, await response.text()
+            assert "#host=" in (await response.json())["text"]  # the asker's private host link
 
     def posted() -> list[dict[str, Any]]:
         return [p for p in cl.slack.done("chat.postMessage") if title in p["text"]]
     await wait_for(posted, timeout=10, interval=0.1)
     [post] = posted()  # posted once, whichever node took the command
     [url] = set(re.findall(r"https?://[^\s<>|]+/m/[A-Za-z0-9_-]+", post["text"]))
-    return url
+    return url, post
 
 
 async def participant(cl: Cluster, url: str, name: str) -> Page:
@@ -126,11 +142,14 @@ async def meeting_on_two_nodes(cl: Cluster, url: str) -> tuple[list[Page], Node,
 
 async def test_two_browsers_on_two_nodes_meet_and_slack_is_told_once(running: Cluster) -> None:
     cl = running
-    url = await mint_in_slack(cl, "Across the cluster")
+    url, post = await mint_in_slack(cl, "Across the cluster")
+    meeting_id = url.rsplit("/m/", 1)[1]
+
+    def edits() -> list[str]:
+        return [status_text(u) for u in cl.slack.done("chat.update") if meeting_id in json.dumps(u)]
     assert url.startswith(cl.url + "/m/")
     (ann, ben), host, other = await meeting_on_two_nodes(cl, url)
-    await wait_for(lambda: any(status_text(u) == "In the meeting: Ann, Ben" for u in cl.slack.done("chat.update")),
-                   timeout=10, interval=0.1)
+    await wait_for(lambda: "In the meeting: Ann, Ben" in edits(), timeout=10, interval=0.1)
 
     await ann.click("#leave")
     async def ann_gone() -> bool:
@@ -138,46 +157,31 @@ async def test_two_browsers_on_two_nodes_meet_and_slack_is_told_once(running: Cl
     await wait_for(ann_gone, timeout=10, interval=0.2)
     await ben.click("#leave")
 
-    def ended() -> bool:
-        return any(status_text(u).startswith("Ended") for u in cl.slack.done("chat.update"))
-    await wait_for(ended, timeout=15, interval=0.1)
-    shown = [status_text(u) for u in cl.slack.done("chat.update")]
+    await wait_for(lambda: any(s.startswith("Ended") for s in edits()), timeout=15, interval=0.1)
+    shown = edits()
     # In order, each once (two joins or two leaves inside one coalescing window make one
     # edit), and ended once: whichever node delivered each edit.
     order = ["In the meeting: Ann", "In the meeting: Ann, Ben", "In the meeting: Ben", shown[-1]]
     assert shown[-1].startswith("Ended") and sum(s.startswith("Ended") for s in shown) == 1
     assert "In the meeting: Ann, Ben" in shown
     assert shown == [s for s in order if s in shown], shown
-    assert len(cl.slack.done("chat.postMessage")) == 1
+    assert [p for p in cl.slack.done("chat.postMessage") if meeting_id in json.dumps(p)] == [post]
 
     # nginx's log (written as each socket closes): the two sockets went to different nodes.
-    async def both_logged() -> bool:
-        return len(cl.upstreams("/ws")) == 2
-    await wait_for(both_logged, timeout=10, interval=0.2)
-    assert sorted(cl.upstreams("/ws")) == sorted(f"{n.address}:8080" for n in cl.nodes)
+    socket_path = f"/m/{meeting_id}/ws"
+    await wait_for(lambda: len(cl.upstreams(socket_path)) == 2, timeout=10, interval=0.2)
+    assert sorted(cl.upstreams(socket_path)) == sorted(f"{n.address}:8080" for n in cl.nodes)
 
 
-async def test_the_hosting_node_killed_the_meeting_comes_back_on_the_other(running: Cluster) -> None:
-    cl = running
-    url = await mint_in_slack(cl, "Survives a node")
-    pages, host, survivor = await meeting_on_two_nodes(cl, url)
-    meeting_id = url.rsplit("/m/", 1)[1]
-
-    host.kill()
-    killed = time.monotonic()
-
-    async def back() -> bool:
-        return await cl.host_of(meeting_id) is survivor and await media_both_ways(pages, survivor)
-    await wait_for(back, timeout=15, interval=0.2)
-    took = time.monotonic() - killed
-    await frames_rising(pages)
-    assert (await survivor.metrics())["meetnow_participants"] == 2
-    print(f"back with media on the other node {took:.1f} s after kill -9")
+async def test_the_slack_endpoint_answers_on_every_node(running: Cluster) -> None:
+    for node in running.nodes:
+        url, _ = await mint_in_slack(running, f"Asked of node {node.name}", via=f"http://{node.address}:8080")
+        assert url.startswith(running.url + "/m/")  # the cluster's one public URL
 
 
 async def test_redis_restarted_mid_meeting_the_meeting_goes_on_and_the_directory_heals(running: Cluster) -> None:
     cl = running
-    url = await mint_in_slack(cl, "Survives Redis")
+    url, _ = await mint_in_slack(cl, "Survives Redis")
     pages, host, other = await meeting_on_two_nodes(cl, url)
     meeting_id = url.rsplit("/m/", 1)[1]
     await pages[0].evaluate("() => { window.connectionBefore = window.meetnow.pc; }")
@@ -211,3 +215,21 @@ async def test_redis_restarted_mid_meeting_the_meeting_goes_on_and_the_directory
     await pages[0].click("#chat-toggle")
     await pages[0].wait_for_selector("#messages :text('still here')", timeout=10_000)
     print(f"directory healed {healed:.1f} s after the Redis restart")
+
+
+async def test_the_hosting_node_killed_the_meeting_comes_back_on_the_other(running: Cluster) -> None:
+    cl = running
+    url, _ = await mint_in_slack(cl, "Survives a node")
+    pages, host, survivor = await meeting_on_two_nodes(cl, url)
+    meeting_id = url.rsplit("/m/", 1)[1]
+
+    host.kill()
+    killed = time.monotonic()
+
+    async def back() -> bool:
+        return await cl.host_of(meeting_id) is survivor and await media_both_ways(pages, survivor)
+    await wait_for(back, timeout=15, interval=0.2)
+    took = time.monotonic() - killed
+    await frames_rising(pages)
+    assert (await survivor.metrics())["meetnow_participants"] == 2
+    print(f"back with media on the other node {took:.1f} s after kill -9")
