@@ -125,11 +125,11 @@ class Node:
         await until_listening(self.address, NODE_PORT, self.process, f"node {self.name}", timeout=START_TIMEOUT_S)
         await until_listening(self.address, METRICS_PORT, self.process, f"node {self.name} metrics")
 
-    def kill(self) -> None:
+    async def kill(self) -> None:
         """kill -9: no goodbye to Redis, the store or the browsers."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        await asyncio.to_thread(self.process.wait, 10)
 
     async def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -223,7 +223,7 @@ async def test_the_hosting_node_killed_the_meeting_comes_back_on_the_other(runni
     pages, host, survivor = await meeting_on_two_nodes(cl, url)
     meeting_id = url.rsplit("/m/", 1)[1]
 
-    host.kill()
+    await host.kill()
     killed = time.monotonic()
 
     async def back() -> bool:
