@@ -219,6 +219,7 @@ class Cluster:
         self.cert = cert
         self.access_log = access_log
         self.url = f"https://10.88.{EDGE}.2:{HTTPS_PORT}"
+        self.recordings = folder / "shared" / "recordings"  # the folder every node mounts
 
     def trust(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.cert))

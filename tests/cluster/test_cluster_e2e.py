@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from bench.fake_slack import command_payload, form, sign
 from bot.slack import EVENTS_PATH
+from meeting import ids
 from meeting.cluster.nodes import PREFIX as NODE_PREFIX
 from tests.cluster.net import Cluster, Node, cluster
 from tests.conftest import wait_for
@@ -66,22 +67,35 @@ def status_text(update: dict[str, Any]) -> str:
     return update["blocks"][1]["elements"][0]["text"]
 
 
-async def mint_in_slack(cl: Cluster, title: str, via: str = "") -> tuple[str, dict[str, Any]]:
+@dataclass
+class Minted:
+    url: str  # the link posted in the channel
+    post: dict[str, Any]  # the chat.postMessage that carried it
+    host_key: str  # from the asker's private answer
+
+    @property
+    def meeting_id(self) -> str:
+        return self.url.rsplit("/m/", 1)[1]
+
+
+async def mint_in_slack(cl: Cluster, title: str, via: str = "") -> Minted:
     """/meetnow <title> sent to the cluster's URL (any node answers) or straight to the node
-    at ``via``; the posted link, and the post."""
+    at ``via``."""
     body = form(command_payload(title, response_url=cl.slack.response_url()))
     async with aiohttp.ClientSession() as http:
         async with http.post((via or cl.url) + EVENTS_PATH, data=body, headers=sign(body),
                              ssl=None if via else cl.trust()) as response:
             assert response.status == 200, await response.text()
-            assert "#host=" in (await response.json())["text"]  # the asker's private host link
+            answer = (await response.json())["text"]
+    host_key = re.search(r"#host=([A-Za-z0-9_-]+)", answer)
+    assert host_key, answer  # the asker's private host link
 
     def posted() -> list[dict[str, Any]]:
         return [p for p in cl.slack.done("chat.postMessage") if title in p["text"]]
     await wait_for(posted, timeout=10, interval=0.1)
     [post] = posted()  # posted once, whichever node took the command
     [url] = set(re.findall(r"https?://[^\s<>|]+/m/[A-Za-z0-9_-]+", post["text"]))
-    return url, post
+    return Minted(url, post, host_key[1])
 
 
 async def participant(cl: Cluster, url: str, name: str) -> Page:
@@ -142,8 +156,8 @@ async def meeting_on_two_nodes(cl: Cluster, url: str) -> tuple[list[Page], Node,
 
 async def test_two_browsers_on_two_nodes_meet_and_slack_is_told_once(running: Cluster) -> None:
     cl = running
-    url, post = await mint_in_slack(cl, "Across the cluster")
-    meeting_id = url.rsplit("/m/", 1)[1]
+    minted = await mint_in_slack(cl, "Across the cluster")
+    url, post, meeting_id = minted.url, minted.post, minted.meeting_id
 
     def edits() -> list[str]:
         return [status_text(u) for u in cl.slack.done("chat.update") if meeting_id in json.dumps(u)]
@@ -175,15 +189,63 @@ async def test_two_browsers_on_two_nodes_meet_and_slack_is_told_once(running: Cl
 
 async def test_the_slack_endpoint_answers_on_every_node(running: Cluster) -> None:
     for node in running.nodes:
-        url, _ = await mint_in_slack(running, f"Asked of node {node.name}", via=f"http://{node.address}:8080")
-        assert url.startswith(running.url + "/m/")  # the cluster's one public URL
+        minted = await mint_in_slack(running, f"Asked of node {node.name}", via=f"http://{node.address}:8080")
+        assert minted.url.startswith(running.url + "/m/")  # the cluster's one public URL
+
+
+async def test_a_recording_is_captured_on_the_host_composed_once_and_served_by_every_node(
+        running: Cluster) -> None:
+    cl = running
+    minted = await mint_in_slack(cl, "Recorded across")
+    pages, host, other = await meeting_on_two_nodes(cl, minted.url)
+
+    async def act(action: str) -> dict[str, Any]:
+        """Start or stop, asked of the node that does not host the meeting (relayed to it)."""
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://{other.address}:8080/api/meetings/{minted.meeting_id}/recording",
+                                 json={"action": action},
+                                 headers={"Authorization": f"Bearer {minted.host_key}"}) as response:
+                assert response.status == 200, await response.text()
+                return await response.json()
+
+    started = await act("start")
+    assert started["active"] is True and started["url"].startswith(cl.url + "/r/")
+    recording_id = started["url"].rsplit("/r/", 1)[1]
+
+    async def recording_on_host() -> bool:
+        return (await host.metrics()).get("meetnow_recordings_active") == 1
+    await wait_for(recording_on_host, timeout=10, interval=0.2)
+    assert (await other.metrics()).get("meetnow_recordings_active") == 0
+    # The tracks go to the shared folder, as they arrive.
+    tracks = cl.recordings / recording_id
+    await wait_for(lambda: sum(f.stat().st_size for f in tracks.rglob("*") if f.is_file()) > 100_000,
+                   timeout=20, interval=0.2)
+    assert (await act("stop"))["active"] is False
+
+    async def served_by_every_node() -> bool:
+        async with aiohttp.ClientSession() as http:
+            for node in cl.nodes:
+                async with http.get(f"http://{node.address}:8080/r/{recording_id}/video",
+                                    headers={"Range": "bytes=0-99"}) as response:
+                    if response.status != 206 or (await response.read())[4:8] != b"ftyp":
+                        return False
+        return True
+    await wait_for(served_by_every_node, timeout=90, interval=0.5)
+    composed_by = [n.name for n in cl.nodes if f"recording ready recording={ids.short(recording_id)}" in n.log.read_text()]
+    assert len(composed_by) == 1, composed_by
+    # Its link goes to the meeting's Slack thread once, whichever node composed it.
+    def announced() -> list[dict[str, Any]]:
+        return [p for p in cl.slack.done("chat.postMessage") if recording_id in json.dumps(p)]
+    await wait_for(announced, timeout=15, interval=0.2)
+    [reply] = announced()
+    assert reply.get("thread_ts")
 
 
 async def test_redis_restarted_mid_meeting_the_meeting_goes_on_and_the_directory_heals(running: Cluster) -> None:
     cl = running
-    url, _ = await mint_in_slack(cl, "Survives Redis")
+    minted = await mint_in_slack(cl, "Survives Redis")
+    url, meeting_id = minted.url, minted.meeting_id
     pages, host, other = await meeting_on_two_nodes(cl, url)
-    meeting_id = url.rsplit("/m/", 1)[1]
     await pages[0].evaluate("() => { window.connectionBefore = window.meetnow.pc; }")
     await pages[1].evaluate("() => { window.connectionBefore = window.meetnow.pc; }")
 
@@ -219,9 +281,9 @@ async def test_redis_restarted_mid_meeting_the_meeting_goes_on_and_the_directory
 
 async def test_the_hosting_node_killed_the_meeting_comes_back_on_the_other(running: Cluster) -> None:
     cl = running
-    url, _ = await mint_in_slack(cl, "Survives a node")
+    minted = await mint_in_slack(cl, "Survives a node")
+    url, meeting_id = minted.url, minted.meeting_id
     pages, host, survivor = await meeting_on_two_nodes(cl, url)
-    meeting_id = url.rsplit("/m/", 1)[1]
 
     await host.kill()
     killed = time.monotonic()
