@@ -22,7 +22,7 @@ import tempfile
 import time
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from playwright.async_api import Browser, async_playwright
@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 from bench.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack
 from meeting.cluster.directory import PREFIX as MEETING_PREFIX
+from tests.conftest import wait_for
 from tests.deploy import fitted, nginx, self_signed, until_listening
 from tests.servers import RedisServer
 from tests.stores import PostgresServer
@@ -149,7 +150,7 @@ class Node:
         return {m[1]: float(m[2]) for m in re.finditer(r"^(\w+) ([-0-9.e+]+)$", text, re.M)}
 
     def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+        return self.log.read_text(errors="replace")[-8000:] if self.log.exists() else ""
 
 
 def node_config(name: str, space: Space, folder: Path, store_url: str, redis_url: str, slack: FakeSlack) -> str:
@@ -242,6 +243,38 @@ class Cluster:
         """The node address (host:port) nginx sent each finished request for ``path`` to."""
         lines = self.access_log.read_text().splitlines() if self.access_log.exists() else []
         return [line.split()[0] for line in lines if line.split()[-1] == path]
+
+    async def idle(self) -> bool:
+        """No socket, meeting or relay left on any running node (nginx then spreads the next
+        sockets evenly again)."""
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            figures = await node.metrics()
+            if any(figures.get(name) for name in ("meetnow_signaling_connections", "meetnow_meetings",
+                                                  "meetnow_cluster_relayed_out", "meetnow_cluster_relayed_in")):
+                return False
+        return True
+
+    async def describe(self) -> str:
+        """What each node says of itself, and its last log lines: for a failing test's report."""
+        parts = []
+        for node in self.nodes:
+            try:
+                figures = {k.removeprefix("meetnow_"): v for k, v in (await node.metrics()).items()
+                           if k.startswith(("meetnow_cluster", "meetnow_participants", "meetnow_meetings"))}
+            except aiohttp.ClientError as exc:
+                figures = {"unreachable": type(exc).__name__}
+            lines = [line for line in node.tail().splitlines() if "aioice" not in line and "/static/" not in line]
+            parts.append(f"--- node {node.name} {figures}\n" + "\n".join(lines[-15:]))
+        return "\n".join(parts)
+
+    async def until(self, condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+        """``wait_for`` that reports the nodes' state when ``what`` does not happen in time."""
+        try:
+            await wait_for(condition, timeout=timeout, interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"{what}: not within {timeout} s\n{await self.describe()}") from None
 
     async def restart_dead(self) -> None:
         """Start again any node that is not running, and wait until every node sees all."""

@@ -57,6 +57,7 @@ async def running(started: Cluster) -> AsyncIterator[Cluster]:
     """The cluster with every node up (a node killed by an earlier test is started again);
     the test's browser pages are closed after it."""
     await started.restart_dead()
+    await started.until(started.idle, 15, "every node idle before the test")
     yield started
     for context in started.browser.contexts:
         await context.close()
@@ -145,11 +146,11 @@ async def meeting_on_two_nodes(cl: Cluster, url: str) -> tuple[list[Page], Node,
     async def relayed() -> bool:
         there, here = await other.metrics(), await host.metrics()
         return there.get("meetnow_cluster_relayed_out") == 1 and here.get("meetnow_cluster_relayed_in") == 1
-    await wait_for(relayed, timeout=10, interval=0.2)
+    await cl.until(relayed, 10, "one socket relayed from the other node to the host")
     assert (await host.metrics())["meetnow_participants"] == 2
     assert (await other.metrics())["meetnow_participants"] == 0
     # Media goes straight to the hosting node's own address, never through the other.
-    await wait_for(lambda: media_both_ways([ann, ben], host), timeout=15, interval=0.2)
+    await cl.until(lambda: media_both_ways([ann, ben], host), 15, "media both ways with the host")
     await frames_rising([ann, ben])
     return [ann, ben], host, other
 
@@ -168,7 +169,7 @@ async def test_two_browsers_on_two_nodes_meet_and_slack_is_told_once(running: Cl
     await ann.click("#leave")
     async def ann_gone() -> bool:
         return (await host.metrics())["meetnow_participants"] == 1
-    await wait_for(ann_gone, timeout=10, interval=0.2)
+    await cl.until(ann_gone, 10, "Ann gone from the host")
     await ben.click("#leave")
 
     await wait_for(lambda: any(s.startswith("Ended") for s in edits()), timeout=15, interval=0.1)
@@ -214,7 +215,7 @@ async def test_a_recording_is_captured_on_the_host_composed_once_and_served_by_e
 
     async def recording_on_host() -> bool:
         return (await host.metrics()).get("meetnow_recordings_active") == 1
-    await wait_for(recording_on_host, timeout=10, interval=0.2)
+    await cl.until(recording_on_host, 10, "recording on the hosting node")
     assert (await other.metrics()).get("meetnow_recordings_active") == 0
     # The tracks go to the shared folder, as they arrive.
     tracks = cl.recordings / recording_id
@@ -230,7 +231,7 @@ async def test_a_recording_is_captured_on_the_host_composed_once_and_served_by_e
                     if response.status != 206 or (await response.read())[4:8] != b"ftyp":
                         return False
         return True
-    await wait_for(served_by_every_node, timeout=90, interval=0.5)
+    await cl.until(served_by_every_node, 90, "the composed recording served by every node")
     composed_by = [n.name for n in cl.nodes if f"recording ready recording={ids.short(recording_id)}" in n.log.read_text()]
     assert len(composed_by) == 1, composed_by
     # Its link goes to the meeting's Slack thread once, whichever node composed it.
@@ -290,7 +291,7 @@ async def test_the_hosting_node_killed_the_meeting_comes_back_on_the_other(runni
 
     async def back() -> bool:
         return await cl.host_of(meeting_id) is survivor and await media_both_ways(pages, survivor)
-    await wait_for(back, timeout=15, interval=0.2)
+    await cl.until(back, 15, "the meeting back on the other node with media")
     took = time.monotonic() - killed
     await frames_rising(pages)
     assert (await survivor.metrics())["meetnow_participants"] == 2
