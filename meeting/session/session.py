@@ -33,7 +33,7 @@ from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, Channel, Conn
 from meeting.session.context import SessionContext
 from meeting.session.messages import (
     Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState, Ping, Publish,
-    SignalingError, reply,
+    SignalingError, VideoSizes, reply,
 )
 from meeting.session.notices import HOSTS, lobby_message, notices, presence, recording_message
 from meeting.session.resume import ResumeTokens
@@ -186,6 +186,8 @@ class MeetingSession:
             self._chat(conn, message)
         elif isinstance(message, Publish):
             await self._publish(conn, message)
+        elif isinstance(message, VideoSizes):
+            conn.peer.set_tiles({(t.participant, t.source): (t.width, t.height) for t in message.tiles})
         elif isinstance(message, HostAction):
             await self._host_action(conn, message)
 
@@ -295,6 +297,8 @@ class MeetingSession:
             peer = await self.media.join(
                 participant.id, lambda offer: self._send_offer(conn, offer),
                 publish=sorted(participant.publishes), on_state=lambda state: self._peer_state(conn, state),
+                on_paused=lambda who, source, paused: conn.send(
+                    reply("video-paused", participant=who, source=source, paused=paused)),
             )
         except Exception:
             log.exception("media join failed %s", kv(meeting=ids.short(self.id)))

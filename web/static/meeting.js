@@ -29,6 +29,17 @@ const STATS_EVERY_MS = 400;
 const ARRIVAL_MS = 4000;         // "X joined" and "X left" go sooner than other notices
 const UNDECRYPTABLE_AFTER = 10;  // frames refused, none decrypted: that sender holds another key
 const NARROW = window.matchMedia("(max-width: 759px)");
+// The qualities a camera or screen is sent in, by the RIDs of the server's offer (lowest
+// first). The server forwards each viewer the one that suits its link and tile size; the
+// low one is sent only from three people on (with two, the one viewer's bandwidth shapes
+// the single stream). Three temporal layers let the server halve a frame rate on the way.
+const LAYERS = {
+  camera: { lo: { scaleResolutionDownBy: 2, maxBitrate: 150000 }, hi: { scaleResolutionDownBy: 1 } },
+  // A screen keeps its resolution: its low quality is a low frame rate.
+  screen: { lo: { scaleResolutionDownBy: 1, maxFramerate: 5, maxBitrate: 300000 }, hi: { scaleResolutionDownBy: 1 } },
+};
+const SIMULCAST_FROM = 3;        // people in the meeting
+const TILE_REPORT_MS = 500;      // tile sizes go to the server at most this often
 
 const state = {
   name: "",
@@ -67,6 +78,9 @@ const state = {
   selfHidden: false,
   side: null,                 // "people" | "chat" | null
   sideChosen: false,
+  tileSizes: "",              // the tile sizes last told to the server (JSON)
+  tileTimer: 0,
+  pausedVideo: new Set(),     // "participant:source" of videos the server paused to save bandwidth
 };
 
 const stats = new StatsReader();
@@ -401,6 +415,7 @@ async function handle(message) {
     case "recording": return showRecording(message, true);
     case "recording-ready": return addRecordingLink(message, true);
     case "notice": return notice(message.text);
+    case "video-paused": return showVideoPaused(message.participant, message.source, message.paused);
     case "denied":
     case "removed":
     case "meeting-ended": return ended(message.message);
@@ -412,6 +427,8 @@ async function handle(message) {
 
 function welcome(message) {
   state.retries = 0;
+  state.tileSizes = "";  // a new connection: the server knows nothing of our tiles yet
+  state.pausedVideo.clear();
   state.you = message.you;
   state.resume = message.resume;
   if (state.hostKey && !message.you.host) forgetHostKey();  // refused (the server said why)
@@ -482,7 +499,42 @@ async function answer(offer) {
   }
   await pc.setLocalDescription(await pc.createAnswer());
   send({ type: "answer", sdp: pc.localDescription.sdp });
+  await configureLayers();
   attachRemoteMedia();
+}
+
+/** Size each publish video's encodings by their RIDs, and send the low one only when enough
+ *  people are here to need it. Browsers without simulcast have one encoding: left alone. */
+async function configureLayers() {
+  if (!state.pc) return;
+  const many = state.participants.size >= SIMULCAST_FROM;
+  for (const transceiver of state.pc.getTransceivers()) {
+    const slot = state.slots.find((s) => s.mid === transceiver.mid && s.direction === "publish");
+    if (!slot || slot.kind !== "video" || transceiver.stopped) continue;
+    const sender = transceiver.sender;
+    const params = sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) continue;
+    let changed = false;
+    for (const encoding of params.encodings) {
+      const wanted = { ...(LAYERS[slot.source] || {})[encoding.rid], active: encoding.rid !== "lo" || many };
+      for (const [key, value] of Object.entries(wanted)) {
+        if (encoding[key] !== value) {
+          encoding[key] = value;
+          changed = true;
+        }
+      }
+      if (!encoding.scalabilityMode) {
+        encoding.scalabilityMode = "L1T3";
+        changed = true;
+      }
+    }
+    if (!changed) continue;
+    try {
+      await sender.setParameters(params);
+    } catch (err) {
+      console.warn("could not set the video layers", err);
+    }
+  }
 }
 
 function localTrack(source) {
@@ -724,9 +776,52 @@ function layoutNow() {
   for (const tile of tiles) tile.classList.toggle("main", mode === "speaker" && tile === tiles[0]);
   container.dataset.mode = mode;
   arrange(container, tiles.map((el) => ({ el, aspect: aspectOf(el) })), mode);
+  reportTileSizes();
   for (const [key, button] of [["grid", $("view-grid")], ["speaker", $("view-speaker")]]) {
     button.setAttribute("aria-pressed", String(mode === key || (mode === "alone" && key === "grid")));
   }
+}
+
+/** Tell the server how large each remote video is shown (device pixels; 0 when hidden), so a
+ *  thumbnail is sent a small quality and a large tile a good one. At most every half second. */
+function reportTileSizes() {
+  if (state.tileTimer || !state.ws || !state.you) return;
+  const tiles = [];
+  const scale = window.devicePixelRatio || 1;
+  const add = (participant, source, tile) => {
+    const shown = !tile.hidden && !$("room").hidden;
+    tiles.push({ participant, source, width: shown ? Math.round(tile.clientWidth * scale) : 0,
+                 height: shown ? Math.round(tile.clientHeight * scale) : 0 });
+  };
+  for (const [id, entry] of state.participants) if (id !== state.you.id) add(id, "camera", entry.tile);
+  for (const [id, tile] of state.screens) add(id, "screen", tile);
+  const text = JSON.stringify(tiles);
+  if (text === state.tileSizes) return;
+  state.tileSizes = text;
+  send({ type: "video-sizes", tiles });
+  state.tileTimer = setTimeout(() => {
+    state.tileTimer = 0;
+    reportTileSizes();
+  }, TILE_REPORT_MS);
+}
+
+/** The server stopped (or restarted) a tile's video to save this browser's bandwidth. */
+function showVideoPaused(participant, source, paused) {
+  const key = `${participant}:${source}`;
+  if (paused) state.pausedVideo.add(key);
+  else state.pausedVideo.delete(key);
+  const entry = state.participants.get(participant);
+  const tile = source === "screen" ? state.screens.get(participant) : entry && entry.tile;
+  if (!tile) return;
+  tile.classList.toggle("bandwidth-paused", paused);
+  let note = tile.querySelector(".paused-note");
+  if (!note) {
+    note = document.createElement("p");
+    note.className = "paused-note";
+    note.textContent = "Video paused to save bandwidth";
+    tile.append(note);
+  }
+  note.hidden = !paused;
 }
 
 function pin(key) {
@@ -787,7 +882,10 @@ function addParticipant(info, announce) {
     notice(`${info.name} joined.`, [], ARRIVAL_MS);
     chat.system(`${info.name} joined`);
   }
-  if (state.pc && state.slots.length) attachRemoteMedia();
+  if (state.pc && state.slots.length) {
+    attachRemoteMedia();
+    configureLayers();
+  }
   relayout();
 }
 
@@ -853,7 +951,11 @@ function removeParticipant(id, announce) {
     notice(`${entry.info.name} left.`, [], ARRIVAL_MS);
     chat.system(`${entry.info.name} left`);
   }
-  if (state.pc) attachRemoteMedia();
+  for (const key of [...state.pausedVideo]) if (key.startsWith(`${id}:`)) state.pausedVideo.delete(key);
+  if (state.pc) {
+    attachRemoteMedia();
+    configureLayers();
+  }
   relayout();
 }
 
