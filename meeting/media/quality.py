@@ -43,6 +43,7 @@ PROBE_TIME = 1.0  # seconds a probe lasts
 PROBE_BACKOFF = (2.0, 30.0)  # wait after a failed probe: doubles from the first to the second
 CONGESTION_HOLD = 2.0  # no probe this soon after congestion
 LIMITED_FOR = 30.0  # after congestion, a viewer's demands follow its budget this long
+HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
 QUEUE_DELAY = 0.15  # round-trip time this far above its minimum means a queue is building
 TILE_FIT = 0.8  # a layer suits a tile when it is at least this share of the tile's width
@@ -348,12 +349,14 @@ class Downlink:
         return now - self.congested_at < LIMITED_FOR or self.backoff > PROBE_BACKOFF[0]
 
     def _demands(self, now: float, budget: float, wants: Sequence[Want]) -> dict[Hashable, float]:
-        """What the viewer would take of each publication if every layer flowed: the
-        publisher-side cost of the step its budget allows, plus a share of what is left
-        (everything its tiles need while its link is not known to be limited)."""
+        """What the viewer would take of each publication if every layer flowed: while its
+        link is not known to be limited, twice what its tiles need (so publishers may grow);
+        after that, the publisher-side cost of the step its budget allows, plus a share of
+        what is left."""
         demand_wants = [Want(w.key, w.demand_ladder or w.ladder, w.priority) for w in wants]
         if not self.limited(now):
-            budget = max(budget, sum(w.ladder[-1].bitrate for w in demand_wants if w.ladder))
+            # Room to grow: what a publisher sends now may be what it was allowed so far.
+            return {w.key: w.ladder[-1].sends * HEADROOM for w in demand_wants if w.ladder}
         levels, spent = allocate(budget, demand_wants)
         at_top = [w for w in demand_wants if w.ladder and levels[w.key] == len(w.ladder) - 1]
         spare = max(0.0, budget - spent) / len(at_top) if at_top else 0.0

@@ -31,7 +31,7 @@ RING_MASK = RING_SIZE - 1
 # After a switch, packets of the new layer older than its keyframe must not follow it;
 # checking for that is only needed while such packets can still arrive.
 FRESH_PACKETS = 2 * RING_SIZE
-_REMEMBERED_FRAMES = 64  # picture ids mapped (or left out), for late packets of a frame
+_REMEMBERED_FRAMES = 64  # frames left out, for the picture ids of late packets
 _REMEMBERED_DROPS = 256  # sequence numbers left out, for the numbering of late packets
 
 # What the ring holds per packet: (output seq, output timestamp, body sent, original view)
@@ -60,8 +60,9 @@ class Switcher:
         "last_time",
         "last_pid",
         "last_tl0",
-        "pids",
-        "pid_order",
+        "pid_steps",
+        "pid_base",
+        "dropped_pid",
         "drops",
         "ring",
         "switches",
@@ -90,8 +91,11 @@ class Switcher:
         self.last_time: float | None = None
         self.last_pid = -1
         self.last_tl0 = -1
-        self.pids: dict[int, int] = {}  # input picture id -> output picture id, or -1: left out
-        self.pid_order: deque[int] = deque()
+        # Each frame left out moves the picture id offset: (first picture id it applies to,
+        # offset) per move, oldest first; older frames had ``pid_base``.
+        self.pid_steps: deque[tuple[int, int]] = deque()
+        self.pid_base = 0
+        self.dropped_pid = -1
         self.drops: deque[int] = deque(maxlen=_REMEMBERED_DROPS)
         self.ring: list[Sent | None] | None = [None] * RING_SIZE if video else None
         self.switches = 0  # bindings made (first one included)
@@ -130,11 +134,10 @@ class Switcher:
 
     # --- per packet ---------------------------------------------------------------------------
 
-    def forward(self, view: RtpView, desc: Vp8Descriptor | None, layer: int,
-                now: float) -> tuple[int, int, bytes] | None:
-        """The (sequence number, timestamp, body) this viewer gets for ``view``, a packet of
-        ``layer``; None when it gets nothing. ``desc`` is the packet's VP8 descriptor (None
-        for audio, where every packet is a starting point)."""
+    def forward(self, view: RtpView, desc: Vp8Descriptor | None, layer: int, now: float) -> Sent | None:
+        """What this viewer gets for ``view``, a packet of ``layer``: (sequence number,
+        timestamp, body, view), or None when it gets nothing. ``desc`` is the packet's VP8
+        descriptor (None for audio, where every packet is a starting point)."""
         seq = view.seq
         if layer != self.current:
             if layer != self.pending or (self.video and (desc is None or not desc.keyframe)):
@@ -145,48 +148,57 @@ class Switcher:
                 return None  # older than the keyframe this binding started at
             self.fresh -= 1
         d = ((seq - self.max_in + 0x8000) & 0xFFFF) - 0x8000
-        newest = d > 0
-        if newest:
-            self.max_in = seq
+        if d <= 0:
+            return self._late(view, desc, d)
+        self.max_in = seq
         body = view.body
         if desc is not None:
-            pid = desc.picture_id
             tid = desc.tid
-            if newest and desc.start:
+            if desc.start:
                 want = self.want_tid
                 if want < self.max_tid or (want > self.max_tid and (tid == 0 or (desc.sync and tid <= want))):
                     self.max_tid = want
-            out_pid = self.pids.get(pid) if pid >= 0 else None
-            if out_pid is None:
-                if tid > self.max_tid:
-                    self._leave_out(seq, pid, newest)
-                    return None
-                if pid >= 0:
-                    out_pid = (pid + self.pid_off) & picture_id_mask(desc)
-                    self._remember(pid, out_pid)
-            elif out_pid < 0:
-                self._leave_out(seq, -1, newest)
+            pid = desc.picture_id
+            if tid > self.max_tid or (pid >= 0 and pid == self.dropped_pid):
+                self._leave_out(seq, pid)
                 return None
-            out_seq = (seq + self.seq_off) & 0xFFFF if newest or d == 0 else self._late_seq(seq)
-            if out_pid is not None:
-                out_tl0 = (desc.tl0 + self.tl0_off) & 0xFF if desc.tl0 >= 0 else -1
-                if out_pid != pid or out_tl0 != desc.tl0:
-                    body = rewrite(body, desc, out_pid, out_tl0)
-                if newest:
-                    self.last_pid = out_pid
-                    if out_tl0 >= 0:
-                        self.last_tl0 = out_tl0
-        else:
-            out_seq = (seq + self.seq_off) & 0xFFFF if newest or d == 0 else self._late_seq(seq)
-        out_ts = (view.ts + self.ts_off) & 0xFFFFFFFF
-        if newest or d == 0:
-            self.last_seq = out_seq
-            self.last_ts = out_ts
-            self.last_time = now
-        ring = self.ring
-        if ring is not None:
-            ring[out_seq & RING_MASK] = (out_seq, out_ts, body, view)
-        return out_seq, out_ts, body
+            if pid >= 0:
+                out_pid = (pid + self.pid_off) & (0x7FFF if desc.long_id else 0x7F)
+                tl0 = desc.tl0
+                if tl0 >= 0:
+                    tl0 = self.last_tl0 = (tl0 + self.tl0_off) & 0xFF
+                self.last_pid = out_pid
+                if out_pid != pid or tl0 != desc.tl0:
+                    body = rewrite(body, desc, out_pid, tl0)
+        out_seq = self.last_seq = (seq + self.seq_off) & 0xFFFF
+        out_ts = self.last_ts = (view.ts + self.ts_off) & 0xFFFFFFFF
+        self.last_time = now
+        entry = (out_seq, out_ts, body, view)
+        if self.ring is not None:
+            self.ring[out_seq & RING_MASK] = entry
+        return entry
+
+    def _late(self, view: RtpView, desc: Vp8Descriptor | None, d: int) -> Sent | None:
+        """A packet older than the newest (a retransmission, reordering): its own numbers."""
+        seq = view.seq
+        body = view.body
+        if desc is not None:
+            if desc.tid > self.max_tid:
+                return None  # of a frame left out: nothing moves now
+            pid = desc.picture_id
+            if pid >= 0:
+                pid_off = self.pid_off if d == 0 else self._late_pid_off(pid)
+                if pid_off is None:
+                    return None
+                out_pid = (pid + pid_off) & (0x7FFF if desc.long_id else 0x7F)
+                tl0 = (desc.tl0 + self.tl0_off) & 0xFF if desc.tl0 >= 0 else -1
+                if out_pid != pid or tl0 != desc.tl0:
+                    body = rewrite(body, desc, out_pid, tl0)
+        out_seq = (seq + self.seq_off) & 0xFFFF if d == 0 else self._late_seq(seq)
+        entry = (out_seq, (view.ts + self.ts_off) & 0xFFFFFFFF, body, view)
+        if self.ring is not None:
+            self.ring[out_seq & RING_MASK] = entry
+        return entry
 
     def sent(self, out_seq: int) -> Sent | None:
         """What went out as ``out_seq``, if it is still remembered (to answer a NACK)."""
@@ -235,21 +247,39 @@ class Switcher:
         self.max_in = (view.seq - 1) & 0xFFFF
         self.fresh = FRESH_PACKETS
         self.max_tid = self.want_tid  # a keyframe is a base-layer frame: any cap may start here
-        self.pids.clear()
-        self.pid_order.clear()
+        self.pid_steps.clear()
+        self.pid_base = self.pid_off
+        self.dropped_pid = -1
         self.drops.clear()
         self.switches += 1
 
-    def _leave_out(self, seq: int, pid: int, newest: bool) -> None:
-        """A packet above the temporal cap: close the gaps it would leave."""
-        if not newest:
-            return  # a late packet: the numbers after it are given already
+    def _leave_out(self, seq: int, pid: int) -> None:
+        """The newest packet is above the temporal cap: close the gaps it would leave."""
         self.seq_off = (self.seq_off - 1) & 0xFFFF
         self.drops.append(seq)
-        if pid >= 0 and pid not in self.pids:
-            self._remember(pid, -1)
+        if pid >= 0 and pid != self.dropped_pid:
+            self.dropped_pid = pid
             self.pid_off -= 1
             self.frames_left_out += 1
+            self.pid_steps.append((pid, self.pid_off))
+            if len(self.pid_steps) > _REMEMBERED_FRAMES:
+                self.pid_base = self.pid_steps.popleft()[1]
+
+    def _late_pid_off(self, pid: int) -> int | None:
+        """The picture id offset a late packet's frame had (None: that frame was left out).
+
+        A step ``(p, offset)`` says frame ``p`` was left out and frames after it moved to
+        ``offset``; the frames before the oldest step remembered had ``pid_base``.
+        """
+        if pid < 0:
+            return self.pid_off
+        for dropped, offset in reversed(self.pid_steps):
+            delta = (pid - dropped) & 0x7FFF
+            if delta == 0:
+                return None
+            if delta < 0x4000:  # after that frame
+                return offset
+        return self.pid_base
 
     def _late_seq(self, seq: int) -> int:
         """The output number of a packet older than the newest: packets left out after it
@@ -260,9 +290,3 @@ class Switcher:
                 break
             later += 1
         return (seq + self.seq_off + later) & 0xFFFF
-
-    def _remember(self, pid: int, out_pid: int) -> None:
-        self.pids[pid] = out_pid
-        self.pid_order.append(pid)
-        if len(self.pid_order) > _REMEMBERED_FRAMES:
-            self.pids.pop(self.pid_order.popleft(), None)

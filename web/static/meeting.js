@@ -32,7 +32,7 @@ const NARROW = window.matchMedia("(max-width: 759px)");
 // The qualities a camera or screen is sent in, by the RIDs of the server's offer (lowest
 // first). The server forwards each viewer the one that suits its link and tile size; the
 // low one is sent only from three people on (with two, the one viewer's bandwidth shapes
-// the single stream). Three temporal layers let the server halve a frame rate on the way.
+// the single stream).
 const LAYERS = {
   camera: { lo: { scaleResolutionDownBy: 2, maxBitrate: 150000 }, hi: { scaleResolutionDownBy: 1 } },
   // A screen keeps its resolution: its low quality is a low frame rate.
@@ -78,6 +78,7 @@ const state = {
   selfHidden: false,
   side: null,                 // "people" | "chat" | null
   sideChosen: false,
+  layering: Promise.resolve(), // changes to the video layers, one after the other
   tileSizes: "",              // the tile sizes last told to the server (JSON)
   tileTimer: 0,
   pausedVideo: new Set(),     // "participant:source" of videos the server paused to save bandwidth
@@ -504,37 +505,56 @@ async function answer(offer) {
 }
 
 /** Size each publish video's encodings by their RIDs, and send the low one only when enough
- *  people are here to need it. Browsers without simulcast have one encoding: left alone. */
-async function configureLayers() {
+ *  people are here to need it. Browsers without simulcast have one encoding: left alone.
+ *  One change at a time: parameters read for one are stale once another is applied. */
+function configureLayers() {
+  state.layering = state.layering.then(applyLayers).catch((err) => console.warn("video layers", err));
+  return state.layering;
+}
+
+async function applyLayers() {
   if (!state.pc) return;
   const many = state.participants.size >= SIMULCAST_FROM;
   for (const transceiver of state.pc.getTransceivers()) {
     const slot = state.slots.find((s) => s.mid === transceiver.mid && s.direction === "publish");
     if (!slot || slot.kind !== "video" || transceiver.stopped) continue;
     const sender = transceiver.sender;
-    const params = sender.getParameters();
-    if (!params.encodings || params.encodings.length < 2) continue;
-    let changed = false;
-    for (const encoding of params.encodings) {
-      const wanted = { ...(LAYERS[slot.source] || {})[encoding.rid], active: encoding.rid !== "lo" || many };
-      for (const [key, value] of Object.entries(wanted)) {
-        if (encoding[key] !== value) {
-          encoding[key] = value;
-          changed = true;
-        }
+    if ((sender.getParameters().encodings || []).length < 2) continue;
+    // Three temporal layers let the server halve a frame rate on the way; each layer keeps
+    // its size (a busy computer lowers the frame rate instead), so the server's choice by
+    // tile size means what it says. A browser that refuses those still gets the layers.
+    for (const extras of [true, false]) {
+      try {
+        await setLayers(sender, slot.source, many, extras);
+        break;
+      } catch (err) {
+        if (!extras) console.warn("could not set the video layers", err);
       }
-      if (!encoding.scalabilityMode) {
-        encoding.scalabilityMode = "L1T3";
+    }
+  }
+}
+
+async function setLayers(sender, source, many, extras) {
+  const params = sender.getParameters();
+  const wanted = (encoding) => ({
+    ...(LAYERS[source] || {})[encoding.rid],
+    active: encoding.rid !== "lo" || many,
+    ...(extras ? { scalabilityMode: "L1T3" } : {}),
+  });
+  let changed = false;
+  if (extras && params.degradationPreference !== "maintain-resolution") {
+    params.degradationPreference = "maintain-resolution";
+    changed = true;
+  }
+  for (const encoding of params.encodings) {
+    for (const [key, value] of Object.entries(wanted(encoding))) {
+      if (encoding[key] !== value) {
+        encoding[key] = value;
         changed = true;
       }
     }
-    if (!changed) continue;
-    try {
-      await sender.setParameters(params);
-    } catch (err) {
-      console.warn("could not set the video layers", err);
-    }
   }
+  if (changed) await sender.setParameters(params);
 }
 
 function localTrack(source) {
