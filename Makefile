@@ -2,9 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: the browser, Janus (the benchmark baseline), and the
-# network-namespace tools that keep every test on loopback.
-SYSTEM_PACKAGES = chromium janus iproute2 util-linux
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), the
+# network-namespace tools that keep every test on loopback, and nftables (the weak-link
+# test drops packets with it).
+SYSTEM_PACKAGES = chromium janus iproute2 util-linux nftables
 
 .PHONY: run test system-packages
 

@@ -57,7 +57,7 @@ async () => {
   (await pc.getStats()).forEach((r) => {
     if (r.type === "inbound-rtp") {
       const slot = byMid[r.mid];
-      if (!slot || slot.direction !== "receive" || slot.source !== "camera") return;
+      if (!slot || slot.direction !== "receive" || slot.source === "screen") return;
       const who = names[slot.participant] || slot.participant;
       if (r.kind === "video") {
         out.video[who] = {frames: r.framesDecoded || 0, width: r.frameWidth || 0, height: r.frameHeight || 0,
@@ -238,10 +238,11 @@ class Scenario:
             if len(ready) == len(self.pages):
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"not everyone saw and heard everyone within {self.options.join_timeout} s: "
-                                   + json.dumps({k: sorted(v["video"]) if v else None
-                                                 for k, v in reading["pages"].items()})
-                                   + "\n" + "\n".join(self.console[-20:]))
+                seen = {page: {who: [v["frames"], round(p["audio"].get(who, {}).get("energy", 0), 4)]
+                               for who, v in p["video"].items()} if p else None
+                        for page, p in reading["pages"].items()}
+                raise RuntimeError(f"not everyone saw and heard everyone within {self.options.join_timeout} s "
+                                   f"(frames, audio energy): {json.dumps(seen)}\n" + "\n".join(self.console[-20:]))
             await asyncio.sleep(0.5)
 
     async def read(self) -> dict[str, Any]:

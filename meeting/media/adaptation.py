@@ -35,7 +35,7 @@ PausedFn = Callable[[str, str, bool], None]
 
 TICK = 0.2  # seconds between decisions
 PAD_INTERVAL = 0.02  # seconds between probe packets' bursts
-RTX_SHARE = 0.25  # retransmissions may take this share of a viewer's budget
+RTX_SHARE = 0.15  # retransmissions may take this share of a viewer's budget
 RTX_MIN = 100_000  # but at least this, bit/s
 SCREEN_PRIORITY = 4.0  # a shared screen counts as this many times its tile's area
 
@@ -134,7 +134,7 @@ class Adaptation:
                 priority *= SCREEN_PRIORITY
             sw = stream.sw
             target = sw.pending if sw.pending is not None else sw.current
-            current = (target, sw.want_tid) if target is not None else None
+            current = (target, sw.bind_tid) if target is not None else None
             wants.append(Want(key, ladder(infos, width), priority, current, ladder(infos, width, flowing_only=False)))
             by_key[key] = stream
         decision = self.controller.decide(now, self.sending, wants)

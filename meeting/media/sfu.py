@@ -46,7 +46,7 @@ class MediaObserver(Protocol):
 _COUNTER_NAMES = (
     "packets_received", "packets_forwarded", "packets_retransmitted", "rtx_received", "nacks_sent",
     "nacks_received", "keyframe_requests_sent", "malformed", "viewer_starts",
-    "packets_held_for_keyframe", "packets_lost_upstream",
+    "packets_held_for_keyframe", "packets_lost_upstream", "retransmissions_refused", "probe_packets",
 )
 
 
@@ -55,7 +55,7 @@ def publication_counters(pub: Publication) -> dict[str, int]:
     return dict(zip(_COUNTER_NAMES, (
         pub.received, pub.forwarded, pub.retransmitted, pub.rtx_received, pub.nacks_sent,
         pub.nacks_received, pub.keyframes_sent, pub.malformed, pub.anchors, pub.held_back,
-        pub.lost_upstream,
+        pub.lost_upstream, pub.rtx_refused, pub.probe_packets,
     )))
 
 

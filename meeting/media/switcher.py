@@ -48,6 +48,7 @@ class Switcher:
         "pending",
         "max_tid",
         "want_tid",
+        "bind_tid",
         "seq_off",
         "ts_off",
         "pid_off",
@@ -77,6 +78,7 @@ class Switcher:
         self.pending: int | None = None  # layer to move to at its next keyframe
         self.max_tid = NO_TID  # temporal layers above this are left out
         self.want_tid = NO_TID  # the cap asked for, applied where it is safe
+        self.bind_tid = NO_TID  # the cap for the layer it moves to
         self.seq_off = 0
         self.ts_off = 0
         self.pid_off = 0
@@ -117,14 +119,22 @@ class Switcher:
 
     def target(self, layer: int | None, max_tid: int = NO_TID) -> None:
         """Forward ``layer`` (from its next keyframe, unless it is the current one) with
-        temporal layers up to ``max_tid``; ``None`` pauses the stream."""
-        self.want_tid = max_tid
+        temporal layers up to ``max_tid``; ``None`` pauses the stream.
+
+        Moving down to a cheaper layer, the current one keeps only its base temporal
+        layer until the new one's keyframe comes: the viewer's link is relieved at once.
+        """
+        self.bind_tid = max_tid
         if layer is None:
             self.current = self.pending = None
+            self.want_tid = max_tid
         elif layer == self.current:
             self.pending = None
+            self.want_tid = max_tid
         else:
             self.pending = layer
+            going_down = self.current is not None and layer < self.current
+            self.want_tid = 0 if going_down else max_tid
 
     def restart(self) -> None:
         """The current layer's source restarted (new SSRC): take it again from a keyframe."""
@@ -246,7 +256,7 @@ class Switcher:
         self.anchor = view.seq
         self.max_in = (view.seq - 1) & 0xFFFF
         self.fresh = FRESH_PACKETS
-        self.max_tid = self.want_tid  # a keyframe is a base-layer frame: any cap may start here
+        self.max_tid = self.want_tid = self.bind_tid  # a keyframe is a base-layer frame: any cap may start here
         self.pid_steps.clear()
         self.pid_base = self.pid_off
         self.dropped_pid = -1

@@ -175,3 +175,18 @@ def test_audio_starts_at_once_and_restarts_continuously():
     again = sw.forward(rtp_view(7000, 5, b"opus"), None, 0, 0.5)
     assert again is not None and (again[0] - first[0]) & 0xFFFF == 1
     assert (again[1] - first[1]) & 0xFFFFFFFF == 24000
+
+
+def test_moving_down_keeps_only_the_base_layer_until_the_switch():
+    sw = Switcher(90000, True, random.Random(16))
+    low, high = Layer(0, seed=17, width=320), Layer(1, seed=18)
+    sw.target(1)
+    out = feed(sw, high, 0.0, key=True)
+    for i in range(1, 4):
+        out += feed(sw, high, i / 30)
+    sw.target(0, max_tid=NO_TID)  # congestion: the low layer, as soon as it has a keyframe
+    interim = [feed(sw, high, i / 30) for i in range(4, 8)]  # TL0, TL2, TL1, TL2
+    assert [len(x) for x in interim] == [2, 0, 0, 0]
+    switched = feed(sw, low, 8 / 30, key=True)
+    assert switched and sw.max_tid == NO_TID  # the low layer at its full frame rate
+    assert continuous(out + sum(interim, []) + switched + feed(sw, low, 9 / 30))
