@@ -129,9 +129,12 @@ def chromium_args(origin: str) -> list[str]:
     """tests/browser.py's flags, for a page on the lab's server address instead of loopback."""
     from tests.browser import CHROMIUM_ARGS
 
-    args = [a for a in CHROMIUM_ARGS if not a.startswith(("--allow-loopback", "--host-resolver-rules"))]
+    args = [a for a in CHROMIUM_ARGS
+            if not a.startswith(("--allow-loopback", "--host-resolver-rules", "--use-fake-device-for-media-stream"))]
+    # Cameras at 30 frames per second, as most are (the fake one makes 20 by default).
     return args + [f"--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE {SERVER}",
-                   f"--unsafely-treat-insecure-origin-as-secure={origin}"]
+                   f"--unsafely-treat-insecure-origin-as-secure={origin}",
+                   "--use-fake-device-for-media-stream=fps=30"]
 
 
 def cpu_seconds(pid: int) -> float:

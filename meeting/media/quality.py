@@ -15,11 +15,14 @@ Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
   resumes by itself, not sooner than ``RESUME_HOLD`` after it paused.
 - :class:`Downlink` is one viewer's controller. Its budget comes from the viewer's REMB
   (the browser's receive-side, delay-based estimate of what reaches it), lowered by heavy
-  loss or a round-trip time growing with a queue, and raised by probes: before a viewer
-  is sent more, it is sent packets it already has, and if its estimate does not fall
-  while it takes them, the link holds that rate. A REMB that falls below what the viewer
-  is sent is congestion: the budget drops to it at once, probes back off. Keeping a
-  quality needs it to fit 95% of the budget, moving up needs 80%, so choices do not flap.
+  loss, and raised by probes (held back while the round trip grows with a queue): before a viewer
+  is sent more, it is sent packets it already has, and if its estimate, reported while it
+  takes them, does not fall, the link holds that rate. A REMB that falls below what the
+  viewer is sent is congestion: the budget drops to it at once, probes back off. So is
+  heavy loss (a full queue drops packets but delays every one alike, which a delay-based
+  estimate does not see): it sets a ceiling under what the viewer is sent, which rises
+  again while the link is quiet. Keeping a quality needs it to fit the budget, moving up
+  needs 90% of it, so choices do not flap.
 - :func:`upstream_bitrate`: what a publisher is asked to send follows its best-placed
   viewer, never its worst: weak viewers take a lower layer instead of pulling everyone's
   quality down.
@@ -35,14 +38,19 @@ from typing import Hashable, Iterable, Sequence
 
 from meeting.media.vp8 import NO_TID
 
-KEEP = 0.95  # a quality is kept while everything chosen fits this share of the budget
-UPGRADE = 0.8  # and chosen anew only when it fits this share
+KEEP = 1.0  # a quality is kept while everything chosen fits this share of the budget
+UPGRADE = 0.9  # and chosen anew only when it fits this share
 START_ESTIMATE = 800_000  # a viewer's budget before its first REMB, bit/s
 PROBE_GAIN = 1.5  # a probe asks the link for this much more than it is known to take
 PROBE_TIME = 1.0  # seconds a probe lasts
+PROBE_EVIDENCE = 0.3  # a probe holds only on a REMB sent this long after it began, or later
+PROBED_FOR = 10.0  # seconds a probe's rate stands for the link when the REMB does not follow
 PROBE_BACKOFF = (2.0, 30.0)  # wait after a failed probe: doubles from the first to the second
 CONGESTION_HOLD = 2.0  # no probe this soon after congestion
 LIMITED_FOR = 30.0  # after congestion, a viewer's demands follow its budget this long
+CEILING_RISE = 0.05  # a ceiling set by loss rises by this share a second...
+CEILING_STEP = 20_000  # ...or by this many bit/s a second, whichever is more
+CEILING_FLOOR = 150_000  # and is never under this: what one video needs to resume
 HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
 QUEUE_DELAY = 0.15  # round-trip time this far above its minimum means a queue is building
@@ -238,10 +246,16 @@ class Downlink:
         self.remb: float | None = None
         self.remb_at = float("-inf")
         self.probed = 0.0  # a rate the link was seen to take (a probe that held)
+        self.probed_at = float("-inf")
         self.probe: _Probe | None = None
         self.next_probe = float("-inf")
         self.backoff = PROBE_BACKOFF[0]
         self.congested_at = float("-inf")
+        # A ceiling from heavy loss, where REMB may not say it (a queue that is full
+        # delays every packet alike); it rises again while the link is quiet.
+        self.ceiling: float | None = None
+        self.ceiling_at = float("-inf")
+        self.sending = 0.0  # video bit/s sent, as of the last decision
         self.loss = 0.0
         self.rtt: float | None = None
         self.rtt_min: float | None = None
@@ -259,22 +273,37 @@ class Downlink:
         that only falls towards 1.5x what arrives (the estimator's ceiling) is not.
         """
         fell = self.remb is not None and bitrate < self.remb * 0.95
-        if fell and bitrate < sending:
-            self.congested_at = now
-            self.congestions += 1
-            self.probed = 0.0
-            if self.probe is not None:
-                self._probe_failed(now)
         self.remb = float(bitrate)
         self.remb_at = now
+        if fell and bitrate < sending:
+            self._congested(now, None)
 
     def on_report(self, loss: float | None, rtt: float | None, now: float) -> None:
-        """A receiver report from the viewer: fraction of video lost (0..1), round trip (s)."""
+        """A receiver report from the viewer: fraction of video lost (0..1), round trip (s).
+
+        Heavy loss is congestion too (a full queue drops packets but delays every one
+        alike, which a delay-based estimate does not see): what the viewer is sent is cut
+        by half the loss, once per ``CONGESTION_HOLD`` (reports repeat what the cut has not
+        yet drained). A round trip grown by a queue only holds probes back: on a busy
+        computer it grows for reasons of its own.
+        """
         if loss is not None:
             self.loss = loss
         if rtt is not None:
             self.rtt = rtt
             self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
+        if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
+            self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
+
+    def _congested(self, now: float, ceiling: float | None) -> None:
+        self.congested_at = now
+        self.congestions += 1
+        self.probed = 0.0
+        if self.probe is not None:
+            self._probe_failed(now)
+        if ceiling is not None:
+            self.ceiling = ceiling if self.ceiling is None else min(self.ceiling, ceiling)
+            self.ceiling_at = now
 
     # --- decisions ---------------------------------------------------------------------
 
@@ -282,26 +311,21 @@ class Downlink:
         """Whether the round trip says a queue is building towards the viewer."""
         return self.rtt is not None and self.rtt_min is not None and self.rtt > self.rtt_min + QUEUE_DELAY
 
-    def estimate(self, sending: float = 0.0) -> float:
+    def estimate(self) -> float:
         """The video budget now, bit/s."""
         if self.remb is None:
             budget = float(START_ESTIMATE)
         else:
             budget = max(self.remb, self.probed)
-        if self.loss > LOSS_LIMIT:
-            budget *= 1 - 0.5 * self.loss
-        if self.queueing():
-            budget *= 0.85
+        if self.ceiling is not None:
+            budget = min(budget, self.ceiling)
         return budget
 
     def decide(self, now: float, sending: float, wants: Sequence[Want]) -> Decision:
         """Choose every stream's quality, and whether to probe, for the next moments."""
-        if self.probe is not None and now - self.probe.started >= PROBE_TIME:
-            self.probed = max(self.probed, self.probe.target)
-            self.probe = None
-            self.backoff = PROBE_BACKOFF[0]
-            self.next_probe = now  # the link took it: the next step may be tried at once
-        budget = self.estimate(sending)
+        self.sending = sending
+        self._settle(now)
+        budget = self.estimate()
         # Keep what fits KEEP of the budget (never above what each stream has now)...
         limit = {w.key: _current_index(w) for w in wants}
         kept, spent = allocate(budget * KEEP, wants, limit=limit)
@@ -326,10 +350,33 @@ class Downlink:
         return Decision(choices, budget, self.probe.target if self.probe else None,
                         self._demands(now, budget, wants))
 
+    def _settle(self, now: float) -> None:
+        """Time-driven changes: a probe's end, a ceiling rising, a probed rate going stale."""
+        probe = self.probe
+        if probe is not None and now - probe.started >= PROBE_TIME:
+            if self.remb_at >= probe.started + PROBE_EVIDENCE and self.remb is not None and self.remb >= probe.base * 0.95:
+                # The viewer's estimator saw the extra packets and did not call it overuse.
+                self.probe = None
+                self.probed = max(self.probed, probe.target)
+                self.probed_at = now
+                self.backoff = PROBE_BACKOFF[0]
+                self.next_probe = now  # the next step may be tried at once
+            elif now - probe.started >= 2 * PROBE_TIME:
+                self._probe_failed(now)  # no word from the viewer: take it as no
+        if self.ceiling is not None and now - self.congested_at >= CONGESTION_HOLD:
+            self.ceiling += max(self.ceiling * CEILING_RISE, CEILING_STEP) * (now - self.ceiling_at)
+            self.ceiling_at = now
+            if self.remb is not None and self.ceiling > max(self.remb, self.probed):
+                self.ceiling = None
+        if self.probed and self.remb is not None and self.remb >= self.probed:
+            self.probed = 0.0  # the estimator caught up: it speaks for itself now
+        elif self.probed and now - self.probed_at > PROBED_FOR:
+            self.probed = 0.0  # what a probe showed long ago says little now
+
     def _maybe_probe(self, now: float, budget: float, sending: float, wanted: float) -> None:
         if now < self.next_probe or now - self.congested_at < CONGESTION_HOLD or self.queueing():
             return
-        if self.loss > LOSS_LIMIT or self.remb is None:
+        if self.loss > LOSS_LIMIT or self.remb is None or self.ceiling is not None:
             return
         target = min(wanted / UPGRADE, max(budget, sending) * PROBE_GAIN)
         if target <= budget * 1.05:

@@ -90,27 +90,37 @@ def test_a_falling_remb_above_what_is_sent_is_not_congestion():
 
 def test_choices_do_not_flap_between_keep_and_upgrade():
     d = Downlink()
-    d.on_remb(740_000, 0.0, 0)
+    d.on_remb(720_000, 0.0, 0)
     choice = d.decide(0.2, 700_000, [want("a", current=(1, 2))]).choices["a"]
-    assert (choice.layer, choice.max_tid) == (1, 2)  # 700 kbit/s: kept within 95%...
+    assert (choice.layer, choice.max_tid) == (1, 2)  # 700 kbit/s: kept within the budget...
     d2 = Downlink()
-    d2.on_remb(800_000, 0.0, 0)
+    d2.on_remb(760_000, 0.0, 0)
     choice = d2.decide(0.2, 420_000, [want("a", current=(1, 1))]).choices["a"]
-    assert (choice.layer, choice.max_tid) == (1, 1)  # ...but not chosen anew above 80%
+    assert (choice.layer, choice.max_tid) == (1, 1)  # ...but not chosen anew above 90% of it
 
 
 def test_a_probe_that_holds_raises_the_budget():
     d = Downlink()
     wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
-    d.on_remb(500_000, 0.0, 300_000)  # ~1.5x of two low layers: the estimator's ceiling
+    d.on_remb(430_000, 0.0, 300_000)  # ~1.5x of two low layers: the estimator's ceiling
     first = d.decide(0.2, 300_000, wants)
-    assert first.probe == 500_000 * quality.PROBE_GAIN
+    assert first.probe == 430_000 * quality.PROBE_GAIN
     assert all(s.layer == 0 for s in first.choices.values())
-    d.on_remb(530_000, 0.8, 300_000)  # still rising
+    d.on_remb(450_000, 0.8, 600_000)  # reported during the probe, still rising
     later = d.decide(1.3, 300_000, wants)
-    assert later.estimate == 750_000
-    assert later.choices["a"].layer == 1 and later.choices["b"].layer == 0  # 420 + 150 < 0.8 x 750k
-    assert later.probe is not None and later.probe > 750_000  # the next step at once
+    assert later.estimate == 645_000
+    assert later.choices["a"].layer == 1 and later.choices["b"].layer == 0  # 420 + 150 < 0.9 x 645k
+    assert later.probe is not None and later.probe > 645_000  # the next step at once
+
+
+def test_a_probe_the_viewer_says_nothing_about_does_not_hold():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(420_000, 0.0, 300_000)
+    assert d.decide(0.2, 300_000, wants).probe is not None
+    assert d.decide(1.3, 300_000, wants).probe is not None  # no REMB yet: it goes on a little
+    after = d.decide(2.3, 300_000, wants)
+    assert after.probe is None and after.estimate == 420_000 and d.probes_failed == 1
 
 
 def test_a_probe_that_meets_congestion_stops_and_backs_off():
@@ -126,15 +136,37 @@ def test_a_probe_that_meets_congestion_stops_and_backs_off():
     assert d.decide(2.6, 280_000, wants).probe is not None
 
 
-def test_heavy_loss_and_a_growing_queue_lower_the_budget():
+def test_heavy_loss_sets_a_ceiling_that_rises_again():
     d = Downlink()
     d.on_remb(1_000_000, 0.0, 0)
+    d.decide(0.05, 600_000, [])  # what the viewer is sent now
     d.on_report(0.02, 0.05, 0.1)
     assert d.estimate() == 1_000_000  # 2% random loss: nothing to do
     d.on_report(0.3, 0.05, 0.2)
-    assert d.estimate() == 1_000_000 * 0.85
-    d.on_report(0.0, 0.05 + quality.QUEUE_DELAY + 0.01, 0.3)
-    assert d.estimate() == 1_000_000 * 0.85
+    assert d.estimate() == 600_000 * 0.85  # half the loss under what it is sent
+    d.on_report(0.3, 0.05, 1.0)
+    assert d.estimate() == 600_000 * 0.85  # the same loss reported again: no second cut
+    d.decide(3.2, 400_000, [])
+    assert d.estimate() == 600_000 * 0.85 * (1 + quality.CEILING_RISE * 3.0)
+    d.on_report(0.0, 0.05 + quality.QUEUE_DELAY + 0.01, 3.3)  # a queue: probes wait, nothing is cut
+    assert d.congestions == 1 and d.queueing()
+    d.decide(3.9, 100_000, [])
+    d.on_report(0.9, 0.05, 4.0)
+    assert d.estimate() == quality.CEILING_FLOOR  # never under what one video needs
+    d.on_report(0.0, 0.05, 4.1)
+    for t in range(6, 40):
+        d.decide(float(t), 100_000, [])
+    assert d.ceiling is None and d.estimate() == 1_000_000
+
+
+def test_a_probed_rate_the_estimate_never_follows_is_forgotten():
+    d = Downlink()
+    d.on_remb(400_000, 0.0, 300_000)
+    d.probed, d.probed_at = 600_000.0, 0.0
+    d.decide(1.0, 300_000, [])
+    assert d.estimate() == 600_000
+    d.decide(quality.PROBED_FOR + 0.1, 300_000, [])
+    assert d.estimate() == 400_000
 
 
 def test_a_stream_paused_stays_paused_a_moment():
@@ -153,7 +185,7 @@ def test_the_weak_viewer_case_gives_every_publisher_fifteen_fps():
     d = Downlink()
     wants = [want(k, 640, current=(1, 2)) for k in "abc"]
     d.on_remb(2_000_000, 0.0, 2_000_000)
-    d.on_remb(330_000, 1.0, 2_000_000)  # a 500 kbit/s link, three voices on it too
+    d.on_remb(300_000, 1.0, 2_000_000)  # a 500 kbit/s link, three voices on it too
     choice = d.decide(1.2, 2_000_000, wants)
     assert {(s.layer, s.max_tid) for s in choice.choices.values()} == {(0, 1)}
 

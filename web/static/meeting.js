@@ -34,7 +34,7 @@ const NARROW = window.matchMedia("(max-width: 759px)");
 // low one is sent only from three people on (with two, the one viewer's bandwidth shapes
 // the single stream).
 const LAYERS = {
-  camera: { lo: { scaleResolutionDownBy: 2, maxBitrate: 150000 }, hi: { scaleResolutionDownBy: 1 } },
+  camera: { lo: { scaleResolutionDownBy: 2, maxBitrate: 120000 }, hi: { scaleResolutionDownBy: 1 } },
   // A screen keeps its resolution: its low quality is a low frame rate.
   screen: { lo: { scaleResolutionDownBy: 1, maxFramerate: 5, maxBitrate: 300000 }, hi: { scaleResolutionDownBy: 1 } },
 };
