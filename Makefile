@@ -2,10 +2,12 @@
 VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests use: the browser, Janus (the benchmark baseline), the
+# Debian packages the tests use: the browser, Janus (the benchmark baseline), coturn and
+# nginx (started by the deployment tests themselves), openssl (their test certificates),
+# redis-server and postgresql (the cluster and store tests start their own), the
 # network-namespace tools that keep every test on loopback, and nftables (the weak-link
-# test drops packets with it).
-SYSTEM_PACKAGES = chromium janus iproute2 util-linux nftables
+# test drops packets with it). Never a system service.
+SYSTEM_PACKAGES = chromium janus coturn nginx openssl redis-server postgresql iproute2 util-linux nftables
 
 .PHONY: run test system-packages
 

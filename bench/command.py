@@ -13,13 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from tests.bot.fake_slack import BOT_TOKEN, SIGNING_SECRET, command_payload, sign  # noqa: E402
+from bench.fake_slack import BOT_TOKEN, SIGNING_SECRET, command_payload, sign  # noqa: E402
+from bench.harness import results  # noqa: E402
+from bench.harness.processes import READY, Child, end, spawn  # noqa: E402
 
-DEFAULT_OUT = ROOT / "bench" / "results" / "command.json"
-READY = "READY"
+DEFAULT_OUT = results.RESULTS / "command.json"
 
 
 # -- the two helper processes ------------------------------------------------------------
@@ -44,7 +41,7 @@ READY = "READY"
 
 async def serve_fake_slack() -> None:
     """Role ``fake-slack``: the fake Web API until stdin closes."""
-    from tests.bot.fake_slack import FakeSlack
+    from bench.fake_slack import FakeSlack
 
     fake = await FakeSlack().start()
     print(READY, fake.port, flush=True)
@@ -58,7 +55,7 @@ async def serve_meetnow(api_url: str, store_path: str) -> None:
 
     from meeting.config import Config, MediaConfig, ServerConfig, SlackConfig, StoreConfig
     from meeting.store.sqlite import SqliteStore
-    from tests.fakes import FakeSfu  # no media plane is needed to answer commands
+    from bench.fake_sfu import FakeSfu  # no media plane is needed to answer commands
     from web.accesslog import RedactingAccessLogger
     from web.server import build_server
 
@@ -77,7 +74,7 @@ async def serve_meetnow(api_url: str, store_path: str) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     await server.start_background()
-    print(READY, site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+    print(READY, runner.addresses[0][1], flush=True)
     await _until_stdin_closes()
     await server.stop_background()
     await runner.cleanup()
@@ -90,39 +87,9 @@ async def _until_stdin_closes() -> None:
     await loop.run_in_executor(None, sys.stdin.read)
 
 
-@dataclass
-class Child:
-    process: subprocess.Popen[str]
-    port: int
-
-
-def spawn(role: str, log_path: Path, *args: str, timeout: float = 30.0) -> Child:
-    """Start this script in ``role`` and wait for its READY line."""
-    log_file = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--role", role, *args],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log_file, text=True, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith(READY):
-            return Child(process, int(line.split()[1]))
-        if not line and process.poll() is not None:
-            break
-    stop(Child(process, 0))
-    raise RuntimeError(f"{role} did not start; see {log_path}")
-
-
-def stop(child: Child) -> None:
-    """Close the child's stdin (it shuts down cleanly), then make sure it is gone."""
-    try:
-        if child.process.stdin is not None:
-            child.process.stdin.close()
-        child.process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        child.process.send_signal(signal.SIGKILL)
-        child.process.wait()
+def start_role(role: str, log_path: Path, *args: str) -> Child:
+    """Start this script in ``role`` and wait for its READY line; it ends when its stdin closes."""
+    return spawn([sys.executable, str(Path(__file__).resolve()), "--role", role, *args], log_path)
 
 
 # -- the load ----------------------------------------------------------------------------
@@ -238,35 +205,23 @@ async def run(args: argparse.Namespace, server_port: int, fake_port: int) -> dic
         "sequential": sequential.summary(),
         "concurrent": concurrent.summary(),
         "channel_posts": {"commands": load.sent, "delivered": posts, "waited_up_to_s": args.delivery_wait},
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "git": _git_commit(),
-        },
+        "environment": {**results.machine(), "git": results.git_commit()},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
-def _git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def print_table(result: dict[str, Any]) -> None:
-    print(f"meetnow /meetnow over HTTP: {result['what']}")
-    print(f"{'phase':<11} {'requests':>8} {'conc':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8} {'req/s':>8} {'errors':>6}")
+def table(result: dict[str, Any]) -> str:
+    lines = [f"meetnow /meetnow over HTTP: {result['what']}",
+             f"{'phase':<11} {'requests':>8} {'conc':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+             f"{'max ms':>8} {'req/s':>8} {'errors':>6}"]
     for name in ("sequential", "concurrent"):
         r = result[name]
-        print(f"{name:<11} {r['requests']:>8} {r['concurrency']:>4} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
-              f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {r['throughput_rps']:>8.1f} {r['errors']:>6}")
+        lines.append(f"{name:<11} {r['requests']:>8} {r['concurrency']:>4} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} "
+                     f"{r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} {r['throughput_rps']:>8.1f} {r['errors']:>6}")
     posts = result["channel_posts"]
-    print(f"channel posts delivered by the outbox: {posts['delivered']} of {posts['commands']} "
-          f"(waited up to {posts['waited_up_to_s']} s)")
+    lines.append(f"channel posts delivered by the outbox: {posts['delivered']} of {posts['commands']} "
+                 f"(waited up to {posts['waited_up_to_s']} s)")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -304,26 +259,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.role == "server":
         asyncio.run(serve_meetnow(args.api_url, args.store))
         return 0
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="meetnow-bench-") as tmp:
         work = Path(tmp)
-        fake = spawn("fake-slack", work / "fake-slack.log")
+        fake = start_role("fake-slack", work / "fake-slack.log")
         server = None
         try:
-            server = spawn("server", work / "server.log",
-                           "--api-url", f"http://127.0.0.1:{fake.port}/api/",
-                           "--store", str(work / "bench.sqlite3"))
+            server = start_role("server", work / "server.log",
+                                "--api-url", f"http://127.0.0.1:{fake.port}/api/",
+                                "--store", str(work / "bench.sqlite3"))
             result = asyncio.run(asyncio.wait_for(run(args, server.port, fake.port), args.timeout))
         except asyncio.TimeoutError:
             print(f"benchmark did not finish within {args.timeout} s", file=sys.stderr)
             return 1
         finally:
             if server is not None:
-                stop(server)
-            stop(fake)
-    print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+                end(server.process)
+            end(fake.process)
+    results.report(result, args.out, table(result), started)
     return 0 if result["sequential"]["errors"] == 0 and result["concurrent"]["errors"] == 0 else 1
 
 

@@ -19,7 +19,6 @@ import asyncio
 import itertools
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from bench.harness.load import Gathering, load_participant
+from bench.harness.processes import end, free_port, wait_for_http
+from bench.synthetic import EncodedMedia, LatencyStamps
+from meeting.media.peer import Offer, TrackSlot
 
 JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 
@@ -48,12 +52,6 @@ def _lib_folder() -> Path:
 def _others(folder: Path, keep: str) -> str:
     names = sorted(p.name for p in folder.glob("libjanus_*.so"))
     return ",".join(n for n in names if n != keep)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(folder: Path, *, http_port: int, enforce: str, event_loops: int | None) -> Path:
@@ -144,35 +142,11 @@ class JanusServer:
             stdin=subprocess.DEVNULL,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"janus exited at start:\n{self.log_tail()}")
-                try:
-                    async with http.get(self.url + "/info") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"janus did not answer on {self.url}:\n{self.log_tail()}")
-                await asyncio.sleep(0.1)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        await wait_for_http(self.url + "/info", self.process, "janus", self.log_path, timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end(self.process, signal.SIGINT)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -261,7 +235,7 @@ _rooms = itertools.count(1000)
 
 
 class JanusBackend:
-    """Runs the benchmark's rooms in a Janus videoroom (see ``bench/forwarding.py``)."""
+    """Runs the benchmark's rooms in a Janus videoroom (a ``Backend`` of bench/harness/rows.py)."""
 
     def __init__(self, label: str, *, event_loops: int | None, enforce: str, address: str) -> None:
         self.label = label
@@ -288,7 +262,7 @@ class JanusBackend:
             await self._admin_session.destroy()
         if self.http is not None:
             await self.http.close()
-        self.server.stop()
+        await asyncio.to_thread(self.server.stop)
 
     async def counters(self, reset_peaks: bool = False) -> dict | None:
         return None
@@ -296,21 +270,20 @@ class JanusBackend:
     def errors(self) -> list[str]:
         return []
 
-    def participant(self, name: str, media: Any, stamps: Any) -> Any:
-        from bench.forwarding import CLIENT_RECEIVE_BUFFER
-        from bench.synthetic import SyntheticParticipant
-
-        return SyntheticParticipant(
-            name, media, decode=False, stamps=stamps, announce=(self.address,),
-            allowed_networks=(f"{self.address}/32",), receive_buffer=CLIENT_RECEIVE_BUFFER,
-        )
-
-    async def gather(self, room: str, publishers: int, viewers: int, media: Any, stamps: Any) -> Any:
+    async def gather(self, room: str, publishers: int, viewers: int, media: EncodedMedia,
+                     stamps: LatencyStamps) -> Gathering:
         """Publishers p0.. each publish (and, in a full room, watch everyone else);
-        viewers v.. watch every publisher."""
-        from bench.forwarding import Gathering
-        from meeting.media.peer import Offer, TrackSlot
+        viewers v.. watch every publisher. When one cannot join, those who did leave."""
+        gathering = Gathering()
+        try:
+            await self._gather(room, publishers, viewers, media, stamps, gathering)
+        except Exception:
+            await self.disperse(room, gathering)
+            raise
+        return gathering
 
+    async def _gather(self, room: str, publishers: int, viewers: int, media: EncodedMedia,
+                      stamps: LatencyStamps, gathering: Gathering) -> None:
         assert self.http is not None and self.admin is not None
         number = next(_rooms)
         await self.admin.request({
@@ -320,7 +293,6 @@ class JanusBackend:
         })
         sessions: list[Session] = []
         self._rooms[room] = (number, sessions)
-        gathering = Gathering()
         feeds: dict[str, int] = {}
         by_name: dict[str, Session] = {}
         for i in range(publishers):
@@ -333,7 +305,7 @@ class JanusBackend:
             joined, _ = await handle.request(
                 {"request": "join", "ptype": "publisher", "room": number, "display": name})
             feeds[name] = joined["id"]
-            person = self.participant(name, media, stamps)
+            person = load_participant(name, media, stamps, self.address)
             gathering.everyone.append(person)
             gathering.publishers.append(person)
             offer = await person.offer_to_publish(("mic", "camera"))
@@ -363,14 +335,13 @@ class JanusBackend:
                           direction="receive", participant=names[s["feed_id"]])
                 for s in attached["streams"] if s.get("type") in ("audio", "video")
             )
-            person = self.participant(name, media, stamps)
+            person = load_participant(name, media, stamps, self.address)
             gathering.everyone.append(person)
             answer = await person.answer(Offer(sdp=offer["sdp"], slots=slots))
             await handle.request({"request": "start"}, jsep={"type": "answer", "sdp": answer})
             for slot in slots:
                 if slot.kind == "video":
                     gathering.legs.append((person, slot.participant))
-        return gathering
 
     async def _subscribe(self, handle: Handle, room: int, feeds: list[int]) -> tuple[dict, dict | None]:
         # A feed can be subscribed to once its publisher's peer connection is up.
@@ -386,7 +357,7 @@ class JanusBackend:
                     raise
                 await asyncio.sleep(0.05)
 
-    async def disperse(self, room: str, gathering: Any) -> None:
+    async def disperse(self, room: str, gathering: Gathering) -> None:
         for person in gathering.everyone:
             await person.close()
         number, sessions = self._rooms.pop(room, (None, []))

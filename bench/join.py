@@ -15,7 +15,7 @@ the Join click, the peer connection
 created (the page waits for its camera and microphone first), ICE+DTLS connected, and
 the first frame decoded as getStats reports it (polled every 10 ms).
 
-Chromium is Debian's (launched as tests/browser.py does; never downloaded). The script
+Chromium is Debian's (launched with bench/chromium.py's settings; never downloaded). The script
 re-runs itself in a private network namespace with only loopback when it can (root), so
 the browser cannot reach anything else. ``--quick`` does two joins (for the test suite).
 """
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,6 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench import netns  # noqa: E402
+from bench.harness import results  # noqa: E402
+from bench.harness.processes import end, free_port, wait_for_http  # noqa: E402
 
 # Installed before the page's own scripts: timestamps (performance.now(), ms since
 # navigation start) of the Join click, the peer connection, its connection, and the
@@ -96,14 +100,6 @@ NAVIGATION = """() => { const n = performance.getEntriesByType("navigation")[0];
   return n ? {domContentLoaded: n.domContentLoadedEventEnd} : {}; }"""
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 def meetnow_command() -> list[str]:
     script = Path(sys.executable).parent / "meetnow"
     if script.exists():
@@ -125,8 +121,6 @@ class MeetnowServer:
         self.log = self.folder / "meetnow.log"
 
     async def start(self, timeout: float = 20.0) -> None:
-        import aiohttp
-
         config = self.folder / "meetnow.toml"
         config.write_text(
             f'[server]\nhost = "{self.address}"\nport = {self.port}\npublic_url = "{self.origin}"\n\n'
@@ -137,20 +131,7 @@ class MeetnowServer:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(meetnow_command() + ["serve", "--config", str(config)], cwd=str(ROOT),
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"meetnow serve exited:\n{self.log.read_text(errors='replace')[-2000:]}")
-                try:
-                    async with http.get(self.origin + "/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("meetnow serve did not answer")
-                await asyncio.sleep(0.1)
+        await wait_for_http(self.origin + "/healthz", self.process, "meetnow serve", self.log, timeout)
 
     async def mint(self) -> str:
         import aiohttp
@@ -163,13 +144,8 @@ class MeetnowServer:
         return self.origin + url[url.index("/m/"):]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            end(self.process, signal.SIGTERM)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -208,14 +184,13 @@ def percentile(values: list[float], q: float) -> float:
 async def bench(args: argparse.Namespace) -> dict:
     from playwright.async_api import async_playwright
 
-    from bench.forwarding import machine
-    from tests.browser import CHROMIUM, CHROMIUM_ARGS
+    from bench.chromium import CHROMIUM, CHROMIUM_ARGS
 
     server = MeetnowServer()
-    await server.start()
     joins: list[dict] = []
     errors: list[str] = []
     try:
+        await server.start()
         url = await server.mint()
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -239,7 +214,7 @@ async def bench(args: argparse.Namespace) -> dict:
             finally:
                 await browser.close()
     finally:
-        server.stop()
+        await asyncio.to_thread(server.stop)  # waits for meetnow serve to end
     summary = {}
     for step in STEPS:
         values = [j[step] for j in joins if j.get(step) is not None]
@@ -251,12 +226,10 @@ async def bench(args: argparse.Namespace) -> dict:
         summary["click_to_first_frame"] = {"median_ms": statistics.median(click_to_frame),
                                            "p90_ms": percentile(click_to_frame, 0.9),
                                            "min_ms": min(click_to_frame), "max_ms": max(click_to_frame)}
-    from bench import netns
-
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine(),
-        "network": "private network namespace, loopback only" if netns.inside() else "loopback, no namespace",
+        "machine": results.machine(),
+        "network": netns.describe("127.0.0.1"),
         "browser": CHROMIUM,
         "server": "meetnow serve (subprocess), media announced on 127.0.0.1",
         "what": "navigation start of the second joiner's page -> first remote video frame presented "
@@ -291,26 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=1.0, help="seconds between joins")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds a join may take before it fails")
     parser.add_argument("--no-netns", action="store_true", help="do not enter a private network namespace")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "join.json")
+    parser.add_argument("--output", type=Path, default=results.RESULTS / "join.json")
     args = parser.parse_args(argv)
     if args.quick:
         args.joins, args.pause = 2, 0.5
-    from bench import netns
-
-    if netns.inside():
-        netns.enter(veth=False)
-    elif not args.no_netns:
-        try:
-            netns.enter(veth=False)  # does not return
-        except RuntimeError as exc:
-            print(f"  {exc}: running on loopback without a namespace", file=sys.stderr)
+    netns.enter_if_possible(veth=False, skip=args.no_netns, fallback="running on loopback without a namespace")
     started = time.monotonic()
     result = asyncio.run(bench(args))
-    result["wall_seconds"] = round(time.monotonic() - started, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(table(result))
-    print(f"\nwritten to {args.output} ({result['wall_seconds']} s)")
+    results.report(result, args.output, table(result), started)
     return 1 if result["errors"] or not result["joins"] else 0
 
 

@@ -63,6 +63,30 @@ def enter(veth: bool, argv: list[str] | None = None) -> None:
     _setup(mode == "veth")
 
 
+def enter_if_possible(veth: bool, skip: bool = False, fallback: str = "running without a namespace") -> None:
+    """:func:`enter` unless ``skip`` (set up the namespace when already inside one);
+    where no namespace can be made, say so on stderr (``fallback``: what happens instead)
+    and return."""
+    if inside():
+        enter(veth)
+        return
+    if skip:
+        return
+    try:
+        enter(veth)  # does not return
+    except RuntimeError as exc:
+        print(f"  {exc}: {fallback}", file=sys.stderr)
+
+
+def describe(address: str) -> str:
+    """Where this process's media goes, for a benchmark's results."""
+    if inside() == "veth":
+        return f"private network namespace, media to {address} on a veth end (local delivery)"
+    if inside() == "lo":
+        return f"private network namespace, loopback only ({address})"
+    return f"loopback ({address}), no namespace"
+
+
 def _setup(veth: bool) -> None:
     ip = _ip()
     subprocess.run([ip, "link", "set", "lo", "up"], check=True)

@@ -8,10 +8,10 @@ leaves loopback):
    ``meeting.recording.compose.compose`` in a worker process at low priority, as the server does.
    Speed is media seconds per wall second ("x real time"); CPU counts every thread of
    the worker (x264 encodes on several).
-2. Forwarding CPU: meetnow's SFU in its own process (driven over a JSON-lines socket on
-   127.0.0.1, as bench/forwarding.py does), a room of N publishers who all view each
-   other, server CPU (all threads, from /proc) measured in alternating windows with the
-   room's recorder off and on. "on" includes the recorder's writer thread (reordering,
+2. Forwarding CPU: meetnow's SFU in its own process (bench/harness/control.py, plus two
+   operations of this script's own that start and stop a recording), a room of N
+   publishers who all view each other, server CPU (all threads, from /proc) measured in
+   alternating windows with the room's recorder off and on. "on" includes the recorder's writer thread (reordering,
    depacketizing, muxing to disk) as well as the tap on the event loop.
 
 Run ``python bench/recording.py --help``. ``--quick`` runs tiny configurations in about
@@ -24,10 +24,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from bench.harness import cpu, results  # noqa: E402
 
 
 # --- composition -------------------------------------------------------------------------
@@ -144,148 +142,37 @@ def bench_compose(args: argparse.Namespace, workdir: Path) -> list[ComposeRow]:
 
 
 async def serve(folder: str) -> None:
-    """Run an Sfu with a JSON-lines control socket on 127.0.0.1; print the port."""
-    from dataclasses import asdict as as_dict
-
-    from meeting.config import MediaConfig
+    """The SFU's control server (bench/harness/control.py) with two more operations:
+    ``record`` {room} starts a recorder on the room, ``stop-recording`` {room} stops it
+    and replies with its summary."""
+    from bench.harness.control import bench_sfu, serve as serve_sfu
     from meeting.recording.capture import RoomRecorder
-    from meeting.media.peer import Offer
-    from meeting.media.sfu import Sfu
 
-    sfu = Sfu(MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",),
-                          max_participants=64))
-    recorders: dict[str, Any] = {}
+    sfu = bench_sfu()
+    recorders: dict[str, RoomRecorder] = {}
     made = [0]  # recordings so far: each gets its own folder
-    done = asyncio.Event()
 
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        lock = asyncio.Lock()
+    async def record(msg: dict[str, Any]) -> dict[str, Any]:
+        made[0] += 1
+        path = Path(folder) / f"{msg['room']}-{made[0]}"
+        path.mkdir(parents=True)
+        recorder = RoomRecorder(path, lambda pid: pid, "bench")
+        recorder.start()
+        recorders[msg["room"]] = recorder
+        sfu.open(msg["room"]).observe(recorder)
+        return {}
 
-        async def send(message: dict) -> None:
-            async with lock:
-                writer.write(json.dumps(message).encode() + b"\n")
-                await writer.drain()
+    async def stop_recording(msg: dict[str, Any]) -> dict[str, Any]:
+        room = sfu.room(msg["room"])
+        if room is not None:
+            room.unobserve()
+        summary = await asyncio.to_thread(recorders.pop(msg["room"]).close)
+        return {"summary": asdict(summary)}
 
-        peers: dict[tuple[str, str], Any] = {}
-        while True:
-            line = await reader.readline()
-            if not line:
-                break
-            msg = json.loads(line)
-            op = msg["op"]
-            try:
-                if op == "join":
-                    room, pid = msg["room"], msg["pid"]
-
-                    async def send_offer(offer: Offer, room: str = room, pid: str = pid) -> None:
-                        await send({"op": "offer", "room": room, "pid": pid, "sdp": offer.sdp,
-                                    "slots": [as_dict(s) for s in offer.slots]})
-
-                    peers[(room, pid)] = await sfu.open(room).join(pid, send_offer, publish=msg["publish"])
-                    await send({"op": "ok", "id": msg["id"]})
-                elif op == "answer":
-                    peer = peers.get((msg["room"], msg["pid"]))
-                    if peer is not None:
-                        await peer.accept_answer(msg["sdp"])
-                elif op == "record":
-                    made[0] += 1
-                    path = Path(folder) / f"{msg['room']}-{made[0]}"
-                    path.mkdir(parents=True)
-                    recorder = RoomRecorder(path, lambda pid: pid, "bench")
-                    recorder.start()
-                    recorders[msg["room"]] = recorder
-                    sfu.open(msg["room"]).observe(recorder)
-                    await send({"op": "ok", "id": msg["id"]})
-                elif op == "stop-recording":
-                    sfu.open(msg["room"]).unobserve()
-                    summary = await asyncio.to_thread(recorders.pop(msg["room"]).close)
-                    await send({"op": "ok", "id": msg["id"], "summary": as_dict(summary)})
-                elif op == "stats":
-                    await send({"op": "ok", "id": msg["id"], "stats": sfu.stats(reset_peaks=msg.get("reset_peaks", False))})
-                elif op == "quit":
-                    await sfu.close()
-                    await send({"op": "ok", "id": msg["id"]})
-                    done.set()
-                    break
-            except Exception as exc:
-                await send({"op": "error", "id": msg.get("id"), "error": repr(exc)})
-        writer.close()
-
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    await done.wait()
-    server.close()
+    await serve_sfu(sfu, {"record": record, "stop-recording": stop_recording})
 
 
 # --- forwarding: the benchmark side ---------------------------------------------------------
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all threads (ended ones included), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def thread_run_seconds(pid: int) -> dict[int, float]:
-    """Time on CPU of each live thread (schedstat, ns precision)."""
-    out = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out[int(task.name)] = int((task / "schedstat").read_text().split()[0]) / 1e9
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
-
-
-class Control:
-    """The benchmark's end of the control socket."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.next_id = 0
-        self.waiting: dict[int, asyncio.Future] = {}
-        self.participants: dict[tuple[str, str], Any] = {}
-        self.errors: list[str] = []
-        self.task = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        from meeting.media.peer import Offer, TrackSlot
-
-        while True:
-            line = await self.reader.readline()
-            if not line:
-                return
-            msg = json.loads(line)
-            if msg["op"] == "offer":
-                person = self.participants[(msg["room"], msg["pid"])]
-                await person.send_offer(Offer(sdp=msg["sdp"], slots=tuple(TrackSlot(**s) for s in msg["slots"])))
-                continue
-            future = self.waiting.pop(msg.get("id"), None)
-            if msg["op"] == "error":
-                self.errors.append(msg["error"])
-                if future is not None and not future.done():
-                    future.set_exception(RuntimeError(msg["error"]))
-            elif future is not None and not future.done():
-                future.set_result(msg)
-
-    async def request(self, op: str, **kw: Any) -> dict:
-        self.next_id += 1
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[self.next_id] = future
-        self.writer.write(json.dumps({"op": op, "id": self.next_id, **kw}).encode() + b"\n")
-        await self.writer.drain()
-        return await asyncio.wait_for(future, 30)
-
-    def send(self, op: str, **kw: Any) -> None:
-        self.writer.write(json.dumps({"op": op, **kw}).encode() + b"\n")
-
-
-class RemotePeer:
-    def __init__(self, control: Control, room: str, pid: str) -> None:
-        self.control, self.room, self.pid = control, room, pid
-
-    async def accept_answer(self, sdp: str) -> None:
-        self.control.send("answer", room=self.room, pid=self.pid, sdp=sdp)
 
 
 @dataclass
@@ -305,32 +192,23 @@ class ForwardingRow:
     load_average: float = 0.0
 
 
-async def wait_until(cond: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def bench_forwarding(args: argparse.Namespace, workdir: Path) -> list[ForwardingRow]:
+    """A room of ``args.people`` publishers on the SFU process; windows with the room's
+    recorder off and on, in turn, ``args.repeats`` times."""
+    from bench.harness.control import SfuProcess
+    from bench.harness.load import wait_until
     from bench.synthetic import SyntheticParticipant, encoded_media
 
     media = encoded_media(args.width, args.height, fps=30, bitrate=args.bitrate, seconds=4.0)
-    server = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", str(workdir / "sfu")],
-                              stdout=subprocess.PIPE, cwd=str(ROOT))
+    sfu = SfuProcess([str(Path(__file__).resolve()), "--serve", str(workdir / "sfu")])
     room = "room"
     people: list[SyntheticParticipant] = []
     try:
-        port = int(server.stdout.readline())  # type: ignore[union-attr]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        control = Control(reader, writer)
+        await sfu.start()
         for i in range(args.people):
             person = SyntheticParticipant(f"p{i}", media, decode=False)
-            person.peer = RemotePeer(control, room, person.name)
-            control.participants[(room, person.name)] = person
             people.append(person)
-            await control.request("join", room=room, pid=person.name, publish=["mic", "camera"])
+            await sfu.join(room, person, ["mic", "camera"])
         legs = [(v, p) for v in people for p in people if p is not v]
         await wait_until(lambda: all(v.frames_from(p.name, "camera") > 0 and v.frames_from(p.name, "mic") > 0
                                      for v, p in legs), 30, "media on every leg")
@@ -341,11 +219,11 @@ async def bench_forwarding(args: argparse.Namespace, workdir: Path) -> list[Forw
         for _ in range(args.repeats):
             for recording in (False, True):
                 if recording:
-                    await control.request("record", room=room)
+                    await sfu.request("record", room=room)
                     await asyncio.sleep(args.warmup)  # the keyframes asked for at the start pass
-                samples[recording].append(await _window(control, server.pid, legs, args.seconds))
+                samples[recording].append(await _window(sfu, legs, args.seconds))
                 if recording:
-                    summary = (await control.request("stop-recording", room=room))["summary"]
+                    summary = (await sfu.request("stop-recording", room=room))["summary"]
                     samples[recording][-1]["bytes"] = summary["bytes"]
         for recording, row in rows.items():
             windows = samples[recording]
@@ -359,23 +237,16 @@ async def bench_forwarding(args: argparse.Namespace, workdir: Path) -> list[Forw
             row.loop_lag_ms_max = max(w["lag"] for w in windows)
             row.bytes_written = sum(w.get("bytes", 0) for w in windows)
             row.load_average = round(os.getloadavg()[0], 2)
-        await control.request("quit")
-        control.task.cancel()
-        writer.close()
-        if control.errors:
-            raise RuntimeError(f"server errors: {control.errors}")
+        if sfu.errors:
+            raise RuntimeError(f"server errors: {sfu.errors}")
         return [rows[False], rows[True]]
     finally:
+        await sfu.close()
         for person in people:
             await person.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
-async def _window(control: Control, pid: int, legs: list, seconds: float) -> dict:
+async def _window(sfu: Any, legs: list, seconds: float) -> dict:
     def snapshot() -> dict:
         out = {}
         for v, p in legs:
@@ -384,24 +255,21 @@ async def _window(control: Control, pid: int, legs: list, seconds: float) -> dic
                                      camera.sequence.received + mic.sequence.received)
         return out
 
-    before = (await control.request("stats", reset_peaks=True))["stats"]["totals"]
+    before = await sfu.totals(reset_peaks=True)
     frames_before = snapshot()
-    ticks, threads = process_cpu_seconds(pid), thread_run_seconds(pid)
+    cpu_before = cpu.read_cpu(sfu.pid)
     started = time.monotonic()
-    await asyncio.sleep(seconds)
-    ticks_after, threads_after = process_cpu_seconds(pid), thread_run_seconds(pid)
+    await asyncio.sleep(seconds)  # the measuring window
+    cpu_after = cpu.read_cpu(sfu.pid)
     elapsed = time.monotonic() - started
-    after = (await control.request("stats"))["stats"]["totals"]
+    after = await sfu.totals()
     frames_after = snapshot()
-    if set(threads) <= set(threads_after):  # precise per-thread time, unless a thread ended
-        cpu = sum(threads_after[t] - threads.get(t, 0.0) for t in threads_after)
-    else:
-        cpu = ticks_after - ticks
+    server_cpu, _ = cpu.cpu_seconds_between(cpu_before, cpu_after)
     expected = sum(frames_after[k][1] - frames_before[k][1] for k in frames_after)
     got = sum(frames_after[k][2] - frames_before[k][2] for k in frames_after)
     return {
         "seconds": elapsed,
-        "cpu_percent": 100 * cpu / elapsed,
+        "cpu_percent": 100 * server_cpu / elapsed,
         "forwarded_per_s": (after["packets_forwarded"] - before["packets_forwarded"]) / elapsed,
         "fps": statistics.mean((frames_after[k][0] - frames_before[k][0]) / elapsed for k in frames_after),
         "loss": max(0.0, 100 * (1 - got / expected)) if expected else 0.0,
@@ -456,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--bitrate", type=int, default=500_000, help="target VP8 bitrate, bit/s")
     parser.add_argument("--skip-forwarding", action="store_true", help="composition only")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "recording.json")
+    parser.add_argument("--output", type=Path, default=results.RESULTS / "recording.json")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -475,17 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": results.machine(),
         "load": {"camera": f"VP8 {args.width}x{args.height} 30 fps, {args.bitrate} bit/s target", "audio": "Opus 20 ms",
                  "output": f"H.264 (x264 {args.preset}) + AAC MP4, 1280x720, 15 fps"},
         "compose": [asdict(r) for r in compose_rows],
         "forwarding": [asdict(r) for r in forwarding_rows],
-        "wall_seconds": round(time.monotonic() - started, 1),
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(table(result))
-    print(f"\nwritten to {args.output} ({result['wall_seconds']} s)")
+    results.report(result, args.output, table(result), started)
     return 0
 
 

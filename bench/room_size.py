@@ -25,18 +25,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import forwarding  # noqa: E402
+from bench import janus, netns  # noqa: E402
+from bench.harness import results, servers  # noqa: E402
+from bench.harness.load import direct_latency  # noqa: E402
+from bench.harness.results import fmt  # noqa: E402
+from bench.harness.rows import Backend, disturbed, run_room  # noqa: E402
+from bench.synthetic import EncodedMedia, encoded_media  # noqa: E402
 
 SATURATED = 90.0  # % of one core: a thread this busy is the bottleneck
 
@@ -54,7 +57,7 @@ def holds(row: dict, max_latency: float) -> bool:
 def bottleneck(row: dict) -> str:
     server, client = row["busiest_thread_percent"], row["client_busiest_thread_percent"]
     if holds_fps_and_loss(row) and row["errors"] == []:
-        why = f"latency: {forwarding.fmt(row['added_video_ms'], '.0f')} ms added"
+        why = f"latency: {fmt(row['added_video_ms'], '.0f')} ms added"
         return why + f" (server's busiest thread at {server:.0f}%, clients' event loop at {client:.0f}%)"
     if row["client_udp_drops"]:
         return (f"synthetic clients fell behind ({row['client_udp_drops']} datagrams dropped at their sockets; "
@@ -68,7 +71,9 @@ def bottleneck(row: dict) -> str:
     return "no single thread saturated"
 
 
-async def search(backend: Any, media: Any, args: argparse.Namespace, direct: tuple) -> dict:
+async def search(backend: Backend, media: EncodedMedia, args: argparse.Namespace,
+                 direct: tuple[float | None, float | None]) -> dict:
+    """Grow the room from ``args.start`` until it fails on ``backend`` or a bound is reached."""
     steps: list[dict] = []
     largest = None
     failed = None
@@ -81,8 +86,9 @@ async def search(backend: Any, media: Any, args: argparse.Namespace, direct: tup
         verdict = None
         attempts = 0
         for attempt in range(3):
-            row = asdict(await forwarding.run_room(backend, media, f"room N={n}", f"n{n}-{attempt}", n, 0,
-                                                  args.warmup, args.seconds, attempt, (args.quiet, args.quiet_wait)))
+            measured = await run_room(backend, media, f"room N={n}", f"n{n}-{attempt}", n, 0,
+                                      args.warmup, args.seconds, attempt, (args.quiet, args.quiet_wait))
+            row = asdict(measured)
             for kind, direct_ms in zip(("video", "audio"), direct):
                 if row[f"latency_{kind}_ms"] is not None and direct_ms is not None:
                     row[f"added_{kind}_ms"] = row[f"latency_{kind}_ms"] - direct_ms
@@ -101,8 +107,7 @@ async def search(backend: Any, media: Any, args: argparse.Namespace, direct: tup
                 break
             verdict = False
             # a failure counts once it is seen twice, in windows other work did not disturb
-            if not forwarding.disturbed(forwarding.Row(**{k: row[k] for k in forwarding.Row.__dataclass_fields__}),
-                                        args):
+            if not disturbed(measured, args.quiet):
                 attempts += 1
             if attempts >= 2:
                 break
@@ -127,25 +132,22 @@ async def search(backend: Any, media: Any, args: argparse.Namespace, direct: tup
 
 
 async def bench(args: argparse.Namespace) -> dict:
-    from bench import janus, netns
-    from bench.synthetic import encoded_media
-
-    address = netns.VETH_ADDRESS if netns.inside() == "veth" else "127.0.0.1"
+    address = servers.media_address()
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)
     skipped: dict[str, str] = {}
-    backends = await forwarding.start_backends(args, address, skipped)
-    results = []
+    backends = await servers.start_backends(args, address, skipped)
+    searched = []
     try:
-        direct = await forwarding.direct_latency(media, 3.0, address)
+        direct = await direct_latency(media, 3.0, address)
         for backend in backends:
-            results.append(await search(backend, media, args, direct))
+            searched.append(await search(backend, media, args, direct))
     finally:
         for backend in backends:
             await backend.close()
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": forwarding.machine(),
-        "network": forwarding.network_description(address),
+        "machine": results.machine(),
+        "network": netns.describe(address),
         "janus_version": janus.janus_version(),
         "load": {"video": f"VP8 {args.width}x{args.height} {args.fps} fps",
                  "video_bitrate_measured": round(media.video_bitrate), "audio": "Opus 20 ms",
@@ -154,13 +156,12 @@ async def bench(args: argparse.Namespace) -> dict:
                      f"< {args.max_latency:g} ms (fails when seen twice, at most 3 tries)"),
         "direct_latency_ms": {"video": direct[0], "audio": direct[1]},
         "skipped": skipped,
-        "meetnow_log": forwarding.server_log_summary(backends),
-        "servers": results,
+        "meetnow_log": servers.server_log_summary(backends),
+        "servers": searched,
     }
 
 
 def table(result: dict) -> str:
-    fmt = forwarding.fmt
     lines = ["| server | N | fps (worst leg) | loss % | added video ms | server CPU % | busiest server thread % "
              "| client CPU % | holds | fps and loss alone |", "|---|---|---|---|---|---|---|---|---|---|"]
     for server in result["servers"]:
@@ -197,23 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=6.0, help="measured seconds per room")
     parser.add_argument("--max-latency", type=float, default=100.0,
                         help="largest median added video latency, ms, a room may have and still hold")
-    forwarding.add_load_arguments(parser)
-    parser.set_defaults(servers=["meetnow", "janus2"])
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "room_size.json")
+    servers.add_server_arguments(parser)
+    parser.add_argument("--output", type=Path, default=results.RESULTS / "room_size.json")
     args = parser.parse_args(argv)
     args.receive_loss, args.profile = 0.0, None
     if args.quick:
         args.start, args.step, args.max = 2, 1, 3
-        args.seconds, args.warmup, args.loop, args.quiet = 1.0, 0.2, 2.0, 0.0
-        args.width, args.height, args.bitrate = 320, 240, 300_000
-    forwarding.enter_namespace(args)
+        servers.quick(args)
+    netns.enter_if_possible(veth=True, skip=args.no_netns, fallback="running on loopback, meetnow only")
     started = time.monotonic()
     result = asyncio.run(bench(args))
-    result["wall_seconds"] = round(time.monotonic() - started, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2))
-    print(table(result))
-    print(f"\nwritten to {args.output} ({result['wall_seconds']} s)")
+    results.report(result, args.output, table(result), started)
     return 0
 
 

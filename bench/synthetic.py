@@ -34,6 +34,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
+from meeting import internals
 from meeting.media.feedback import ReceptionStats
 from meeting.media.ice import CandidatePolicy, apply_ice_policy, ice_connections
 from meeting.media.rtp import RtpError, parse_rtp, seq_diff
@@ -371,7 +372,7 @@ class SyntheticParticipant:
             else:
                 transceiver.direction = "recvonly"
                 if not self.decode:
-                    transceiver.receiver.receive = _inert
+                    internals.silence_receiver(transceiver.receiver)
                 self.received.setdefault(slot.mid, ReceivedStream())
         for mid, transceiver in by_mid.items():
             if mid not in self.slots and transceiver.direction == "sendonly":
@@ -408,11 +409,7 @@ class SyntheticParticipant:
         if not self.receive_buffer:
             return
         for connection in ice_connections(self.pc):
-            for protocol in getattr(connection, "_protocols", []):
-                transport = getattr(protocol, "transport", None)
-                sock = transport.get_extra_info("socket") if transport is not None else None
-                if sock is None:
-                    continue
+            for sock in internals.ice_sockets(connection):
                 for option in (getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF):
                     try:  # as root, FORCE may go past net.core.rmem_max
                         sock.setsockopt(socket.SOL_SOCKET, option, self.receive_buffer)
@@ -423,13 +420,7 @@ class SyntheticParticipant:
     def _hook_keyframes(self, sender: Any, track: LoopTrack) -> None:
         # aiortc's sender only flags keyframe requests for its encoder; pre-encoded
         # media needs the track told instead.
-        original = sender._send_keyframe
-
-        def send_keyframe() -> None:
-            track.request_keyframe()
-            original()
-
-        sender._send_keyframe = send_keyframe
+        internals.hook_keyframe_requests(sender, track.request_keyframe)
 
     def _learn_ssrcs(self, sdp: str) -> None:
         mid = None
@@ -454,7 +445,7 @@ class SyntheticParticipant:
         self._hooked = True
         if self.stamps is not None:
             stamps = self.stamps
-            original_send = dtls._send_rtp
+            original_send = internals.dtls_sender(dtls)
 
             async def send_rtp(data: bytes) -> None:
                 if not (192 <= data[1] <= 223):
@@ -465,34 +456,31 @@ class SyntheticParticipant:
                         pass
                 await original_send(data)
 
-            dtls._send_rtp = send_rtp
+            internals.set_dtls_sender(dtls, send_rtp)
         if not self.decode:
             # Count from the SRTP header, which is cleartext, before anything is
             # decrypted; only a sample (1 packet in 8) is decrypted, to time it.
-            connection = dtls.transport._connection
-            original_data = connection.data_received
-
-            def data_received(data: bytes, component: int) -> None:
+            def keep(data: bytes) -> bool:
                 if len(data) >= 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223:
                     stream = self._count(data)
                     # marker: the last packet of a frame (counted once, not for repeats)
                     if stream is not None and data[1] & 0x80:
                         stream.frame(time.monotonic())
                     if self.stamps is None or data[3] & 7:
-                        return
-                original_data(data, component)
+                        return False
+                return True
 
-            connection.data_received = data_received
-            dtls._handle_rtp_data = self._stamp_rtp
+            internals.filter_datagrams(internals.ice_connection(dtls), keep)
+            internals.set_dtls_rtp_handler(dtls, self._stamp_rtp)
         elif self.stamps is not None:
-            original_handle = dtls._handle_rtp_data
+            original_handle = internals.dtls_rtp_handler(dtls)
 
             async def handle_rtp(data: bytes, arrival_time_ms: int) -> None:
                 self._count(data)
                 await self._stamp_rtp(data)
                 await original_handle(data, arrival_time_ms=arrival_time_ms)
 
-            dtls._handle_rtp_data = handle_rtp
+            internals.set_dtls_rtp_handler(dtls, handle_rtp)
 
     def _count(self, data: bytes) -> ReceivedStream | None:
         """Count a packet by its (cleartext) header: per m-line packets and sequence.
@@ -571,10 +559,6 @@ class SyntheticParticipant:
         if self._worker is not None:
             await asyncio.gather(self._worker, return_exceptions=True)
         await self.pc.close()
-
-
-async def _inert(*args: Any, **kwargs: Any) -> None:
-    return None
 
 
 def rtp_payload(data: bytes) -> bytes:

@@ -126,8 +126,8 @@ def name(n: int) -> str:
 
 
 def chromium_args(origin: str) -> list[str]:
-    """tests/browser.py's flags, for a page on the lab's server address instead of loopback."""
-    from tests.browser import CHROMIUM_ARGS
+    """bench/chromium.py's flags, for a page on the lab's server address instead of loopback."""
+    from bench.chromium import CHROMIUM_ARGS
 
     args = [a for a in CHROMIUM_ARGS
             if not a.startswith(("--allow-loopback", "--host-resolver-rules", "--use-fake-device-for-media-stream"))]
@@ -210,7 +210,7 @@ class Scenario:
 
     async def start(self) -> None:
         from playwright.async_api import async_playwright
-        from tests.browser import CHROMIUM
+        from bench.chromium import CHROMIUM
 
         self.lab.open()
         self.server = MeetnowServer(SERVER, "10.88.0.0/16", "Weak viewer benchmark")

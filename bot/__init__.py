@@ -11,6 +11,8 @@ from meeting.config import Config
 from meeting.outbox import Outbox
 from meeting.service import MeetingService
 
+from .slack_requests import SeenSignatures
+
 
 class ChatBot(Protocol):
     """What the server does with a configured bot: mount, start, stop."""
@@ -28,13 +30,16 @@ class ChatBot(Protocol):
 
 
 def configured_bots(config: Config, meetings: MeetingService, announcer: Announcer,
-                    outbox: Outbox) -> list[ChatBot]:
-    """The bots the configuration asks for; none when no chat settings are given."""
+                    outbox: Outbox, seen: SeenSignatures | None = None) -> list[ChatBot]:
+    """The bots the configuration asks for; none when no chat settings are given.
+
+    ``seen`` remembers Slack request signatures (shared by the nodes of a cluster).
+    """
     bots: list[ChatBot] = []
     if config.slack.bot_token:
         from .slack import SlackBot
 
-        bots.append(SlackBot(config.slack, meetings, announcer, outbox))
+        bots.append(SlackBot(config.slack, meetings, announcer, outbox, seen))
     if config.discord.token:
         from .discord_bot import DiscordBot
 

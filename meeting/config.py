@@ -15,6 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -40,11 +41,16 @@ class ServerConfig:
     # per-address limit, as behind a reverse proxy).
     max_connections: int = 0
     max_connections_per_address: int = 100
+    # Media worker processes, each hosting whole meetings on its own core: 0 means one per
+    # core; 1 keeps everything in one process.
+    workers: int = 0
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = "data/meetnow.sqlite3"
+    # postgresql://user:password@host:port/database: PostgreSQL instead of the SQLite file.
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,29 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class TurnConfig:
+    # coturn's shared-secret scheme (use-auth-secret / static-auth-secret): every joining page
+    # and every server peer gets a username and password derived from ``secret`` that expire.
+    urls: tuple[str, ...] = ()
+    secret: str = ""
+    ttl: int = 3600  # seconds a credential stays valid
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Prometheus text at GET /metrics: off, behind a bearer token, or on an address of its own.
+    enabled: bool = False
+    token: str = ""
+    listen: str = ""  # "host:port"; empty: the main listener (a token is then required)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: str = "kv"  # "kv": key=value text lines; "json": one JSON object per line
+    level: str = "info"
+
+
+@dataclass(frozen=True)
 class SlackConfig:
     bot_token: str = ""
     signing_secret: str = ""
@@ -100,6 +129,15 @@ class DiscordConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    # Redis that several nodes share (empty: this server is alone). Nodes of one cluster
+    # also share a PostgreSQL store and the recordings folder.
+    redis_url: str = ""
+    # This node's name in the cluster (empty: the host name).
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -107,15 +145,26 @@ class Config:
     media: MediaConfig = field(default_factory=MediaConfig)
     slack: SlackConfig = field(default_factory=SlackConfig)
     discord: DiscordConfig = field(default_factory=DiscordConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 # Secrets may stay out of the file: these variables win over it.
 SECRET_ENV = {
+    "MEETNOW_REDIS_URL": ("cluster", "redis_url"),
     "MEETNOW_SLACK_BOT_TOKEN": ("slack", "bot_token"),
     "MEETNOW_SLACK_SIGNING_SECRET": ("slack", "signing_secret"),
     "MEETNOW_SLACK_APP_TOKEN": ("slack", "app_token"),
     "MEETNOW_DISCORD_TOKEN": ("discord", "token"),
+    "MEETNOW_TURN_SECRET": ("turn", "secret"),
+    "MEETNOW_METRICS_TOKEN": ("metrics", "token"),
+    "MEETNOW_STORE_URL": ("store", "url"),  # a database URL holds its password
 }
+
+LOG_FORMATS = ("kv", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> Config:
@@ -128,8 +177,13 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
             raise ConfigError(f"config file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    config = parse_config(raw)
-    return apply_env(config, os.environ if env is None else env)
+    config = apply_env(parse_config(raw), os.environ if env is None else env)
+    check_secrets(config)
+    _check_store(config.store)  # the URL may come from the environment
+    if config.cluster.redis_url and not config.store.url:
+        # Each node would keep its own SQLite file: meetings minted on one unknown to the rest.
+        raise ConfigError("config key 'cluster.redis_url' needs 'store.url' (a PostgreSQL store every node shares)")
+    return config
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:
@@ -146,6 +200,29 @@ def apply_env(config: Config, env: Mapping[str, str]) -> Config:
             part = dataclasses.replace(getattr(config, section), **{key: env[name]})
             config = dataclasses.replace(config, **{section: part})
     return config
+
+
+def check_secrets(config: Config) -> None:
+    """Settings that need a secret, checked once the environment had its say."""
+    if config.turn.urls and not config.turn.secret:
+        raise ConfigError("config key 'turn.secret' must be set when 'turn.urls' is "
+                          "(coturn's static-auth-secret; or MEETNOW_TURN_SECRET)")
+    metrics = config.metrics
+    if metrics.enabled and not metrics.listen and not metrics.token:
+        raise ConfigError("config key 'metrics.token' must be set when metrics are served on the "
+                          "main listener (or MEETNOW_METRICS_TOKEN, or set 'metrics.listen')")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) as a pair; raises ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if ":" in host:
+        ipaddress.ip_address(host)  # only an IPv6 address may hold colons
+    return host, int(port)
 
 
 def _build(cls: type, table: Any, prefix: str) -> Any:
@@ -193,6 +270,8 @@ def _check(config: Config) -> None:
     for key in ("header_timeout", "body_timeout"):
         if getattr(config.server, key) < 1:
             raise ConfigError(f"config key 'server.{key}' must be at least 1 (seconds)")
+    if config.server.workers < 0:
+        raise ConfigError("config key 'server.workers' must not be negative (0: one per core)")
     if config.server.max_connections < 0:
         raise ConfigError("config key 'server.max_connections' must not be negative (0: automatic)")
     if config.server.max_connections_per_address < 0:
@@ -210,6 +289,42 @@ def _check(config: Config) -> None:
         if getattr(config.media, key) < 1:
             raise ConfigError(f"config key 'media.{key}' must be at least 1")
     _check_addresses(config.media)
+    _check_ops(config)
+    _check_store(config.store)
+
+
+def _check_ops(config: Config) -> None:
+    for i, url in enumerate(config.turn.urls):
+        if not url.startswith(("turn:", "turns:", "stun:")):
+            raise ConfigError(f"config key 'turn.urls[{i}]' must start with turn:, turns: or stun:, "
+                              f"not {url!r}")
+    if config.turn.ttl < 60:
+        raise ConfigError("config key 'turn.ttl' must be at least 60 (seconds)")
+    if config.metrics.listen:
+        try:
+            parse_listen(config.metrics.listen)
+        except ValueError:
+            raise ConfigError("config key 'metrics.listen' must be host:port, e.g. 127.0.0.1:9100, "
+                              f"not {config.metrics.listen!r}") from None
+    if config.log.format not in LOG_FORMATS:
+        raise ConfigError(f"config key 'log.format' must be one of {', '.join(LOG_FORMATS)}, "
+                          f"not {config.log.format!r}")
+    if config.log.level not in LOG_LEVELS:
+        raise ConfigError(f"config key 'log.level' must be one of {', '.join(LOG_LEVELS)}, "
+                          f"not {config.log.level!r}")
+
+
+def _check_store(store: StoreConfig) -> None:
+    # The message never repeats the URL: it may hold a password.
+    if store.url and not store.url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) must start with postgresql:// "
+                          "(or be empty for SQLite)")
+    try:
+        if "," not in urlsplit(store.url).netloc:  # several hosts (failover) are asyncpg's to check
+            urlsplit(store.url).port
+    except ValueError:
+        raise ConfigError("config key 'store.url' (or MEETNOW_STORE_URL) has a port that is not a number "
+                          "from 1 to 65535") from None
 
 
 def _check_addresses(media: MediaConfig) -> None:

@@ -1,7 +1,7 @@
 """What happens to meetings, told to whoever listens: the in-process event bus.
 
-Live sessions publish who is present; recordings publish when a file is ready or about to
-be deleted. The chat announcer turns these into outbox entries, and the sessions tell
+Live sessions publish who is present; recordings publish when capture starts and stops and
+when a file is ready or about to be deleted. The chat announcer turns these into outbox entries, and the sessions tell
 hosts on the meeting page. Events are small frozen dataclasses of plain values, so they
 can cross a process or machine boundary as JSON (:func:`to_dict`, :func:`from_dict`).
 """
@@ -46,8 +46,26 @@ class RecordingExpiring:
     delete_on: str
 
 
-Event = Union[PresenceChanged, RecordingReady, RecordingExpiring]
-_KINDS: dict[str, type] = {kind.__name__: kind for kind in (PresenceChanged, RecordingReady, RecordingExpiring)}
+@dataclass(frozen=True)
+class RecordingStarted:
+    """A meeting's recording began: its row is written and tracks are being captured."""
+
+    meeting_id: str
+    recording_id: str
+
+
+@dataclass(frozen=True)
+class RecordingStopped:
+    """Capture ended and the row says so; ``compose`` unless the server is shutting down."""
+
+    meeting_id: str
+    recording_id: str
+    compose: bool
+
+
+Event = Union[PresenceChanged, RecordingReady, RecordingExpiring, RecordingStarted, RecordingStopped]
+_KINDS: dict[str, type] = {kind.__name__: kind for kind in (
+    PresenceChanged, RecordingReady, RecordingExpiring, RecordingStarted, RecordingStopped)}
 E = TypeVar("E")
 Handler = Callable[[Any], Awaitable[None]]
 

@@ -6,6 +6,8 @@ are read and replaced here and nowhere else, so a newer aiortc breaks exactly on
 and :func:`shape_problems` (run by the test suite) names what moved. aiortc is pinned in
 pyproject.toml for the same reason. The one private name of the standard library's process
 pool the recording composer needs is here too, checked by :func:`pool_shape_problems`.
+The benchmarks' synthetic participants (bench/synthetic.py) send pre-encoded media and
+count packets below aiortc too; their hooks are at the end.
 """
 
 from __future__ import annotations
@@ -13,26 +15,32 @@ from __future__ import annotations
 import inspect
 import multiprocessing.process
 from concurrent.futures import ProcessPoolExecutor
+import socket
 from typing import Any, Awaitable, Callable
 
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
-from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
+from aiortc.rtcicetransport import RTCIceGatherer
 
 RtpHandler = Callable[..., Awaitable[None]]
 
 
 async def _inert(*args: Any, **kwargs: Any) -> None:
-    """Stands in for aiortc's media start-up on server transceivers."""
+    """Stands in for aiortc's media start-up where packets are moved or counted without it."""
     return None
 
 
 # --- transceivers and senders --------------------------------------------------------------
 
 
+def silence_receiver(receiver: RTCRtpReceiver) -> None:
+    """Keep aiortc's jitter buffer and decoder off one receiver."""
+    receiver.receive = _inert
+
+
 def silence(transceiver: Any) -> None:
     """Keep aiortc's own media pipeline off a transceiver: no jitter buffer, decoder
     thread, encoder or sender loop ever starts; meetnow moves the packets itself."""
-    transceiver.receiver.receive = _inert
+    silence_receiver(transceiver.receiver)
     transceiver.sender.send = _inert
 
 
@@ -65,11 +73,6 @@ def ice_connection(dtls: RTCDtlsTransport) -> Any:
     return dtls.transport.iceGatherer._connection
 
 
-def ice_connection_of_transport(transport: RTCIceTransport) -> Any:
-    """The aioice ``Connection`` of an ICE transport (a client peer's view)."""
-    return transport._connection
-
-
 def bound_backlog(connection: Any, limit: int, on_drop: Callable[[], None]) -> None:
     """Drop incoming datagrams while ``limit`` of them already wait for the event loop.
 
@@ -86,6 +89,66 @@ def bound_backlog(connection: Any, limit: int, on_drop: Callable[[], None]) -> N
         original(data, component)
 
     connection.data_received = data_received
+
+
+def ice_sockets(connection: Any) -> list[socket.socket]:
+    """The UDP sockets an aioice ``Connection`` has bound (empty before gathering)."""
+    found = []
+    for protocol in connection._protocols:
+        transport = getattr(protocol, "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            found.append(sock)
+    return found
+
+
+# --- a client peer that sends pre-encoded media (the benchmarks' synthetic participants) ---
+
+
+def filter_datagrams(connection: Any, keep: Callable[[bytes], bool]) -> None:
+    """Pass an incoming datagram on to aioice (and DTLS, SRTP) only when ``keep`` says so."""
+    original = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        if keep(data):
+            original(data, component)
+
+    connection.data_received = data_received
+
+
+def hook_keyframe_requests(sender: RTCRtpSender, on_request: Callable[[], None]) -> None:
+    """Call ``on_request`` whenever the remote side asks this sender for a keyframe.
+
+    aiortc only tells its own encoder, which a sender of pre-encoded frames does not use.
+    """
+    original = sender._send_keyframe
+
+    def send_keyframe() -> None:
+        on_request()
+        original()
+
+    sender._send_keyframe = send_keyframe
+
+
+def sender_packet_count(sender: RTCRtpSender) -> int:
+    """RTP packets the sender has sent so far (what its RTCP sender reports count)."""
+    return sender._RTCRtpSender__packet_count
+
+
+def set_dtls_sender(dtls: RTCDtlsTransport, send: Callable[[bytes], Awaitable[None]]) -> None:
+    """Send every outgoing RTP and RTCP packet through ``send``, which wraps
+    :func:`dtls_sender` (to look at packets before they are protected)."""
+    dtls._send_rtp = send
+
+
+def dtls_rtp_handler(dtls: RTCDtlsTransport) -> RtpHandler:
+    """The coroutine that takes each decrypted RTP packet (aiortc's receivers, or a hook)."""
+    return dtls._handle_rtp_data
+
+
+def set_dtls_rtp_handler(dtls: RTCDtlsTransport, on_rtp: RtpHandler) -> None:
+    """Route decrypted RTP to ``on_rtp``, leaving RTCP to aiortc (a client peer's view)."""
+    dtls._handle_rtp_data = on_rtp
 
 
 # --- what the tests check ----------------------------------------------------------------------
@@ -105,8 +168,10 @@ _INSTANCE_SHAPES: tuple[tuple[str, str], ...] = (
     ("sender", "_ssrc"),
     ("sender", "_rtx_ssrc"),
     ("sender", "_stream_id"),
+    ("sender", "_RTCRtpSender__packet_count"),
     ("gatherer", "_connection"),
     ("connection", "_queue"),
+    ("connection", "_protocols"),
     ("connection", "data_received"),
     ("connection", "get_component_candidates"),
     ("connection", "add_remote_candidate"),

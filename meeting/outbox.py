@@ -30,6 +30,9 @@ RECORDING_EXPIRING = "recording_expiring"
 STATUS_COALESCE_S = 1.5  # a burst of joins inside this window makes one edit
 MAX_BACKOFF_S = 300.0
 GIVE_UP_AFTER = 25  # attempts; with the backoff cap, about two hours of trying
+# Longest sleep with nothing due here: servers sharing a store enqueue entries this one is
+# not woken for, and a dead server's claimed entries come free when their lease lapses.
+IDLE_POLL_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,15 @@ class Courier(Protocol):
 class OutboxStore(Protocol):
     async def outbox_put(self, event_key: str, meeting_id: str, platform: str, kind: str,
                          payload: str, next_at: float, replace: bool) -> None: ...
+    # Entries due by ``now``. A store shared by several servers claims them for its own
+    # server until settled (``outbox_finish``/``outbox_retry``), so no other delivers them.
     async def outbox_due(self, now: float, platforms: list[str], limit: int) -> list[OutboxEntry]: ...
     async def outbox_pending_announce(self, meeting_id: str) -> bool: ...
     async def outbox_finish(self, entry_id: int, version: int, state: str, error: str) -> None: ...
     async def outbox_retry(self, entry_id: int, version: int, attempts: int, next_at: float,
                            error: str) -> None: ...
     async def outbox_next_due(self, platforms: list[str]) -> float | None: ...
+    async def outbox_backlog(self) -> dict[str, tuple[int, float]]: ...
     async def get_post(self, meeting_id: str) -> ChatPost | None: ...
     async def save_post(self, post: ChatPost) -> None: ...
 
@@ -107,6 +113,8 @@ class Outbox:
         self.store = store
         self.clock = clock
         self.couriers: dict[str, Courier] = {}
+        # Failed delivery attempts by platform (retried or given up), for the metrics.
+        self.errors: dict[str, int] = {}
         self._wake = asyncio.Event()
 
     def register(self, courier: Courier) -> None:
@@ -127,6 +135,12 @@ class Outbox:
                                     json.dumps(payload), self.clock() + STATUS_COALESCE_S, replace=True)
         self._wake.set()
 
+    async def backlog(self) -> dict[str, tuple[int, float]]:
+        """Per platform: entries still to deliver, and the age in seconds of the oldest."""
+        now = self.clock()
+        return {platform: (count, max(0.0, now - oldest))
+                for platform, (count, oldest) in (await self.store.outbox_backlog()).items()}
+
     async def deliver_due(self, limit: int = 50) -> int:
         """One pass over what is due now; returns how many entries were attempted."""
         entries = await self.store.outbox_due(self.clock(), sorted(self.couriers), limit)
@@ -146,7 +160,7 @@ class Outbox:
             except Exception:
                 log.exception("outbox pass failed")
                 next_at = self.clock() + 5
-            timeout = None if next_at is None else max(0.0, next_at - self.clock())
+            timeout = IDLE_POLL_S if next_at is None else min(IDLE_POLL_S, max(0.0, next_at - self.clock()))
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
             except asyncio.TimeoutError:
@@ -167,6 +181,8 @@ class Outbox:
         except Exception as exc:  # a network error or a bug: retry, never lose the entry
             log.warning("outbox delivery raised %s", kv(kind=entry.kind, error=repr(exc)[:200]))
             result = Retry(repr(exc)[:200])
+        if not isinstance(result, Delivered):
+            self.errors[entry.platform] = self.errors.get(entry.platform, 0) + 1
         if isinstance(result, Delivered):
             if result.post is not None:
                 await self.store.save_post(result.post)

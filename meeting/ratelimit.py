@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 
 @dataclass
@@ -60,3 +60,20 @@ class KeyedLimiter:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class Limiter(Protocol):
+    """A per-key budget that may live elsewhere (several servers share one in Redis)."""
+
+    async def allow(self, key: str) -> bool:
+        """Spend one unit of ``key``'s budget; False when it is spent."""
+
+
+class LocalLimiter:
+    """A :class:`KeyedLimiter` of this process behind the :class:`Limiter` face."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.limiter = KeyedLimiter(rate, burst)
+
+    async def allow(self, key: str) -> bool:
+        return self.limiter.take(key)

@@ -15,7 +15,8 @@ from playwright.async_api import Browser
 from meeting.config import Config, MediaConfig, ServerConfig, StoreConfig, RecordingsConfig
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
-from tests.browser import launch_chromium
+from bench.chromium import launch_chromium
+from tests.stores import each_store, pg_url, postgres  # noqa: F401  (fixtures for every package)
 from meeting.session.room import Room
 from web.keys import SESSIONS
 from web.server import Server, build_server
@@ -24,7 +25,8 @@ from web.server import Server, build_server
 def make_config(tmp_path: Path, **server: object) -> Config:
     """A config for tests: files under tmp_path, media on loopback only."""
     return Config(
-        server=ServerConfig(**server),  # type: ignore[arg-type]
+        # One process: tests look inside the live sessions (workers have tests of their own).
+        server=ServerConfig(**{"workers": 1, **server}),  # type: ignore[arg-type]
         store=StoreConfig(path=str(tmp_path / "meetnow.sqlite3")),
         recordings=RecordingsConfig(folder=str(tmp_path / "recordings")),
         media=MediaConfig(announce_addresses=("127.0.0.1",), allowed_peer_networks=("127.0.0.0/8",)),

@@ -43,7 +43,7 @@ async def create_meeting(request: web.Request) -> web.Response:
     """``POST /api/meetings``: mint a meeting; 201 with its id, title, both links, e2ee."""
     if not request.app[CONFIG].server.allow_web_minting:
         return json_error(403, "minting meetings over HTTP is switched off on this server")
-    if not request.app[MINT_LIMIT].take(request.remote or ""):
+    if not await request.app[MINT_LIMIT].allow(request.remote or ""):
         response = json_error(429, "too many meetings minted from your address; wait a moment")
         response.headers["Retry-After"] = "5"
         return response

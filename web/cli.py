@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sqlite3
 import ssl
 import sys
 from typing import Sequence
@@ -17,11 +16,14 @@ from meeting.logfmt import kv, printable
 from meeting.models import Origin
 from meeting.recording.model import COMPOSING, DELETED, FAILED, Recording
 from meeting.service import MeetingService, TitleError
-from meeting.store.sqlite import SqliteStore
+from meeting.store import STORE_ERRORS, make_store
+from meeting.store.base import Store
 
-from . import logfilter
+from meeting import logsetup
+from .check import run_checks
 from .edge import Edge
 from .fdlimit import raise_open_file_limit
+from .metrics import serve_metrics
 from .recordings import format_length
 from .server import build_server
 
@@ -31,16 +33,14 @@ log = logging.getLogger("meetnow")
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``meetnow`` console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # A client can make one line repeat without end; a few and a count are enough.
-    logfilter.install()
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"meetnow: {exc}", file=sys.stderr)
         return 2
+    logsetup.configure(config.log)
+    if args.command == "check":
+        return asyncio.run(check(config))
     if args.command == "serve":
         return asyncio.run(serve(config))
     if args.command == "new":
@@ -65,22 +65,22 @@ def _parser() -> argparse.ArgumentParser:
     recordings_cmd.add_argument("--all", action="store_true", help="include deleted recordings")
     recordings_cmd.add_argument("--retry", metavar="ID",
                                 help="compose a failed recording again (its id, or the short id the log shows)")
-    for cmd in (serve_cmd, new_cmd, recordings_cmd):
+    check_cmd = sub.add_parser("check", help="report settings that break real deployments (exit 1 if any)")
+    for cmd in (serve_cmd, new_cmd, recordings_cmd, check_cmd):
         cmd.add_argument("--config", help="path to a TOML config file (default: built-in defaults)")
     return parser
 
 
-async def _open_store(config: Config) -> SqliteStore | None:
+async def _open_store(config: Config) -> Store | None:
     """The opened store, or None after one line on stderr saying why it cannot be used."""
-    store = SqliteStore(config.store.path)
+    store = make_store(config.store)
     try:
         await store.open()
-    except (OSError, sqlite3.Error) as exc:
-        reason = str(exc)
+    except STORE_ERRORS as exc:
+        reason = str(exc) or type(exc).__name__
         if isinstance(exc, OSError) and exc.strerror:
             reason = exc.strerror + (f" ({printable(str(exc.filename))})" if exc.filename else "")
-        print(f"meetnow: cannot use the store {printable(str(config.store.path))}: {reason}",
-              file=sys.stderr)
+        print(f"meetnow: cannot use the store {printable(store.where)}: {reason}", file=sys.stderr)
         return None
     return store
 
@@ -140,18 +140,19 @@ async def list_recordings(config: Config, include_deleted: bool) -> int:
 async def retry_recording(config: Config, token: str) -> int:
     """Queue a failed recording for composing again: a running server picks it up within a
     minute, a stopped one at its next start. ``token`` is the id or its short form."""
-    store = SqliteStore(config.store.path)
-    await store.open()
+    store = await _open_store(config)
+    if store is None:
+        return 1
     try:
         return await _retry(store, token)
-    except sqlite3.Error as exc:  # locked for longer than the busy timeout, most likely
+    except STORE_ERRORS as exc:  # locked for longer than the busy timeout, most likely
         print(f"meetnow: the store cannot be changed now ({exc}); try again", file=sys.stderr)
         return 1
     finally:
         await store.close()
 
 
-async def _retry(store: SqliteStore, token: str) -> int:
+async def _retry(store: Store, token: str) -> int:
     rows = [r for r, _ in await store.all_recordings()]
     found = _matching(rows, token)
     if len(found) != 1:
@@ -186,6 +187,16 @@ def _matching(rows: list[Recording], token: str) -> list[Recording]:
     return exact or [r for r in rows if r.id.startswith(token)]
 
 
+async def check(config: Config) -> int:
+    """Print what was checked and what to change; 1 when anything needs changing."""
+    findings = await run_checks(config)
+    for finding in findings:
+        print(finding.line())
+    problems = sum(not f.ok for f in findings)
+    print(f"{problems} problem{'s' if problems != 1 else ''} found." if problems else "No problems found.")
+    return 1 if problems else 0
+
+
 async def serve(config: Config) -> int:
     """Run the web server until SIGINT or SIGTERM; 1 when it cannot start."""
     open_files = raise_open_file_limit()
@@ -198,17 +209,21 @@ async def serve(config: Config) -> int:
         await store.close()
 
 
-async def _serve(config: Config, store: SqliteStore, open_files: int) -> int:
+async def _serve(config: Config, store: Store, open_files: int) -> int:
     server = build_server(config, store)
     edge = Edge(server.app, config, open_files)
     await edge.setup()
     # Background work starts before the first request can arrive (see start_background).
     await server.start_background()
+    metrics_runner = None
+    where = f"{config.server.host}:{config.server.port}"
     try:
         await edge.listen(_tls(config))
+        if config.metrics.enabled and config.metrics.listen:
+            where = config.metrics.listen
+            metrics_runner = await serve_metrics(server.metrics, config)
     except OSError as exc:
-        print(f"meetnow: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
-              file=sys.stderr)
+        print(f"meetnow: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         await server.stop_background()
         await edge.close()
         return 1
@@ -224,6 +239,8 @@ async def _serve(config: Config, store: SqliteStore, open_files: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down")
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await server.stop_background()
     await edge.close()
     return 0

@@ -81,7 +81,7 @@ async def meeting_socket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=4 * MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     channel = SocketChannel(ws)
-    if not limits.connects.take(address):
+    if not await limits.connects.allow(address):
         channel.send(error("rate-limited", "Too many join attempts from your address; wait a moment."))
         await channel.finish()
         return ws

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from aiohttp import web
 
+from meeting.recording.model import RECORDING
+
 from .keys import CONFIG, MEETINGS
 
 if TYPE_CHECKING:
@@ -46,16 +48,14 @@ async def meeting_page(request: web.Request) -> web.Response:
         "meeting.html",
         meeting=meeting,
         max_participants=config.media.max_participants,
-        recording_active=_recording_active(request, meeting),
+        recording_active=await _recording_active(request, meeting),
     )
 
 
-def _recording_active(request: web.Request, meeting: Meeting) -> bool:
-    # Imported here: web.recordings renders its pages with this module's render().
-    from .recordings import RECORDINGS
-
-    service = request.app.get(RECORDINGS)
-    return bool(service is not None and service.status(meeting).active)
+async def _recording_active(request: web.Request, meeting: Meeting) -> bool:
+    # From the store: the meeting may live in a media worker or on another node.
+    recordings = await request.app[MEETINGS].store.meeting_recordings(meeting.id)
+    return any(r.state == RECORDING for r in recordings)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -232,6 +232,9 @@ class Publication:
         self.received = 0
         self.rtx_received = 0
         self.forwarded = 0
+        # RTP payload bytes (headers left out: they differ per leg), for the metrics.
+        self.received_octets = 0
+        self.forwarded_octets = 0
         self.retransmitted = 0
         self.rtx_refused = 0  # NACKs not answered: the viewer's budget was spent
         self.probe_packets = 0
@@ -399,6 +402,7 @@ class Publication:
             return  # padding-only probe: nothing to forward
         self.received += 1
         layer.received += 1
+        self.received_octets += view.payload_size
         seq = view.seq
         layer.stats.add(seq, view.ts, now, is_rtx)
         layer.last_time = now
@@ -484,6 +488,7 @@ class Publication:
         self.forwarded += sent
         if moved:
             self._regroup()
+        self.forwarded_octets += sent * size
 
     def handle_sender_report(self, ntp: int, rtp_ts: int, now: float, layer: Layer | None = None) -> None:
         """Remember the publisher's NTP/RTP pair (for viewers' SRs and our RR's LSR)."""

@@ -34,6 +34,7 @@ from aioice.candidate import candidate_foundation
 from aiortc import RTCIceServer
 from aiortc.rtcicetransport import RTCIceCandidate
 
+from meeting import internals
 from meeting.config import IceServer
 
 logger = logging.getLogger(__name__)
@@ -246,6 +247,6 @@ def ice_connections(pc: Any) -> list[Any]:
     """The aioice connections behind an aiortc peer connection's transceivers."""
     seen: dict[int, Any] = {}
     for transceiver in pc.getTransceivers():
-        connection = transceiver.receiver.transport.transport.iceGatherer._connection
+        connection = internals.ice_connection(transceiver.receiver.transport)
         seen[id(connection)] = connection
     return list(seen.values())

@@ -22,7 +22,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.codecs import HEADER_EXTENSIONS
@@ -31,6 +31,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from meeting import internals
 from meeting.media.adaptation import PausedFn
+from meeting.media.roomview import RoomView
 from meeting.media.forwarder import Publication, ViewerStream
 from meeting.media.ice import filter_sdp_candidates, parse_candidate
 from meeting.media.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
@@ -38,9 +39,6 @@ from meeting.media.rtp import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, REPAI
 from meeting.media.sdpanswer import AnsweredLine, AnswerError, check_answer
 from meeting.media.simulcast import offer_simulcast
 from meeting.media.transport import PeerTransport
-
-if TYPE_CHECKING:
-    from meeting.media.sfu import MediaRoom
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +107,7 @@ class Peer:
 
     def __init__(
         self,
-        room: MediaRoom,
+        room: RoomView,
         participant_id: str,
         send_offer: Callable[[Offer], Awaitable[None]],
         on_state: Callable[[str], None] | None,
@@ -121,7 +119,7 @@ class Peer:
         self._on_state = on_state
         # Always explicit ICE servers: the bare default asks a public STUN server.
         self._pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=list(room.sfu.ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+            RTCConfiguration(iceServers=room.peer_ice_servers(), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._lines: list[_Line] = []
@@ -176,7 +174,7 @@ class Peer:
         except AnswerError as exc:
             self._negotiation.answer_rejected()
             raise SdpError(str(exc)) from None
-        filtered, dropped = filter_sdp_candidates(sdp, self._room.sfu.policy)
+        filtered, dropped = filter_sdp_candidates(sdp, self._room.policy)
         self.candidates_ignored += dropped
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=filtered, type="answer"))
@@ -217,7 +215,7 @@ class Peer:
             raise CandidateError(str(exc)) from None
         if self._closed or dtls is None:
             return
-        if not self._room.sfu.policy.allows_candidate(parsed.ip, parsed.protocol):
+        if not self._room.policy.allows_candidate(parsed.ip, parsed.protocol):
             self.candidates_ignored += 1
             return
         # Every m-line is bundled on one transport, whichever mid the browser names.
@@ -377,8 +375,7 @@ class Peer:
         transceiver.setCodecPreferences(_CODEC_PREFERENCES[kind])
         internals.silence(transceiver)
         if self.transport.dtls is None:
-            sfu = self._room.sfu
-            self.transport.install(transceiver, sfu.announce, sfu.policy)
+            self.transport.install(transceiver, self._room.announce, self._room.policy)
         line = _Line(transceiver, kind, role)
         self._lines.append(line)
         return line

@@ -14,10 +14,13 @@ import logging
 import random
 from typing import Awaitable, Callable, Iterable, Iterator, Protocol
 
+from aiortc import RTCIceServer
+
 from meeting.config import MediaConfig
 from meeting.media.forwarder import PacketTap, Publication
 from meeting.media.ice import CandidatePolicy, rtc_ice_servers
 from meeting.media.peer import SOURCES, Offer, Peer
+from meeting.media.turn import TurnCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _COUNTER_NAMES = (
     "packets_received", "packets_forwarded", "packets_retransmitted", "rtx_received", "nacks_sent",
     "nacks_received", "keyframe_requests_sent", "malformed", "viewer_starts",
     "packets_held_for_keyframe", "packets_lost_upstream", "retransmissions_refused", "probe_packets",
+    "octets_received", "octets_forwarded",
 )
 
 
@@ -55,7 +59,7 @@ def publication_counters(pub: Publication) -> dict[str, int]:
     return dict(zip(_COUNTER_NAMES, (
         pub.received, pub.forwarded, pub.retransmitted, pub.rtx_received, pub.nacks_sent,
         pub.nacks_received, pub.keyframes_sent, pub.malformed, pub.anchors, pub.held_back,
-        pub.lost_upstream, pub.rtx_refused, pub.probe_packets,
+        pub.lost_upstream, pub.rtx_refused, pub.probe_packets, pub.received_octets, pub.forwarded_octets,
     )))
 
 
@@ -63,7 +67,8 @@ class Sfu:
     """The forwarding server of this process: shared settings and every open media room."""
 
     def __init__(
-        self, media: MediaConfig, *, receive_loss: float = 0.0, rng: random.Random | None = None
+        self, media: MediaConfig, *, receive_loss: float = 0.0, rng: random.Random | None = None,
+        turn: TurnCredentials | None = None,
     ) -> None:
         if not 0.0 <= receive_loss < 1.0:
             raise ValueError("receive_loss must be in [0, 1)")
@@ -71,12 +76,21 @@ class Sfu:
         self.policy = CandidatePolicy.from_config(media.allowed_peer_networks)
         self.announce = tuple(media.announce_addresses)
         self.ice_servers = rtc_ice_servers(media.ice_servers)
+        self.turn = turn
         # Test hook: drop this fraction of received RTP datagrams, as a lossy network would.
         self.receive_loss = receive_loss
         self.rng = rng or random.Random()
         self._rooms: dict[str, MediaRoom] = {}
         self._retired: dict[str, int] = {}
         self._closed = False
+
+    def peer_ice_servers(self) -> list[RTCIceServer]:
+        """The ICE servers for a new peer: the configured ones, and the TURN servers with a
+        credential that has at least half its lifetime left."""
+        servers = list(self.ice_servers)
+        if self.turn is not None:
+            servers += self.turn.for_server()
+        return servers
 
     def open(self, room_id: str) -> MediaRoom:
         """The room's media, opened if it is not open yet."""
@@ -142,6 +156,10 @@ class MediaRoom:
         self.sfu = sfu
         self.id = room_id
         self.peers: dict[str, Peer] = {}
+        # What every peer of the room shares (see RoomView).
+        self.peer_ice_servers = sfu.peer_ice_servers
+        self.policy = sfu.policy
+        self.announce = sfu.announce
         self.receive_loss = sfu.receive_loss
         self.rng = sfu.rng
         self.dropped = 0  # packets dropped by the receive-loss test hook

@@ -17,10 +17,11 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from meeting import internals
 from meeting.media.adaptation import PAD_INTERVAL, TICK, Adaptation, PausedFn, upstream_for
+from meeting.media.roomview import RoomView
 from meeting.media.forwarder import Publication, ViewerStream
 from meeting.media.ice import CandidatePolicy, apply_ice_policy
 from meeting.media.layer import Layer
@@ -44,9 +45,6 @@ from meeting.media.rtp import (
     unpack_sender_info,
 )
 
-if TYPE_CHECKING:
-    from meeting.media.sfu import MediaRoom
-
 logger = logging.getLogger(__name__)
 
 # Datagrams a peer connection may have waiting for the event loop (~1 s of one publisher).
@@ -56,7 +54,7 @@ MAX_BACKLOG = 150
 class PeerTransport:
     """Routes one peer connection's media packets; owns its RTCP timer."""
 
-    def __init__(self, room: MediaRoom, participant_id: str, on_paused: PausedFn | None = None) -> None:
+    def __init__(self, room: RoomView, participant_id: str, on_paused: PausedFn | None = None) -> None:
         self.room = room
         self.participant_id = participant_id
         self.dtls: Any = None

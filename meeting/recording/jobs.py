@@ -26,7 +26,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import timedelta
 from pathlib import Path
-from typing import Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import AsyncContextManager, AsyncIterator, Awaitable, Callable, Protocol
 
 from meeting import ids, internals
 from meeting.logfmt import kv
@@ -48,6 +49,21 @@ ReadyHandler = Callable[[Recording, ComposeResult], Awaitable[None]]
 SpaceCheck = Callable[[], Awaitable[bool]]
 
 
+class ComposeClaims(Protocol):
+    """Who composes a recording when several servers share the store and folder."""
+
+    def hold(self, recording_id: str) -> AsyncContextManager[bool]:
+        """True inside while this server holds the recording (False: another one does)."""
+
+
+class OnlyServer:
+    """One server alone: every recording is its own to compose."""
+
+    @asynccontextmanager
+    async def hold(self, recording_id: str) -> AsyncIterator[bool]:
+        yield True
+
+
 async def _always(*_: object) -> bool:
     return True
 
@@ -60,13 +76,15 @@ class Composer:
     """
 
     def __init__(self, store: RecordingStore, folder: Path, workers: int, on_ready: ReadyHandler,
-                 settings: ComposeSettings = ComposeSettings(), has_space: SpaceCheck = _always) -> None:
+                 settings: ComposeSettings = ComposeSettings(), has_space: SpaceCheck = _always,
+                 claims: ComposeClaims = OnlyServer()) -> None:
         self.store = store
         self.folder = folder
         self.workers = workers
         self.on_ready = on_ready
         self.settings = settings
         self.has_space = has_space
+        self.claims = claims
         self.retry_delay = RETRY_DELAY
         self.busy_delay = BUSY_DELAY
         self.space_delay = SPACE_DELAY
@@ -77,6 +95,11 @@ class Composer:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._rescanner: asyncio.Task[None] | None = None
         self._running = False
+        self._composing = 0  # jobs holding a worker now
+
+    def stats(self) -> dict[str, int]:
+        """Jobs composing now, and jobs queued behind them (waiting for a worker or a retry)."""
+        return {"composing": self._composing, "queued": len(self._jobs) - self._composing}
 
     def busy(self, recording_id: str) -> bool:
         """Whether a job for this recording is queued or running."""
@@ -130,8 +153,14 @@ class Composer:
             recording = await self.store.get_recording(recording_id)
             if recording is None or recording.state != COMPOSING:
                 return
-            async with self._slots:
-                failure = await self._compose(recording, key)
+            async with self._slots, self.claims.hold(recording_id) as ours:
+                if not ours:
+                    return  # another server composes it (the rescan looks again if it stops)
+                self._composing += 1
+                try:
+                    failure = await self._compose(recording, key)
+                finally:
+                    self._composing -= 1
             if failure is None:
                 return
             if failure.kind == BUSY:

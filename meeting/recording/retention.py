@@ -47,6 +47,7 @@ class Sweeper:
         self.bus = bus
         self.busy = busy  # a recording being composed is left for the next sweep
         self.interval = SWEEP_INTERVAL
+        self.deleted_total = 0  # since start, for the metrics
 
     async def sweep(self) -> SweepReport:
         """One pass: delete what expired, remind what expires within three days."""
@@ -58,6 +59,7 @@ class Sweeper:
             await asyncio.to_thread(shutil.rmtree, self.folder / recording.id, True)
             await self.store.recording_deleted(recording.id, now)
             deleted += 1
+            self.deleted_total += 1
             log.info("recording deleted %s", kv(recording=ids.short(recording.id),
                                                  age_days=(now - recording.started_at).days))
         for recording in await self.store.recordings_to_remind(now + REMIND_BEFORE):

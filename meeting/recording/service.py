@@ -29,13 +29,13 @@ from typing import Any, Callable, Protocol
 
 from meeting import ids
 from meeting.config import Config
-from meeting.events import Bus, RecordingReady
+from meeting.events import Bus, RecordingReady, RecordingStarted, RecordingStopped
 from meeting.logfmt import kv
 from meeting.models import Meeting
 from meeting.recording.capture import RoomRecorder
 from meeting.recording.compose import ComposeResult, ComposeSettings
 from meeting.recording.failures import describe
-from meeting.recording.jobs import Composer
+from meeting.recording.jobs import ComposeClaims, Composer, OnlyServer
 from meeting.recording.model import RECORDING, Recording
 from meeting.recording.retention import Sweeper
 from meeting.store.base import Store
@@ -117,6 +117,7 @@ class RecordingService:
         *,
         clock: Callable[[], datetime] = _utc_now,
         settings: ComposeSettings = ComposeSettings(),
+        claims: ComposeClaims = OnlyServer(),
     ) -> None:
         self.store = store
         self.bus = bus
@@ -127,7 +128,10 @@ class RecordingService:
         self.min_free_mb = config.recordings.min_free_mb
         self.free_mb: Callable[[Path], float] = disk_free_mb
         self.composer = Composer(store, self.folder, config.recordings.compose_workers, self._ready, settings,
-                                 has_space=self._has_space)
+                                 has_space=self._has_space, claims=claims)
+        # Stopped recordings are composed where the composer runs: here, or (when capture
+        # happens in a media worker process) in the server the event is relayed to.
+        bus.subscribe(RecordingStopped, self._stopped)
         self.sweeper = Sweeper(store, self.folder, self.url, clock, bus, busy=self.composer.busy)
         self.settle_wait = SETTLE_WAIT
         self.settle_retry = SETTLE_RETRY
@@ -190,6 +194,11 @@ class RecordingService:
             return True
         return False
 
+    def stats(self) -> dict[str, int]:
+        """Meetings recording now, the compose queue, and recordings deleted by retention."""
+        return {"recording": len(self._active), **self.composer.stats(),
+                "deleted_by_retention": self.sweeper.deleted_total}
+
     def recorder(self, meeting_id: str) -> RoomRecorder | None:
         """The live recorder of a meeting (tests and benchmarks look at its progress)."""
         active = self._active.get(meeting_id)
@@ -233,6 +242,7 @@ class RecordingService:
         self._active[meeting.id] = _Active(recording, recorder, media)
         media.observe(recorder)
         log.info("recording started %s", kv(meeting=ids.short(meeting.id), recording=ids.short(recording.id)))
+        await self.bus.publish(RecordingStarted(meeting.id, recording.id))
         return self.status(meeting)
 
     async def stop_recording(self, meeting_id: str, reason: str = STOP_HOST) -> RecordingStatus:
@@ -251,7 +261,7 @@ class RecordingService:
             meeting=ids.short(meeting_id), recording=ids.short(recording.id), reason=reason,
             span_s=round(summary.span, 1), files=summary.tracks, bytes=summary.bytes, dropped=summary.dropped))
         settle = asyncio.create_task(
-            self._settle(recording.id, self.clock(), round(summary.span, 3), compose=reason != STOP_SHUTDOWN),
+            self._settle(recording, self.clock(), round(summary.span, 3), compose=reason != STOP_SHUTDOWN),
             name=f"recording-settle-{ids.short(recording.id)}")
         self._settling.add(settle)
         settle.add_done_callback(self._settling.discard)
@@ -259,8 +269,9 @@ class RecordingService:
         await asyncio.wait({settle}, timeout=self.settle_wait)
         return RecordingStatus(meeting_id, False, True, reason=reason, recording_id=recording.id)
 
-    async def _settle(self, recording_id: str, stopped_at: datetime, span: float, compose: bool) -> None:
-        """Write the stopped row, retrying until the store takes it; then queue composing."""
+    async def _settle(self, recording: Recording, stopped_at: datetime, span: float, compose: bool) -> None:
+        """Write the stopped row, retrying until the store takes it; then tell the composer."""
+        recording_id = recording.id
         delay, failures = self.settle_retry, 0
         while True:
             try:
@@ -274,8 +285,11 @@ class RecordingService:
                 delay = min(delay * 2, SETTLE_RETRY_MAX)
         if failures:
             log.info("recording row written %s", kv(recording=ids.short(recording_id), attempts=failures + 1))
-        if compose:
-            self.composer.submit(recording_id)
+        await self.bus.publish(RecordingStopped(recording.meeting_id, recording_id, compose))
+
+    async def _stopped(self, event: RecordingStopped) -> None:
+        if event.compose:
+            self.composer.submit(event.recording_id)
 
     # --- background ------------------------------------------------------------------------
 

@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import logging
 import os
-import signal
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from meeting.lifetime import die_with_parent
 from meeting.logfmt import kv
 from meeting.recording.compose import ComposeResult, ComposeSettings, compose
 from meeting.recording.failures import describe, is_disk_full
@@ -28,7 +27,6 @@ from meeting.recording.failures import describe, is_disk_full
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".compose.lock"
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 # ComposeFailure kinds.
 BUSY = "busy"  # another process is composing this folder
@@ -60,25 +58,15 @@ def init_worker(level: int = logging.INFO, parent_pid: int | None = None) -> Non
     """
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        _die_with_parent(parent_pid)
+        # SIGKILL: a composition has nothing to save (it writes to a temporary name), and the
+        # folder lock goes with the process.
+        die_with_parent(parent_pid)
     except (OSError, AttributeError) as exc:  # not Linux: the folder lock still keeps jobs apart
         log.warning("compose worker cannot follow the server's death %s", kv(error=describe(exc)))
     try:
         os.nice(10)  # composing may wait; forwarding live media may not
     except OSError:
         pass
-
-
-def _die_with_parent(parent_pid: int | None) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)  # the interpreter's own symbols, libc's among them
-    # SIGKILL: a composition has nothing to save (it writes to a temporary name), and the
-    # folder lock goes with the process. The kernel sends it when the thread that started
-    # this process ends; the pool starts workers from the event loop's thread, which lives
-    # as long as the server.
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if parent_pid is not None and os.getppid() != parent_pid:
-        os._exit(1)  # the server died before the signal was armed
 
 
 @contextmanager

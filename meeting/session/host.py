@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from meeting.events import RecordingReady
 from meeting.models import Meeting
@@ -26,6 +26,29 @@ log = logging.getLogger(__name__)
 DISK_CHECK_INTERVAL = 10.0  # seconds between free-space checks while anything records
 
 
+class LiveMeetings(Protocol):
+    """What the web side asks of live meetings, wherever they run (:class:`Sessions` here,
+    or :class:`~meeting.workers.pool.WorkerPool` across worker processes)."""
+
+    async def start(self) -> None: ...
+
+    async def connect(self, meeting: Meeting, conn_id: str, address: str, channel: Channel) -> None: ...
+
+    async def receive(self, conn_id: str, text: str | bytes) -> None: ...
+
+    async def disconnect(self, conn_id: str) -> None: ...
+
+    async def recording(self, meeting: Meeting, start: bool) -> RecordingStatus: ...
+
+    async def watch_disk(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def session(self, meeting_id: str) -> MeetingSession | None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+
 class Sessions:
     """The live sessions of this process, by meeting and by connection."""
 
@@ -36,6 +59,9 @@ class Sessions:
         self._by_conn: dict[str, MeetingSession] = {}
         self._closed = False
         context.bus.subscribe(RecordingReady, self._recording_ready)
+
+    async def start(self) -> None:
+        """Nothing to start: sessions are made as connections arrive."""
 
     def session(self, meeting_id: str) -> MeetingSession | None:
         """The meeting's live session, if anyone is connected."""
@@ -149,5 +175,6 @@ class Sessions:
         live = self.all()
         return {"meetings": len(live),
                 "participants": sum(len(s.room.participants) for s in live),
+                "recording": sum(1 for s in live if s.recording.active),
                 "waiting": sum(len(s.room.lobby) for s in live),
                 "connections": len(self._by_conn)}

@@ -138,9 +138,9 @@ class Room:
 
         Until :meth:`media_connected`, a participant is pending: pending people do not take
         the places of connected ones (squatters that never connect media cannot fill a
-        meeting), and at most ``capacity`` of them wait at once.
+        meeting), and at most twice ``capacity`` of them wait at once (a bound on memory).
         """
-        if len(self.participants) - len(self.pending) >= self.capacity or len(self.pending) >= self.capacity:
+        if len(self.participants) - len(self.pending) >= self.capacity or len(self.pending) >= 2 * self.capacity:
             raise RoomFull(self.meeting_id)
         now = self.clock()
         participant = Participant(

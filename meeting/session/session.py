@@ -14,12 +14,14 @@ knows websockets or HTTP; the websocket handler only translates frames.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from meeting import ids
+from meeting.logcontext import bind_meeting
 from meeting.logfmt import kv
 from meeting.media.peer import CandidateError, Offer, SdpError
 from meeting.media.sfu import MediaRoom
@@ -211,9 +213,7 @@ class MeetingSession:
                 raise LobbyFull(self.id)
             waiting, events = self.room.knock(message.name)
         except LobbyFull:
-            conn.send(msg.error("lobby-full", "Too many people are waiting to join this meeting. Try again later."))
-            conn.channel.close(msg.CLOSE_FINAL, "lobby full")
-            await self._drop(conn, barred=False)
+            await self._refuse(conn, "lobby-full", "Too many people are waiting to join this meeting. Try again later.")
             return
         conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
         self._lobby[waiting.id] = conn
@@ -557,7 +557,10 @@ class MeetingSession:
 
     def _spawn(self, coroutine: Any) -> None:
         """Run work that must take the lock later (a peer's state callback), holding its task."""
-        task = asyncio.ensure_future(coroutine)
+        # Whatever context spawned it (a peer's task, a timer), its lines name this meeting.
+        context = contextvars.copy_context()
+        context.run(bind_meeting, self.id)
+        task = asyncio.get_running_loop().create_task(coroutine, context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -1,7 +1,8 @@
 """The store's interface: the narrow set of operations the core needs from a database.
 
-Callers depend on ``Store`` only, so a PostgreSQL implementation can sit beside
-``SqliteStore`` without touching them.
+Callers depend on ``Store`` only: ``SqliteStore`` (one server) and ``PostgresStore``
+(several servers sharing one database) both implement it; ``meeting.store.make_store``
+picks one from the configuration.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from meeting.recording.model import RecordingStore
 
 class Store(OutboxStore, RecordingStore, Protocol):
     """Persistent state of the service. Every method is a coroutine; none blocks the loop."""
+
+    @property
+    def where(self) -> str:
+        """The database, as it may be shown or logged (never a password)."""
 
     async def open(self) -> None:
         """Connect and bring the schema up to date."""

@@ -26,6 +26,11 @@ class SqliteStore:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
 
+    @property
+    def where(self) -> str:
+        """The database file, as it may be shown or logged."""
+        return str(self.path)
+
     async def open(self) -> None:
         """Open (creating it and its folder) and migrate; raises OSError or sqlite3.Error."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +119,8 @@ class SqliteStore:
             sql += (
                 " ON CONFLICT(event_key) DO UPDATE SET payload = excluded.payload,"
                 " state = 'pending', attempts = 0, version = version + 1, last_error = '',"
+                # A settled row that comes back is a new message: its age starts now.
+                " created_at = CASE WHEN state = 'pending' THEN created_at ELSE excluded.created_at END,"
                 " next_at = CASE WHEN state = 'pending' THEN next_at ELSE excluded.next_at END"
             )
         else:
@@ -141,6 +148,13 @@ class SqliteStore:
             f"SELECT MIN(next_at) FROM outbox WHERE state = 'pending' AND platform IN ({marks})",
             tuple(platforms))
         return row[0] if row else None
+
+    async def outbox_backlog(self) -> dict[str, tuple[int, float]]:
+        async with self.db.execute(
+            "SELECT platform, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY platform",
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     async def outbox_pending_announce(self, meeting_id: str) -> bool:
         row = await self._one(

@@ -34,7 +34,7 @@ from tests.bot.fake_discord import (
     option, thread_channel,
 )
 from tests.conftest import make_config, wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.signaling_client import join
 from web.server import Server, build_server
 

@@ -28,11 +28,11 @@ from meeting.models import Origin
 from meeting.outbox import ANNOUNCE, STATUS, ChatPost, Delivered, GiveUp, Outbox, OutboxEntry, Retry
 from meeting.service import TITLE_MAX, MeetingService
 from meeting.store.sqlite import SqliteStore
-from tests.bot.fake_slack import (
+from bench.fake_slack import (
     APP_TOKEN, BOT_TOKEN, SIGNING_SECRET, TEAM_ID, FakeSlack, command_payload, form, sign,
 )
 from tests.conftest import wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.signaling_client import join
 from web.server import Server, build_server
 

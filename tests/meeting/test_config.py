@@ -19,7 +19,7 @@ def test_defaults_without_a_file() -> None:
 def test_example_file_documents_every_key_with_its_default() -> None:
     assert load_config(EXAMPLE, env={}) == Config()
     text = EXAMPLE.read_text()
-    for section in ("server", "store", "recordings", "media", "slack", "discord"):
+    for section in ("server", "store", "recordings", "media", "slack", "discord", "turn", "metrics", "log"):
         for key in getattr(Config(), section).__dataclass_fields__:
             pattern = rf"^# \[\[{section}\.{key}\]\]" if key == "ice_servers" else rf"^{key} ="
             assert re.search(pattern, text, re.M), f"{section}.{key} undocumented"
@@ -91,3 +91,30 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     assert config.slack.bot_token == "xoxb-env"
     assert config.discord.token == "d"
     assert parse_config({}).slack.bot_token == ""
+
+
+def test_the_store_url_comes_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    from meeting.store import make_store
+    from meeting.store.postgres import PostgresStore
+    from meeting.store.sqlite import SqliteStore
+
+    assert isinstance(make_store(load_config(None, env={}).store), SqliteStore)
+    path = tmp_path / "c.toml"
+    path.write_text('[store]\nurl = "postgresql://meetnow@db.example.org/meetnow"\n')
+    store = make_store(load_config(path, env={}).store)
+    assert isinstance(store, PostgresStore) and store.url == "postgresql://meetnow@db.example.org/meetnow"
+    secret = "postgresql://meetnow:hunter2@db.example.org:5433/meetnow?password=hunter2&sslmode=require"
+    store = make_store(load_config(path, env={"MEETNOW_STORE_URL": secret}).store)
+    assert isinstance(store, PostgresStore) and store.url == secret
+    assert store.where == "postgresql://meetnow@db.example.org:5433/meetnow?sslmode=require"
+
+
+@pytest.mark.parametrize("url", ["mysql://root:hunter2@db/meetnow", "postgresql://u:hunter2@db:port/x",
+                                 "postgresql://u:hunter2@db:99999/x", "data/meetnow.sqlite3"])
+def test_a_store_url_that_cannot_work_is_refused_without_repeating_it(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[store]\nurl = "{url}"\n')
+    for source, env in ((path, {}), (None, {"MEETNOW_STORE_URL": url})):
+        with pytest.raises(ConfigError, match="'store.url'") as error:
+            load_config(source, env=env)
+        assert "hunter2" not in str(error.value) and url not in str(error.value)

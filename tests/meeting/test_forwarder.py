@@ -290,6 +290,30 @@ async def test_a_new_publisher_ssrc_restarts_viewers_at_the_next_keyframe():
     assert len(got) == 2 and got[1].sequence_number == (got[0].sequence_number + 1) & 0xFFFF
 
 
+async def test_csrcs_and_header_extensions_survive_forwarding_and_retransmission_in_rfc_order():
+    # RFC 3550 5.1: the CSRC list follows the fixed header, the extension follows the list.
+    pub, _ = make_pub()
+    viewer, wire = make_viewer("4", 100)
+    pub.attach(viewer, 0.0)
+    mixed = RtpPacket(payload_type=97, sequence_number=700, timestamp=9000, ssrc=1111, payload=KEY)
+    mixed.csrc = [0xAAAA0001, 0xBBBB0002]
+    mixed.extensions.mid = "1"
+    mixed.extensions.abs_send_time = 0x123456
+    await pub.ingest(mixed.serialize(MAP), 0, 1.0)
+    [out] = wire.rtp()  # parsed by aiortc's own RtpPacket.parse
+    assert out.csrc == [0xAAAA0001, 0xBBBB0002]
+    # abs-send-time is the server's send time: the viewer's bandwidth estimate reads it.
+    assert out.extensions.mid == "4" and out.extensions.abs_send_time == int.from_bytes(rtp.abs_send_time(1.0), "big")
+    assert out.payload == KEY and out.ssrc == 100
+    # The same packet again, as an RTX retransmission answering the viewer's NACK.
+    await pub.retransmit(viewer, [out.sequence_number], 2.0)
+    rtx = RtpPacket.parse(wire.sent[-1], MAP)
+    assert rtx.ssrc == 101 and rtx.payload_type == 98
+    assert rtx.csrc == [0xAAAA0001, 0xBBBB0002]
+    assert rtx.extensions.mid == "4" and rtx.extensions.abs_send_time == int.from_bytes(rtp.abs_send_time(2.0), "big")
+    assert struct.unpack("!H", rtx.payload[:2])[0] == out.sequence_number and rtx.payload[2:] == KEY
+
+
 # --- simulcast layers ------------------------------------------------------------------------
 
 LO, HI, LO_RTX, HI_RTX = 1111, 3333, 2222, 4444

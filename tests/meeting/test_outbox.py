@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from meeting.models import Origin
@@ -9,7 +7,8 @@ from meeting.outbox import (
     ANNOUNCE, GIVE_UP_AFTER, STATUS, ChatPost, Delivered, Delivery, GiveUp, Outbox, OutboxEntry, Retry,
 )
 from meeting.service import MeetingService
-from meeting.store.sqlite import SqliteStore
+from meeting.store.base import Store
+from tests.stores import query, same_database
 
 
 class Clock:
@@ -42,6 +41,12 @@ class ScriptedCourier:
 
 
 @pytest.fixture
+def store(each_store: Store) -> Store:
+    """Every test here runs on both stores."""
+    return each_store
+
+
+@pytest.fixture
 def clock() -> Clock:
     return Clock()
 
@@ -51,7 +56,7 @@ async def meeting_id(meetings: MeetingService) -> str:
     return (await meetings.mint("x", Origin("slack", "T", "C1", "Al"))).meeting.id
 
 
-async def test_announce_is_delivered_once_even_if_enqueued_twice(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+async def test_announce_is_delivered_once_even_if_enqueued_twice(store: Store, clock: Clock, meeting_id: str) -> None:
     outbox = Outbox(store, clock)
     courier = ScriptedCourier()
     outbox.register(courier)
@@ -63,7 +68,7 @@ async def test_announce_is_delivered_once_even_if_enqueued_twice(store: SqliteSt
     assert await store.get_post(meeting_id) == ChatPost(meeting_id, "slack", "C1", "ts-1")
 
 
-async def test_rate_limit_retry_after_is_honoured(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+async def test_rate_limit_retry_after_is_honoured(store: Store, clock: Clock, meeting_id: str) -> None:
     outbox = Outbox(store, clock)
     courier = ScriptedCourier(Retry("ratelimited", after=30))
     outbox.register(courier)
@@ -76,7 +81,7 @@ async def test_rate_limit_retry_after_is_honoured(store: SqliteStore, clock: Clo
     assert len(courier.calls) == 2 and await store.get_post(meeting_id) is not None
 
 
-async def test_errors_back_off_and_permanent_errors_drop(store: SqliteStore, clock: Clock, meeting_id: str, caplog) -> None:
+async def test_errors_back_off_and_permanent_errors_drop(store: Store, clock: Clock, meeting_id: str, caplog) -> None:
     outbox = Outbox(store, clock)
     courier = ScriptedCourier(ConnectionError("reset"), GiveUp("not_in_channel"))
     outbox.register(courier)
@@ -92,7 +97,7 @@ async def test_errors_back_off_and_permanent_errors_drop(store: SqliteStore, clo
     assert meeting_id not in drops[0].getMessage()
 
 
-async def test_gives_up_after_many_attempts(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+async def test_gives_up_after_many_attempts(store: Store, clock: Clock, meeting_id: str) -> None:
     outbox = Outbox(store, clock)
     courier = ScriptedCourier(*[Retry("timeout", after=1)] * (GIVE_UP_AFTER + 5))
     outbox.register(courier)
@@ -103,7 +108,7 @@ async def test_gives_up_after_many_attempts(store: SqliteStore, clock: Clock, me
     assert len(courier.calls) == GIVE_UP_AFTER
 
 
-async def test_status_waits_for_the_post_and_bursts_coalesce(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+async def test_status_waits_for_the_post_and_bursts_coalesce(store: Store, clock: Clock, meeting_id: str) -> None:
     outbox = Outbox(store, clock)
     courier = ScriptedCourier(Retry("network", after=5))
     outbox.register(courier)
@@ -127,10 +132,7 @@ async def test_status_waits_for_the_post_and_bursts_coalesce(store: SqliteStore,
     assert courier.calls[-1][0].payload == {"present": []}
 
 
-async def test_pending_entries_survive_a_restart(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "s.sqlite3"
-    store = SqliteStore(path)
-    await store.open()
+async def test_pending_entries_survive_a_restart(store: Store, clock: Clock) -> None:
     meeting_id = (await MeetingService(store, "http://x").mint("x", Origin("slack", "T", "C", "A"))).meeting.id
     first = Outbox(store, clock)
     failing = ScriptedCourier(Retry("ratelimited", after=10))
@@ -139,7 +141,7 @@ async def test_pending_entries_survive_a_restart(tmp_path: Path, clock: Clock) -
     await first.deliver_due()
     await store.close()
 
-    store = SqliteStore(path)
+    store = same_database(store)
     await store.open()
     second = Outbox(store, clock)
     courier = ScriptedCourier()
@@ -152,7 +154,7 @@ async def test_pending_entries_survive_a_restart(tmp_path: Path, clock: Clock) -
     await store.close()
 
 
-async def test_entries_for_unconfigured_platforms_wait(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+async def test_entries_for_unconfigured_platforms_wait(store: Store, clock: Clock, meeting_id: str) -> None:
     outbox = Outbox(store, clock)
     await outbox.put("announce:d", meeting_id, "discord", ANNOUNCE, {})
     outbox.register(ScriptedCourier())
@@ -176,7 +178,7 @@ class RewritingCourier(ScriptedCourier):
 
 @pytest.mark.parametrize("result", [Delivered(), Retry("network", after=600)])
 async def test_a_status_rewritten_during_delivery_is_still_sent(
-    store: SqliteStore, clock: Clock, meeting_id: str, result: Delivery
+    store: Store, clock: Clock, meeting_id: str, result: Delivery
 ) -> None:
     outbox = Outbox(store, clock)
     courier = RewritingCourier(outbox, meeting_id, result)
@@ -192,12 +194,11 @@ async def test_a_status_rewritten_during_delivery_is_still_sent(
         {"present": ["A"]}, {"present": ["A", "B"]}]
 
 
-async def test_a_settled_announcement_keeps_no_reply_data(store: SqliteStore, clock: Clock, meeting_id: str) -> None:
+async def test_a_settled_announcement_keeps_no_reply_data(store: Store, clock: Clock, meeting_id: str) -> None:
     outbox = Outbox(store, clock)
     outbox.register(ScriptedCourier())
     reply = {"response_url": "https://hooks.example/secret"}
     await outbox.put("announce:a", meeting_id, "slack", ANNOUNCE, {"title": "t", "reply": reply})
     await outbox.deliver_due()
-    async with store.db.execute("SELECT payload FROM outbox") as cursor:
-        [(payload,)] = await cursor.fetchall()
+    [(payload,)] = await query(store, "SELECT payload FROM outbox")
     assert "hooks.example" not in payload and '"title"' in payload

@@ -30,13 +30,26 @@ def test_first_join_starts_and_last_leave_ends_with_duration() -> None:
     assert room.empty and room.started_at is None
 
 
-def test_capacity_is_enforced() -> None:
+def test_capacity_counts_connected_people_and_bounds_pending_ones() -> None:
     room = Room("m", capacity=2, clock=Clock())
-    room.join("a")
-    room.join("b")
+    for name in ("a", "b"):
+        p, _ = room.join(name)
+        room.media_connected(p.id)
     with pytest.raises(RoomFull):
         room.join("c")
     assert len(room.participants) == 2
+
+
+def test_people_whose_media_never_connects_do_not_take_places() -> None:
+    room = Room("m", capacity=2, clock=Clock())
+    squatters = [room.join(f"s{i}")[0] for i in range(4)]  # pending: at most twice the capacity
+    with pytest.raises(RoomFull):
+        room.join("s4")
+    for squatter in squatters:
+        room.leave(squatter.id)  # their deadline passed
+    real, _ = room.join("real")
+    room.media_connected(real.id)
+    assert room.pending == set() and list(room.participants) == [real.id]
 
 
 def test_everyone_receives_everyone_elses_publications() -> None:

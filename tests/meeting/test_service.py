@@ -1,12 +1,22 @@
+import asyncio
+
 import pytest
 
 from meeting import ids
+from meeting.config import Config
 from meeting.models import Origin
 from meeting.service import DEFAULT_TITLE, MeetingService, TitleError, clean_title, cut_title
-from meeting.store.sqlite import SqliteStore
+from meeting.store.base import Store
+from tests.stores import query, same_database
 
 
-async def test_mint_gives_links_and_keeps_only_the_key_hash(meetings: MeetingService, store: SqliteStore) -> None:
+@pytest.fixture
+def store(each_store: Store) -> Store:
+    """Every test here runs on both stores."""
+    return each_store
+
+
+async def test_mint_gives_links_and_keeps_only_the_key_hash(meetings: MeetingService, store: Store) -> None:
     minted = await meetings.mint("  Weekly   sync ", Origin("discord", "G1", "C9", "Bob"))
     meeting = minted.meeting
     assert meeting.title == "Weekly sync"
@@ -15,8 +25,7 @@ async def test_mint_gives_links_and_keeps_only_the_key_hash(meetings: MeetingSer
     host_key = minted.host_url.split("#host=", 1)[1]
     assert ids.is_valid_id(meeting.id)
     assert await store.get_meeting(meeting.id) == meeting
-    async with store.db.execute("SELECT key_hash FROM host_keys") as cursor:
-        assert [row[0] for row in await cursor.fetchall()] == [ids.hash_key(host_key)]
+    assert await query(store, "SELECT key_hash FROM host_keys") == [(ids.hash_key(host_key),)]
     assert await meetings.is_host(meeting.id, host_key)
     assert not await meetings.is_host(meeting.id, ids.new_host_key())
     assert not await meetings.is_host(meeting.id, None)
@@ -49,6 +58,22 @@ def test_titles() -> None:
     assert len(cut_title("b" * 500)) == 200
 
 
-def test_public_url_trailing_slash_is_ignored(store: SqliteStore) -> None:
+def test_public_url_trailing_slash_is_ignored(store: Store) -> None:
     service = MeetingService(store, "https://meet.example.org/")
     assert service.join_url("x") == "https://meet.example.org/m/x"
+
+
+async def test_a_channel_room_stays_one_meeting_when_two_servers_race(store: Store, config: Config) -> None:
+    """Two servers on one database (on SQLite: two connections to one file) answer the same
+    channel's first /meetnow at the same moment: everyone gets the same room."""
+    other = same_database(store)
+    await other.open()
+    try:
+        services = [MeetingService(s, config.server.public_url) for s in (store, other)]
+        asked = [services[i % 2].channel_room(Origin("slack", "T1", "C7", f"P{i}"), "#race") for i in range(16)]
+        rooms = await asyncio.gather(*asked)
+    finally:
+        await other.close()
+    assert len({r.meeting.id for r in rooms}) == 1
+    assert len({r.host_url for r in rooms}) == 16  # each asker still has a host link of their own
+    assert await store.channel_meeting("slack", "T1", "C7") == rooms[0].meeting.id

@@ -105,9 +105,11 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     media = await remote_media(cat)
     holders = await remote_media(ben)
     # libvpx may take the odd ciphertext key frame (its header is in clear) for a garbage
-    # picture; the key holders decode every frame of the same streams meanwhile.
-    assert media and all(m["frames"] <= 2 for m in media.values()), media
-    assert max(m["frames"] for m in holders.values()) > 50 * max(1, max(m["frames"] for m in media.values())) / 2, holders
+    # picture (more of them on a loaded machine, where keyframes are asked for more often);
+    # the key holders decode every frame of the same streams meanwhile.
+    held = max(m["frames"] for m in holders.values())  # Ben from Ann (Cat's own media is no use to him)
+    assert held > 25, holders
+    assert media and all(m["frames"] <= max(2, held // 20) for m in media.values()), (media, holders)
 
     # What the server forwarded is not what the senders' encoders made: libvpx cannot
     # decode it, while the key holders above decode the same streams.

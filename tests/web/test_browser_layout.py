@@ -95,7 +95,7 @@ async def test_four_people_at_desktop_and_phone_size_through_recording_sharing_l
     await check_sizes([hana], "pinned")
     await hana.click(".tile:has-text('Syd') button[aria-label='Unpin Syd']")
     await more(hana, "Speaker view")
-    assert await hana.get_attribute("#view-speaker", "aria-pressed") == "true"
+    await hana.wait_for_selector("#view-speaker[aria-pressed='true']", state="attached", timeout=5000)
     assert sum(b["main"] for b in await tile_boxes(hana)) == 1
     await more(hana, "Hide self view")
     assert [b["name"] for b in await tile_boxes(hana) if b["self"]] == []

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from meeting.models import Origin
 from meeting.service import MeetingService, MintedMeeting
 from tests.conftest import make_config, room_of, serving, wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.signaling_client import Socket, connect, join
 from meeting.session.messages import MAX_CHAT_CHARS
 

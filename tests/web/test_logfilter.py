@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from web.logfilter import RepeatFilter, install
+from meeting.logfilter import RepeatFilter, install
 
 
 class _Clock:

@@ -15,7 +15,7 @@ from meeting import ids
 from meeting.models import Origin
 from meeting.service import MeetingService
 from tests.conftest import make_config, room_of, serving, wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.signaling_client import connect, join
 from meeting.session.messages import MAX_MESSAGE_BYTES
 

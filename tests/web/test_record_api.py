@@ -13,7 +13,7 @@ from meeting.models import Origin
 from meeting.recording.model import COMPOSING, RECORDING
 from meeting.service import MeetingService, MintedMeeting
 from tests.conftest import make_config, serving, wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.signaling_client import join
 from web.keys import RECORDINGS, SESSIONS
 

@@ -22,7 +22,7 @@ from meeting.recording.service import RecordingService
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from tests.conftest import serving, wait_for
-from tests.fakes import FakeSfu
+from bench.fake_sfu import FakeSfu
 from tests.signaling_client import join
 from tests.web.test_record_api import host_key, post
 from web.keys import RECORDINGS

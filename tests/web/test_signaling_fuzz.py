@@ -17,7 +17,7 @@ from playwright.async_api import Browser
 from tests.conftest import room_of, wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, meeting_url  # noqa: F401
 from web.keys import SESSIONS, SOCKET_LIMITS
-from meeting.ratelimit import KeyedLimiter
+from meeting.ratelimit import KeyedLimiter, LocalLimiter
 from meeting.session.messages import SCHEMA
 
 pytestmark = pytest.mark.browser
@@ -88,7 +88,7 @@ async def test_fuzzed_signaling_never_crashes_or_disturbs_a_meeting(
     # Let the fuzz through to the parser: the limits have tests of their own.
     limits = client.server.app[SOCKET_LIMITS]
     limits.rate_per_second = limits.rate_burst = 10_000.0
-    limits.connects = KeyedLimiter(10_000.0, 10_000.0)
+    limits.connects = LocalLimiter(10_000.0, 10_000.0)
     limits.messages = KeyedLimiter(10_000.0, 10_000.0)
     ws_url = meeting_url.replace("http://", "ws://") + "/ws"
     codes: dict[str, int] = {}

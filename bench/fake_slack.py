@@ -2,7 +2,8 @@
 
 It speaks just enough of Slack for the real slack-bolt and slack_sdk to run unmodified:
 Bearer-token checks, ``{"ok": ...}`` bodies, HTTP 429 with Retry-After, and Socket Mode
-envelopes. Everything it receives is recorded for tests to inspect.
+envelopes. Everything it receives is recorded for tests to inspect; bench/command.py runs it
+as the Slack side of the ``/meetnow`` benchmark.
 """
 
 from __future__ import annotations
