@@ -23,6 +23,7 @@ from meeting.media.quality import (
     LayerInfo,
     Want,
     ladder,
+    publisher_floor,
     upstream_bitrate,
 )
 from meeting.media.rtp import ReportBlock
@@ -221,11 +222,12 @@ class Adaptation:
 
 
 def upstream_for(pub: Publication, demands: Iterable[float], now: float) -> int:
-    """The REMB for ``pub``'s publisher: its best-placed viewer's demand, at least its lowest
-    layer, and everything at its best while it is recorded."""
+    """The REMB for ``pub``'s publisher: its best-placed viewer's demand, at least what keeps
+    every layer flowing (see :func:`publisher_floor`), and everything at its best while it
+    is recorded."""
     infos = [layer_info(layer, now) for layer in pub.layers]
     top = len(infos) - 1
-    floor = infos[0].nominal(top == 0) * 1.2
+    floor = publisher_floor(infos)
     recording = 0.0
     if pub.tap is not None:
         recording = sum(info.nominal(info.index == top) for info in infos) * 1.2

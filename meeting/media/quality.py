@@ -61,6 +61,9 @@ RESUME_HOLD = 2.0  # seconds a paused stream stays paused at least
 AUDIO_ALLOWANCE = 64_000  # added to a publisher's REMB for its voice
 DEFAULT_TOP = 1_000_000  # nominal bitrate of a best layer never measured
 DEFAULT_LOWER = 150_000  # and of a lower one
+# What keeps a publisher's best layer flowing while no viewer needs it: Chromium turns a
+# 640x480 layer off below ~150 kbit/s, and a tile that grows then waits for it to restart.
+TOP_KEPT = 200_000
 BITS_PER_PIXEL = 0.08  # nominal bitrate of a layer of known size: pixels x 30 fps x this
 
 
@@ -414,6 +417,17 @@ class Downlink:
                 continue
             demands[w.key] = w.ladder[i].sends + (spare if w in at_top else 0.0)
         return demands
+
+
+def publisher_floor(layers: Sequence[LayerInfo]) -> float:
+    """The least a publisher is asked for, whatever its viewers take: every layer under the
+    best at its rate and the best kept flowing at ``TOP_KEPT`` (a single layer at its rate),
+    with a fifth more for the encoder's swings."""
+    if not layers:
+        return 0.0
+    if len(layers) == 1:
+        return layers[0].nominal(True) * 1.2
+    return (sum(layer.nominal(False) for layer in layers[:-1]) + TOP_KEPT) * 1.2
 
 
 def upstream_bitrate(demands: Iterable[float], floor: float, recording_floor: float = 0.0) -> int:

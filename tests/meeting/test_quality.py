@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from meeting.media import quality
-from meeting.media.quality import Downlink, LayerInfo, Want, allocate, ladder, upstream_bitrate, wanted_layer
+from meeting.media.quality import Downlink, LayerInfo, Want, allocate, ladder, publisher_floor, upstream_bitrate, wanted_layer
 from meeting.media.vp8 import NO_TID
 
 # A camera in two layers with three temporal layers each (libwebrtc's split: 40/20/40 %).
@@ -206,3 +206,12 @@ def test_a_publisher_is_asked_for_what_its_best_viewer_takes():
     assert upstream_bitrate([200_000, 1_800_000, 90_000], floor=180_000) == 1_800_000 + quality.AUDIO_ALLOWANCE
     assert upstream_bitrate([], floor=180_000) == 180_000 + quality.AUDIO_ALLOWANCE
     assert upstream_bitrate([200_000], floor=180_000, recording_floor=1_000_000) == 1_000_000 + quality.AUDIO_ALLOWANCE
+
+
+def test_a_publisher_is_asked_for_enough_to_keep_every_layer_flowing():
+    low = LayerInfo(0, 320, 240, peak=120_000)
+    high = LayerInfo(1, 640, 480, peak=900_000)
+    # Nobody needs the best layer now: it is kept alive, not at its full rate.
+    assert publisher_floor([low, high]) == (120_000 + quality.TOP_KEPT) * 1.2
+    assert publisher_floor([high]) == 900_000 * 1.2  # one layer: that layer at its rate
+    assert publisher_floor([]) == 0.0
