@@ -53,7 +53,9 @@ async () => {
   for (const [id, entry] of window.meetnow.participants) names[id] = entry.info.name;
   const byMid = {};
   for (const slot of window.meetnow.slots) byMid[slot.mid] = slot;
-  const out = {t: performance.now() / 1000, video: {}, audio: {}, sent: {bytes: 0, packets: 0, layers: {}}};
+  if (!pc.benchId) pc.benchId = Math.random().toString(36).slice(2);  // a new one after a reconnection
+  const out = {t: performance.now() / 1000, pc: pc.benchId, video: {}, audio: {},
+               sent: {bytes: 0, packets: 0, layers: {}}};
   (await pc.getStats()).forEach((r) => {
     if (r.type === "inbound-rtp") {
       const slot = byMid[r.mid];
@@ -207,6 +209,7 @@ class Scenario:
         self.console: list[str] = []  # the pages' warnings and errors, for when a run fails
         self._playwright: Any = None
         self._browsers: list[Any] = []
+        self._connections: dict[str, str] = {}  # page -> its peer connection, once all are in
 
     async def start(self) -> None:
         from playwright.async_api import async_playwright
@@ -239,6 +242,7 @@ class Scenario:
                      if p and len([v for v in p["video"].values() if v["frames"] > 0]) == others
                      and len([a for a in p["audio"].values() if a["energy"] > 0]) == others]
             if len(ready) == len(self.pages):
+                self._connections = {who: p["pc"] for who, p in reading["pages"].items()}
                 return
             if time.monotonic() > deadline:
                 seen = {page: {who: [v["frames"], round(p["audio"].get(who, {}).get("energy", 0), 4)]
@@ -249,12 +253,27 @@ class Scenario:
             await asyncio.sleep(0.5)
 
     async def read(self) -> dict[str, Any]:
+        """Every page's statistics now. Once everyone is in, a page that lost its peer
+        connection (and made a new one) ends the run: its counters started again."""
         pages = {}
         for who, page in self.pages.items():
             pages[who] = await page.evaluate(STATS)
+        lost = [who for who, pc in self._connections.items() if (pages[who] or {}).get("pc") != pc]
+        if lost:
+            raise RuntimeError(f"{', '.join(lost)} lost the connection to the server and reconnected "
+                               f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs); server log:\n"
+                               + self.server_log_tail())
         assert self.server is not None and self.server.process is not None
         return {"wall": time.monotonic(), "cpu": cpu_seconds(self.server.process.pid), "busy": machine_busy(),
                 "pages": pages}
+
+    def server_log_tail(self, lines: int = 15) -> str:
+        """The server's last warnings and connection losses, for a failure message."""
+        if self.server is None or not self.server.log.exists():
+            return ""
+        text = self.server.log.read_text(errors="replace").splitlines()
+        worth = [line for line in text if " WARNING " in line or " ERROR " in line or "expired" in line]
+        return "\n".join(worth[-lines:])
 
     async def measure(self, seconds: float) -> dict[str, Any]:
         """Readings at the start and end of ``seconds``, and every second in between."""
