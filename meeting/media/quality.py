@@ -58,6 +58,10 @@ TILE_FIT = 0.8  # a layer suits a tile when it is at least this share of the til
 UNKNOWN_TILE = 1920 * 1080  # priority of a stream whose tile size is not known
 PAUSE_FLOOR = 150_000  # a stream is paused only when less than this is left for it, bit/s
 RESUME_HOLD = 2.0  # seconds a paused stream stays paused at least
+# A viewer sent no video this long gets budget enough to resume one stream: its estimate
+# speaks only of video it receives, so with everything paused it would never rise again.
+STARVED_FOR = 3.0
+IDLE_RATE = 10_000  # video bit/s under which a viewer counts as sent nothing
 AUDIO_ALLOWANCE = 64_000  # added to a publisher's REMB for its voice
 DEFAULT_TOP = 1_000_000  # nominal bitrate of a best layer never measured
 DEFAULT_LOWER = 150_000  # and of a lower one
@@ -259,6 +263,8 @@ class Downlink:
         self.ceiling: float | None = None
         self.ceiling_at = float("-inf")
         self.sending = 0.0  # video bit/s sent, as of the last decision
+        self.idle_since: float | None = None  # since when it has been sent no video
+        self.starved = False  # sent no video for STARVED_FOR: budget for one stream at least
         self.loss = 0.0
         self.rtt: float | None = None
         self.rtt_min: float | None = None
@@ -320,6 +326,8 @@ class Downlink:
             budget = float(START_ESTIMATE)
         else:
             budget = max(self.remb, self.probed)
+        if self.starved:
+            budget = max(budget, PAUSE_FLOOR / UPGRADE)  # enough to resume one stream
         if self.ceiling is not None:
             budget = min(budget, self.ceiling)
         return budget
@@ -354,7 +362,13 @@ class Downlink:
                         self._demands(now, budget, wants))
 
     def _settle(self, now: float) -> None:
-        """Time-driven changes: a probe's end, a ceiling rising, a probed rate going stale."""
+        """Time-driven changes: a probe's end, a ceiling rising, a probed rate going stale,
+        a viewer sent nothing for a while."""
+        if self.sending >= IDLE_RATE:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        self.starved = self.idle_since is not None and now - self.idle_since >= STARVED_FOR
         probe = self.probe
         if probe is not None and now - probe.started >= PROBE_TIME:
             if self.remb_at >= probe.started + PROBE_EVIDENCE and self.remb is not None and self.remb >= probe.base * 0.95:

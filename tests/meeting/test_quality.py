@@ -215,3 +215,20 @@ def test_a_publisher_is_asked_for_enough_to_keep_every_layer_flowing():
     assert publisher_floor([low, high]) == (120_000 + quality.TOP_KEPT) * 1.2
     assert publisher_floor([high]) == 900_000 * 1.2  # one layer: that layer at its rate
     assert publisher_floor([]) == 0.0
+
+
+def test_a_viewer_sent_nothing_for_a_while_gets_video_back():
+    # Its estimate fell while everything was paused; it says nothing new about video it
+    # does not receive, so the budget must rise by itself.
+    d = Downlink()
+    wants = [want(k, current=None) for k in "abc"]
+    d.on_remb(60_000, 0.0, 0)
+    assert all(s is None for s in d.decide(0.5, 0, wants).choices.values())
+    assert all(s is None for s in d.decide(0.5 + quality.STARVED_FOR - 0.1, 0, wants).choices.values())
+    later = d.decide(0.5 + quality.STARVED_FOR + 0.1, 0, wants)
+    back = [s for s in later.choices.values() if s is not None]
+    assert back and later.estimate == quality.PAUSE_FLOOR / quality.UPGRADE
+    assert sum(s.bitrate for s in back) <= quality.PAUSE_FLOOR  # the cheapest qualities that fit
+    # Once video flows again, the viewer's own estimate rules.
+    d.decide(5.0, 300_000, wants)
+    assert d.estimate() == 60_000
