@@ -121,6 +121,7 @@ class Result:
     lifted: dict[str, Any] = field(default_factory=dict)
     tiles: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the run stopped early (the phases measured are kept)
 
 
 def name(n: int) -> str:
@@ -331,7 +332,8 @@ class Scenario:
 
 
 async def run(options: Options, folder: Path, progress: Any = print) -> Result:
-    """The whole scenario; raises RuntimeError when the lab or the meeting cannot start."""
+    """The whole scenario; raises RuntimeError when the lab or the meeting cannot start.
+    A run that stops later keeps the phases it measured and says why in ``error``."""
     result = Result(options=asdict(options))
     scenario = Scenario(options, folder)
     weak = name(options.weak)
@@ -374,6 +376,10 @@ async def run(options: Options, folder: Path, progress: Any = print) -> Result:
         result.lifted = {"seconds": await scenario.until(high_again, options.lift_within, grace=15)}
         result.lifted["after"] = await scenario.measure(5.0)
         progress("limit lifted")
+    except RuntimeError as exc:
+        if not result.baseline:
+            raise  # nothing measured: the lab or the meeting did not start
+        result.error = str(exc)
     finally:
         result.machine["load_after"] = os.getloadavg()
         await scenario.close()
@@ -398,12 +404,15 @@ def table(result: Result) -> str:
     for phase, data in (("unlimited", result.baseline), ("limited", result.limited)):
         for viewer in sorted(k for k in data if k != "server"):
             lines.append(f"| {viewer} | {phase} | {data[viewer]['sent_video_kbps']} |")
+    measured = [(phase, data) for phase, data in (("unlimited", result.baseline), ("limited", result.limited)) if data]
     lines += ["", "| phase | server CPU % | packets forwarded/s | us per packet | machine busy, % of a core |",
               "|---|---|---|---|---|"]
-    for phase, data in (("unlimited", result.baseline), ("limited", result.limited)):
+    for phase, data in measured:
         s = data["server"]
         lines.append(f"| {phase} | {s['cpu_pct']} | {s['packets_forwarded_per_s']} | {s['us_per_packet']} | "
                      f"{s['machine_busy_pct']} |")
+    if result.error:
+        lines += ["", f"The run stopped early: {result.error.splitlines()[0]}"]
     lines += ["", f"Thumbnails got the low layer after {result.small.get('seconds')} s; "
                   f"the weak viewer got the high layer back {result.lifted.get('seconds')} s after the limit was lifted."]
     return "\n".join(lines)

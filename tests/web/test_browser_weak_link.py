@@ -34,6 +34,7 @@ async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: P
     options = weak_viewer.Options(server_log=str(tmp_path / "meetnow.log"))
     result = await weak_viewer.run(options, tmp_path, progress=lambda _: None)
     context = "\n" + weak_viewer.table(result) + f"\nmachine: {json.dumps(result.machine)}"
+    assert result.error is None, f"{result.error}{context}"
     weak = weak_viewer.name(options.weak)
     others = [weak_viewer.name(n) for n in range(1, options.people + 1) if n != options.weak]
 
