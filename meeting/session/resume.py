@@ -49,6 +49,10 @@ class ResumeTokens:
             if expires <= now:
                 del self._tokens[token]
 
+    def knows(self, participant_id: str) -> bool:
+        """Whether a token of this participant may still be good."""
+        return any(pid == participant_id for pid, _ in self._tokens.values())
+
     def good_until(self, now: float) -> float | None:
         """When the last token that is still good expires (None: none is good)."""
         live = [expires for _, expires in self._tokens.values() if expires > now]

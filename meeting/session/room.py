@@ -139,8 +139,9 @@ class Room:
 
     def join(self, name: str, publishes: frozenset[str] = frozenset(), is_host: bool = False,
              audio_muted: bool = False, video_muted: bool = False,
-             key_check: str | None = None) -> tuple[Participant, list[RoomEvent]]:
-        """Admit a participant; raises RoomFull at capacity.
+             key_check: str | None = None, hand: int | None = None) -> tuple[Participant, list[RoomEvent]]:
+        """Admit a participant; raises RoomFull at capacity. ``hand``: the place in the queue of
+        raised hands of someone coming back from a blip.
 
         Until :meth:`media_connected`, a participant is pending: pending people do not take
         the places of connected ones (squatters that never connect media cannot fill a
@@ -152,7 +153,7 @@ class Room:
         participant = Participant(
             id=secrets.token_urlsafe(9), name=clean_name(name), joined_at=now,
             publishes=publishes & frozenset(SOURCES), is_host=is_host,
-            audio_muted=audio_muted, video_muted=video_muted, key_check=key_check,
+            audio_muted=audio_muted, video_muted=video_muted, key_check=key_check, hand=hand,
         )
         self.participants[participant.id] = participant
         self.pending.add(participant.id)

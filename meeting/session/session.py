@@ -74,6 +74,7 @@ class MeetingSession(MeetingActions):
         self._asks = MuteAsks()
         # Participants made host by another host (no host key): the role survives a resume.
         self._granted: set[str] = set()
+        self._hands_left: dict[str, int] = {}  # raised hands of people who dropped, for their return
         self.recording = RecordingStatus(meeting.id, False, not meeting.e2ee)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -224,11 +225,12 @@ class MeetingSession(MeetingActions):
         # Someone a host handed the role to keeps it when their page comes back from a blip.
         handed = previous is not None and previous in self._granted
         self._granted.discard(previous or "")
+        hand = self._hands_left.pop(previous or "", None)  # their place among raised hands
         # A page back from a blip was admitted before: it does not queue in the lobby again.
         if self.room.locked and not (is_host or handed) and previous is None:
             await self._knock(conn, message)
             return
-        await self._enter(conn, message, is_host or handed, handed)
+        await self._enter(conn, message, is_host or handed, handed, hand)
 
     def _watch(self, conn: Conn) -> None:
         """Someone on the pre-join screen: told the status now and whenever it changes."""
@@ -282,7 +284,8 @@ class MeetingSession(MeetingActions):
             await self._drop(previous, barred=False)
         return pid
 
-    async def _enter(self, conn: Conn, message: Join, is_host: bool, handed: bool = False) -> None:
+    async def _enter(self, conn: Conn, message: Join, is_host: bool, handed: bool = False,
+                     hand: int | None = None) -> None:
         limits = self.context.limits
         if not limits.take_place():
             await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
@@ -290,7 +293,7 @@ class MeetingSession(MeetingActions):
         try:
             participant, events = self.room.join(
                 message.name, message.publish, is_host=is_host, audio_muted=message.audio_muted,
-                video_muted=message.video_muted, key_check=message.key_check)
+                video_muted=message.video_muted, key_check=message.key_check, hand=hand)
         except RoomFull:
             limits.free_place()
             await self._refuse(conn, "meeting-full", f"This meeting is full ({self.room.capacity} people).")
@@ -437,6 +440,9 @@ class MeetingSession(MeetingActions):
                 del self._joined[pid]
             self.context.limits.free_place()
             self._resume.left(pid, time.monotonic(), barred)
+            if participant.hand is not None and not barred:
+                self._hands_left[pid] = participant.hand
+            self._hands_left = {p: h for p, h in self._hands_left.items() if self._resume.knows(p)}
             if barred:
                 self._granted.discard(pid)
             for ask in self._asks.gone(pid):

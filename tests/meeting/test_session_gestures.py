@@ -47,6 +47,23 @@ async def test_hands_keep_the_order_they_were_raised_in(kit: Kit) -> None:
     assert len(ben.of("participant-updated")) == before
 
 
+async def test_a_page_back_from_a_blip_keeps_its_place_among_raised_hands(kit: Kit) -> None:
+    ann, ben, cat = await kit.joined("Ann"), await kit.joined("Ben"), await kit.joined("Cat")
+    for person in (ann, ben, cat):
+        await person.send({"type": "hand", "raised": True})
+    token = ann.last("welcome")["resume"]
+    await ann.leave()  # the connection drops
+    back = await kit.joined("Ann", resume=token)
+    assert back.last("welcome")["you"]["hand"] == 1
+    await back.send({"type": "hand", "raised": True})  # what the page says again: no change
+    assert [p.name for p in kit.session.room.hands()] == ["Ann", "Ben", "Cat"]
+    # Leaving on purpose keeps nothing: coming back is raising anew.
+    token = ben.last("welcome")["resume"]
+    await ben.send({"type": "leave"})
+    again = await kit.joined("Ben", resume=token)
+    assert again.last("welcome")["you"]["hand"] is None
+
+
 async def test_raising_a_hand_is_rate_limited(kit: Kit) -> None:
     ann, ben = await kit.joined("Ann"), await kit.joined("Ben")
     for i in range(30):  # bounded: a page stuck toggling

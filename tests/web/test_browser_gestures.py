@@ -57,7 +57,8 @@ async def hand_order(page: Page) -> list[str]:
     """Names in the people list whose hand is up, top to bottom, with the place each shows."""
     return await page.eval_on_selector_all(
         "#people li", """rows => rows.filter(r => r.querySelector('.hand-flag')).map(r =>
-            r.querySelector('.hand-place').textContent + ' ' + r.querySelector('.who').firstChild.textContent)""")
+            r.querySelector('.hand-place').textContent + ' ' + r.querySelector('.who-name').textContent
+            + (r.querySelector('.you') ? r.querySelector('.you').textContent : ''))""")
 
 
 async def open_people(page: Page) -> None:
@@ -268,7 +269,9 @@ async def test_a_lobby_without_a_host_and_the_status_before_joining(
     await nia.click("#join")
     await nia.wait_for_selector("#waiting:not([hidden])")
     assert "no host" in await nia.text_content("#waiting-message")
-    await nia.wait_for_selector("#waiting #join-status li:has-text('Nobody can let you in yet')")
+    await nia.wait_for_selector("#waiting #join-status li:has-text('Keep this page open')")
+    # Said once: the lobby's message says no host is here, the status line only what to do.
+    assert "Nobody can let you in" not in await nia.text_content("#waiting")
     # The people inside see that someone knocks in vain.
     banner = await gus.wait_for_selector("#knocking:not([hidden])")
     assert "Someone is waiting to join, and no host is here" in await banner.text_content()

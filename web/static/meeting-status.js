@@ -2,11 +2,17 @@
 // the people in it when someone knocks with no host to let them in. Words only; no I/O.
 
 /** Lines for the pre-join and lobby screens (`waiting`) from the server's `status` message:
- *  [key, text] pairs. Whether it records has a notice of its own. */
-export function statusLines(status, waiting) {
+ *  [key, text] pairs. Whether it records has a notice of its own. `asHost`: this page holds
+ *  the meeting's host key (it joins as a host, so it never waits for one). */
+export function statusLines(status, waiting, asHost = false) {
   if (waiting) {
+    // The lobby's own message has said already whether a host is here: this line says what to do.
     return [["locked", status.hosts_present ? "A host is in the meeting and has been told you are waiting."
-      : "Nobody can let you in yet. Keep this page open, or ask whoever invited you to join from their host link."]];
+      : "Keep this page open, or ask whoever invited you to join from their host link."]];
+  }
+  if (asHost) {
+    return [["host", status.hosts_present ? "You join as a host. Another host is in the meeting."
+      : "You join as the host."]];
   }
   if (status.locked) {
     return [["locked", status.hosts_present ? "The meeting is locked: a host will let you in."

@@ -488,6 +488,10 @@ function welcome(message) {
   state.retries = 0;
   state.tileSizes = "";  // a new connection: the server knows nothing of our tiles yet
   state.pausedVideo.clear();
+  // Before our own record is added: until our state has been sent again on this connection,
+  // what the page meant (a raised hand) stands over what the server says of us.
+  state.synced = false;
+  forgetRoom();
   state.you = message.you;
   state.resume = message.resume;
   if (state.hostKey && !message.you.host) forgetHostKey();  // refused (the server said why)
@@ -498,17 +502,27 @@ function welcome(message) {
   for (const participant of message.participants) addParticipant(participant, false);
   showHostControls();
   showLocked(message.locked);
-  showRecording(message.recording, false);
+  showRecording(message.recording || { active: false, available: false }, false);
   if (message.recording && message.recording.active) notice("This meeting is being recorded.");
-  $("recordings").replaceChildren();
-  $("recordings-panel").hidden = true;
   for (const link of message.recordings || []) addRecordingLink(link, false);
   if (!state.sideChosen) setSide(NARROW.matches ? null : "people", false);
   showE2eeBanner();
-  showKnocking(0);
-  state.synced = false;
   state.timers.push(setInterval(readStats, STATS_EVERY_MS));
   relayout();
+}
+
+/** Everything the page showed of the room from a previous connection goes: a new welcome
+ *  (and what follows it) says it all again. */
+function forgetRoom() {
+  for (const id of [...state.participants.keys()]) removeParticipant(id, false);
+  showLobby([]);
+  showKnocking(0);
+  showLocked(false);
+  state.asked.clear();
+  $("recordings").replaceChildren();
+  $("recordings-panel").hidden = true;
+  // Questions from before (a host's request to mute) belong to a connection that is gone.
+  for (const prompt of $("notices").querySelectorAll(".toast.prompt")) prompt.remove();
 }
 
 function newPeerConnection(iceServers) {
@@ -674,7 +688,7 @@ function attachRemoteMedia() {
       tile = makeTile(`screen:${id}`, { screen: true });
       state.screens.set(id, tile);
       state.screenOrder.push(id);
-      labelTile(tile, `${nameOf(id)}'s screen`);
+      labelTile(tile, nameOf(id), "'s screen");
       // A new presentation is shown large, whatever view was chosen before (a pin stays).
       state.view = null;
     }
@@ -764,12 +778,25 @@ function makeTile(key, { self = false, screen = false } = {}) {
   return tile;
 }
 
-function labelTile(tile, name) {
-  tile.querySelector(".name-text").textContent = name;
+/** Name a tile: `suffix` (" (you)", "'s screen") stays in sight when a long name is cut short.
+ *  Without arguments, the tile's buttons are named again (pinned or not) under its old name. */
+function labelTile(tile, name = tile.dataset.name || "", suffix = tile.dataset.suffix || "") {
+  tile.dataset.name = name;
+  tile.dataset.suffix = suffix;
+  const main = document.createElement("span");
+  main.className = "name-main";
+  main.textContent = name;
+  tile.querySelector(".name-text").replaceChildren(main);
+  if (suffix) {
+    const rest = document.createElement("span");
+    rest.className = "name-suffix";
+    rest.textContent = suffix;
+    tile.querySelector(".name-text").append(rest);
+  }
   for (const button of tile.querySelectorAll(".tile-actions button")) {
     const what = button.classList.contains("pin") ? (tile.classList.contains("pinned") ? "Unpin" : "Pin")
       : button.classList.contains("full") ? "Full screen" : "Hide self view";
-    const label = what === "Hide self view" ? what : `${what} ${name}`;
+    const label = what === "Hide self view" ? what : `${what} ${name}${suffix}`;
     button.setAttribute("aria-label", label);
     button.title = label;
   }
@@ -788,13 +815,13 @@ function showOwnScreen() {
   if (state.screen && !state.ownScreenTile && state.you) {
     const tile = makeTile("screen:self", { self: true, screen: true });
     tile.classList.add("presenting");
-    tile.querySelector(".name-text").textContent = "Your screen";
+    labelTile(tile, "Your screen");
     tile.querySelector(".tile-actions").remove();
     const card = document.createElement("div");
     card.className = "presenting-card";
     const words = document.createElement("p");
-    words.textContent = "You are presenting to everyone";
-    card.append(icon("screen"), words, button("Stop presenting", () => stopScreen(true), "danger"));
+    words.textContent = "You are sharing your screen with everyone";
+    card.append(icon("screen"), words, button("Stop sharing", () => stopScreen(true), "danger"));
     tile.append(card);
     state.ownScreenTile = tile;
   } else if (!state.screen && state.ownScreenTile) {
@@ -925,7 +952,7 @@ function pin(key) {
     tile.classList.toggle("pinned", pinned);
     const button = tile.querySelector(".pin");
     if (button) button.setAttribute("aria-pressed", String(pinned));
-    labelTile(tile, tile.querySelector(".name-text").textContent);
+    labelTile(tile);
   }
   relayout();
 }
@@ -996,7 +1023,7 @@ function updateParticipant(info) {
   }
   $("people-count").textContent = String(state.participants.size);
   const screen = state.screens.get(info.id);
-  if (screen) labelTile(screen, `${info.name}'s screen`);
+  if (screen) labelTile(screen, info.name, "'s screen");
   if (state.pc) attachRemoteMedia();
 }
 
@@ -1008,7 +1035,7 @@ function renderEntry(entry) {
   const camOff = info.video_muted || !info.publishes.includes("camera");
   const place = handPlace(info.id);
   // Names are text, never HTML: textContent everywhere.
-  labelTile(entry.tile, isSelf ? `${info.name} (you)` : info.name);
+  labelTile(entry.tile, info.name, isSelf ? " (you)" : "");
   const flags = entry.tile.querySelector(".flags");
   flags.replaceChildren();
   if (place) flags.append(handFlag(place));
@@ -1083,14 +1110,19 @@ function showTileKeyNote(entry) {
 function renderRow(entry, info, isSelf, micOff, camOff, place) {
   const row = entry.row;
   row.replaceChildren();
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = isSelf ? `${info.name} (you)` : info.name;
+  // One line: a long name is cut short, "(you)" and the host tag stay in sight.
+  const who = whoIs(info.name);
+  if (isSelf) {
+    const you = document.createElement("span");
+    you.className = "you";
+    you.textContent = " (you)";
+    who.append(you);
+  }
   if (info.host) {
     const tag = document.createElement("span");
     tag.className = "tag";
     tag.textContent = "host";
-    who.append(" ", tag);
+    who.append(tag);
   }
   const speaking = flag("speaking", "speaking", "speaking-flag");
   const status = document.createElement("span");
@@ -1113,6 +1145,17 @@ function renderRow(entry, info, isSelf, micOff, camOff, place) {
     if (!info.host) row.append(button("Make host", () => makeHost(info)));
     row.append(button("Remove", () => send({ type: "remove", id: info.id })));
   }
+}
+
+/** The name part of a people or lobby row. */
+function whoIs(name) {
+  const who = document.createElement("span");
+  who.className = "who";
+  const text = document.createElement("span");
+  text.className = "who-name";
+  text.textContent = name;
+  who.append(text);
+  return who;
 }
 
 function removeParticipant(id, announce) {
@@ -1298,10 +1341,7 @@ function showLobby(waiting) {
 function lobbyAdded(person, announce = true) {
   const row = document.createElement("li");
   row.dataset.waiting = person.id;
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = person.name;
-  row.append(who,
+  row.append(whoIs(person.name),
     button("Admit", () => send({ type: "admit", id: person.id }), "primary"),
     button("Deny", () => send({ type: "deny", id: person.id })));
   $("lobby").append(row);
@@ -1330,7 +1370,11 @@ function showJoinStatus(status) {
   if (!$("room").hidden) return;
   $("recording-notice").hidden = !status.recording;
   const waiting = !$("waiting").hidden;
-  showStatus($("join-status"), statusLines(status, waiting), status.locked && !status.hosts_present);
+  // Before joining, the header's badges say what this message says (not what a room left before did).
+  $("locked-badge").hidden = !status.locked;
+  $("recording-badge").hidden = !status.recording;
+  const asHost = Boolean(state.hostKey);
+  showStatus($("join-status"), statusLines(status, waiting, asHost), status.locked && !status.hosts_present && !asHost);
 }
 
 /** People knock on a locked meeting and nobody here can let them in (0: that is over). */
@@ -1455,6 +1499,9 @@ function ended(text) {
   closeMenus();
   if ($("settings").open) $("settings").close();
   show("left");
+  // Out of the meeting, the header no longer says what the room was (locked, recording).
+  $("locked-badge").hidden = true;
+  $("recording-badge").hidden = true;
   $("left-message").textContent = text;
   setStatus("");
 }
@@ -1660,6 +1707,10 @@ async function join(event) {
 }
 
 function rejoin() {
+  // What the pre-join screen says comes from this connection's status, once it is told.
+  state.status = null;
+  $("join-status").hidden = true;
+  $("recording-notice").hidden = true;
   show("prejoin");
   mediaReady = prepareMedia();
   state.watchRetries = 0;
