@@ -4,9 +4,10 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the tests use: the browser, Janus (the benchmark baseline), coturn and
 # nginx (started by the deployment tests themselves), openssl (their test certificates),
-# redis-server and postgresql (the cluster and store tests start their own), and the
-# network-namespace tools that keep every test on loopback. Never a system service.
-SYSTEM_PACKAGES = chromium janus coturn nginx openssl redis-server postgresql iproute2 util-linux
+# redis-server and postgresql (the cluster and store tests start their own), the
+# network-namespace tools that keep every test on loopback, and nftables (the weak-link
+# test drops packets with it). Never a system service.
+SYSTEM_PACKAGES = chromium janus coturn nginx openssl redis-server postgresql iproute2 util-linux nftables
 
 .PHONY: run test system-packages
 

@@ -18,6 +18,7 @@ class FakePeer:
         self.answers: list[str] = []
         self.candidates: list[str] = []
         self.sources: set[str] = set()
+        self.tiles: dict[tuple[str, str], tuple[int, int]] = {}
 
     async def accept_answer(self, sdp: str) -> None:
         if "bad" in sdp:
@@ -29,6 +30,8 @@ class FakePeer:
             raise CandidateError("unparsable candidate")
         self.candidates.append(candidate)
 
+    def set_tiles(self, tiles: dict[tuple[str, str], tuple[int, int]]) -> None:
+        self.tiles = dict(tiles)
 
     async def publish(self, source: str) -> None:
         self.sources.add(source)
@@ -45,7 +48,7 @@ class FakeMediaRoom:
         self.id = room_id
 
     async def join(self, participant_id: str, send_offer: Callable[[Offer], Awaitable[None]],
-                   publish: Any = (), on_state: Any = None) -> FakePeer:
+                   publish: Any = (), on_state: Any = None, on_paused: Any = None) -> FakePeer:
         await self.sfu.gate.wait()
         peer = self.sfu.peers[self.id, participant_id] = FakePeer(participant_id)
         slot = TrackSlot(mid="0", kind="audio", source="mic", direction="publish", participant=participant_id)

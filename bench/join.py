@@ -108,22 +108,25 @@ def meetnow_command() -> list[str]:
 
 
 class MeetnowServer:
-    """``meetnow serve`` with a temporary configuration; media on 127.0.0.1 only."""
+    """``meetnow serve`` with a temporary configuration; media on ``address`` only."""
 
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="meetnow-bench-join-"))
-        self.port = free_port()
-        self.origin = f"http://127.0.0.1:{self.port}"
+    def __init__(self, address: str = "127.0.0.1", peers: str = "127.0.0.0/8", title: str = "Join benchmark") -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="meetnow-bench-"))
+        self.address = address
+        self.peers = peers  # the network browsers' candidates must be in
+        self.title = title
+        self.port = free_port(address)
+        self.origin = f"http://{address}:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log = self.folder / "meetnow.log"
 
     async def start(self, timeout: float = 20.0) -> None:
         config = self.folder / "meetnow.toml"
         config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\npublic_url = "{self.origin}"\n\n'
+            f'[server]\nhost = "{self.address}"\nport = {self.port}\npublic_url = "{self.origin}"\n\n'
             f'[store]\npath = "{self.folder / "meetnow.sqlite3"}"\n\n'
             f'[recordings]\nfolder = "{self.folder / "recordings"}"\n\n'
-            '[media]\nannounce_addresses = ["127.0.0.1"]\nallowed_peer_networks = ["127.0.0.0/8"]\n'
+            f'[media]\nannounce_addresses = ["{self.address}"]\nallowed_peer_networks = ["{self.peers}"]\n'
         )
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(meetnow_command() + ["serve", "--config", str(config)], cwd=str(ROOT),
@@ -134,7 +137,7 @@ class MeetnowServer:
         import aiohttp
 
         async with aiohttp.ClientSession() as http:
-            async with http.post(self.origin + "/api/meetings", json={"title": "Join benchmark"}) as response:
+            async with http.post(self.origin + "/api/meetings", json={"title": self.title}) as response:
                 response.raise_for_status()
                 url = (await response.json())["url"]
         # The link is built from public_url; make sure the browser stays on our origin.

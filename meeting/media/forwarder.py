@@ -1,17 +1,25 @@
 """Per-publication fan-out of RTP packets, with the per-viewer rewrite state.
 
-A :class:`Publication` is one stream a participant sends (their mic, camera or screen).
-Each viewer that receives it has a :class:`ViewerStream`: the viewer's own m-line, with
-its own SSRC, RTX SSRC and MID. Forwarding a packet means rewriting its 12-byte header
-(sequence number and timestamp moved into the viewer stream's space, the viewer's SSRC)
-and its header extensions (the viewer's MID), then sending it through the viewer's
+A :class:`Publication` is one stream a participant sends (their mic, camera or screen),
+arriving as one or more layers (:class:`~meeting.media.layer.Layer`: simulcast encodings,
+lowest quality first). Each viewer that receives it has a :class:`ViewerStream`: the
+viewer's own m-line, with its own SSRC, RTX SSRC and MID, and a
+:class:`~meeting.media.switcher.Switcher` that says which layer (and temporal layers) it
+forwards and keeps the viewer's numbering continuous across switches. Forwarding a packet
+means rewriting its 12-byte header (sequence number and timestamp moved into the viewer
+stream's space, the viewer's SSRC), its header extensions (the viewer's MID, the server's
+send time) and, after a switch, the VP8 picture id, then sending it through the viewer's
 transport. Nothing is depacketized, buffered or decoded.
 
-Around that hot path the publication keeps what a receiver would keep: reception
-statistics and NACKs for the publisher, a history of recent video packets to answer the
-viewers' NACKs with RTX, keyframe requests relayed upstream (rate-limited), and the
-publisher's NTP/RTP timestamp pair so each viewer stream gets sender reports in its own
-timestamp space (lip sync).
+Around that hot path the publication keeps what a receiver would keep, per layer:
+reception statistics and NACKs for the publisher, keyframe requests relayed upstream
+(rate-limited), the publisher's NTP/RTP timestamp pair so each viewer stream gets sender
+reports in its own timestamp space (lip sync). Each viewer stream keeps what it sent, to
+answer its NACKs with RTX within the viewer's retransmission budget.
+
+Which layer a viewer gets is decided elsewhere (meeting.media.quality, through
+:meth:`Publication.select`); what the publisher is asked to send (its REMB) is
+``upstream_bitrate``, set from what its viewers can take.
 
 The I/O side (meeting.media.sfu) hands in received datagrams and RTCP, and provides the
 coroutines that send; time comes in as ``now`` (seconds, monotonic).
@@ -20,43 +28,51 @@ coroutines that send; time comes in as ``now`` (seconds, monotonic).
 from __future__ import annotations
 
 import random
-from typing import Awaitable, Callable
+from collections import deque
+from typing import Awaitable, Callable, Protocol
 
-from meeting.media.feedback import KeyframeLimiter, NackTracker, ReceptionStats
+from meeting.media.layer import Layer
 from meeting.media.rtp import (
     RtpError,
     RtpView,
+    abs_send_time,
     mid_element,
-    pack_rtp,
+    ntp_middle,
     pack_nack,
     pack_pli,
     pack_receiver_report,
     pack_remb,
     pack_report_block,
+    pack_rtp,
     pack_sdes_cname,
     pack_sender_report,
     parse_rtp,
     rtx_body,
-    seq_diff,
+    stamped,
     unwrap_rtx,
     viewer_extension_block,
-    vp8_keyframe_start,
 )
+from meeting.media.switcher import Switcher
+from meeting.media.vp8 import NO_TID, Vp8Descriptor, keyframe_size, parse_descriptor
 
 SendFn = Callable[[bytes], Awaitable[None]]
-# Sees every media packet a publication takes in (in arrival order, RTX already unwrapped),
-# with its arrival time; must return at once (the recorder only queues it).
+# Sees every media packet of the publication's best layer (in arrival order, RTX already
+# unwrapped), with its arrival time; must return at once (the recorder only queues it).
 PacketTap = Callable[[RtpView, float], None]
 
-HISTORY_SIZE = 512  # packets kept per video publication to answer NACKs (~5 s at 100 pkt/s)
-_HISTORY_MASK = HISTORY_SIZE - 1
-# After a viewer stream is anchored, packets older than the anchor must not be forwarded
-# to it; checking for that is only needed while such packets can still arrive.
-_FRESH_PACKETS = 2 * HISTORY_SIZE
-# A viewer waiting for its first keyframe asks again if none came this long after asking.
+# A viewer waiting for a keyframe asks again if none came this long after asking.
 KEYFRAME_RETRY = 1.0
+# What a publisher is asked for (REMB) until its viewers have said what they can take.
+START_BITRATE = 1_500_000
 
 _NTP_UNIT = 1 << 32
+
+
+class ByteBudget(Protocol):
+    """How many bytes a viewer may still be sent again (retransmissions, probes)."""
+
+    def take(self, size: int) -> bool:
+        """Spend ``size`` bytes of it; False (nothing spent) when it is short."""
 
 
 class ViewerStream:
@@ -74,20 +90,17 @@ class ViewerStream:
         "send",
         "ready",
         "publication",
-        "anchor_seq",
-        "fresh",
-        "seq_offset",
-        "ts_offset",
-        "next_seq",
-        "next_ts",
-        "last_time",
+        "sw",
         "rtx_seq",
         "packets",
         "octets",
+        "rtx_octets",
         "retransmitted",
         "nacks",
         "keyframe_requests",
         "asked_keyframe_at",
+        "rtx_budget",
+        "sr_sent",
     )
 
     def __init__(
@@ -118,26 +131,32 @@ class ViewerStream:
         # Set by the I/O side once the viewer accepted the m-line and its DTLS is up.
         self.ready = False
         self.publication: Publication | None = None
-        self.anchor_seq: int | None = None
-        self.fresh = 0
-        self.seq_offset = 0
-        self.ts_offset = 0
-        # Where the next binding continues, so a recycled m-line stays continuous.
-        # Random starts in the lower half avoid SRTP trouble at the 16-bit wrap.
-        self.next_seq = rng.randrange(0x8000)
-        self.next_ts = rng.randrange(1 << 32)
-        self.last_time: float | None = None
+        video = kind == "video"
+        self.sw = Switcher(90000 if video else 48000, video, rng)
         self.rtx_seq = rng.randrange(0x8000)
         self.packets = 0
         self.octets = 0
+        self.rtx_octets = 0  # payload bytes sent again (NACK answers, probes)
         self.retransmitted = 0
         self.nacks = 0
         self.keyframe_requests = 0
         self.asked_keyframe_at = float("-inf")
+        self.rtx_budget: ByteBudget | None = None  # the viewer's, shared by its streams
+        self.sr_sent: deque[tuple[int, float]] = deque(maxlen=4)  # (LSR value, when sent)
 
     @property
     def anchored(self) -> bool:
-        return self.anchor_seq is not None
+        """Whether it forwards a layer now."""
+        return self.sw.current is not None
+
+    @property
+    def layer(self) -> Layer | None:
+        """The layer it forwards now."""
+        pub = self.publication
+        index = self.sw.current
+        if pub is None or index is None or index >= len(pub.layers):
+            return None
+        return pub.layers[index]
 
     def sender_report(self, now: float) -> bytes | None:
         """An SR + SDES compound for this stream, or None until a mapping is known.
@@ -147,18 +166,29 @@ class ViewerStream:
         syncs audio and video of one publisher by their SRs lines them up as sent.
         """
         pub = self.publication
-        if pub is None or self.anchor_seq is None or pub.sr_ntp is None:
+        layer = self.layer
+        if pub is None or layer is None or layer.sr_ntp is None:
             return None
-        elapsed = now - pub.sr_time
-        ntp = pub.sr_ntp + int(elapsed * _NTP_UNIT)
-        rtp_ts = pub.sr_rtp + self.ts_offset + int(elapsed * pub.clock_rate)
+        elapsed = now - layer.sr_time
+        ntp = layer.sr_ntp + int(elapsed * _NTP_UNIT)
+        rtp_ts = layer.sr_rtp + self.sw.ts_off + int(elapsed * pub.clock_rate)
+        self.sr_sent.append((ntp_middle(ntp), now))
         return pack_sender_report(self.ssrc, ntp, rtp_ts, self.packets, self.octets) + pack_sdes_cname(
             self.ssrc, self.cname
         )
 
+    def round_trip(self, lsr: int, dlsr: int, now: float) -> float | None:
+        """Round-trip time from a report block that echoes one of our sender reports."""
+        if not lsr:
+            return None
+        for value, sent_at in self.sr_sent:
+            if value == lsr:
+                return max(0.0, now - sent_at - dlsr / 65536)
+        return None
+
 
 class Publication:
-    """One published stream and its fan-out to viewer streams."""
+    """One published stream, its layers, and its fan-out to viewer streams."""
 
     def __init__(
         self,
@@ -171,7 +201,6 @@ class Publication:
         clock_rate: int | None = None,
         codec: str | None = None,
         keyframe_interval: float = 0.3,
-        max_bitrate: int = 1_500_000,
     ) -> None:
         self.participant = participant
         self.source = source
@@ -181,32 +210,23 @@ class Publication:
         self.clock_rate = clock_rate or (90000 if self.video else 48000)
         self.upstream = upstream
         self.rtcp_ssrc = rtcp_ssrc
+        self.keyframe_interval = keyframe_interval
+        self.layers: list[Layer] = [self._new_layer(0, None)]
         # Negotiated with the publisher (set by the I/O side from its answer).
-        self.media_ssrc: int | None = None
-        self.rtx_ssrc: int | None = None
         self.rtx_apt: dict[int, int] = {}  # RTX payload type -> media payload type
         self.mid_id = 0
         self.audio_level_id = 0  # RFC 6464 extension id, for the recorder's speaker timeline
-        # The REMB the publisher gets for video: a cap, not an estimate (see receiver_report).
-        self.max_bitrate = max_bitrate
+        self.ast_id = 0  # abs-send-time extension id: stamped anew on the way out
+        self.rid_id = 0  # RID and repaired-RID extension ids: which layer a packet is
+        self.rrid_id = 0
+        self.strip_ids: tuple[int, ...] = ()  # those ids: never forwarded
+        # The REMB the publisher gets for video: what its viewers can take (set by the room).
+        self.upstream_bitrate = START_BITRATE
 
         self.viewers: list[ViewerStream] = []
         self.tap: PacketTap | None = None  # set while the room is being recorded
-        self.waiting = 0  # viewers that still wait for a keyframe to start
-        self.history: list[RtpView | None] = [None] * HISTORY_SIZE if self.video else []
-        self.stats = ReceptionStats(self.clock_rate)
-        self.nack = NackTracker() if self.video else None
-        self.keyframes = KeyframeLimiter(keyframe_interval)
-        self.deadline = float("inf")
-        self.max_seq: int | None = None
-        self.max_ts = 0
-        self.max_time = 0.0
-
-        # Publisher's last sender report: NTP time, RTP time, and when it arrived.
-        self.sr_ntp: int | None = None
-        self.sr_rtp = 0
-        self.sr_time = 0.0
-        self.sr_lsr = 0
+        self.tap_layer = 0  # the layer the tap gets: the best one flowing
+        self.tap_next: int | None = None  # a better one, from its next keyframe
 
         # counters
         self.received = 0
@@ -216,6 +236,8 @@ class Publication:
         self.received_octets = 0
         self.forwarded_octets = 0
         self.retransmitted = 0
+        self.rtx_refused = 0  # NACKs not answered: the viewer's budget was spent
+        self.probe_packets = 0
         self.malformed = 0
         self.anchors = 0  # viewer streams (re)started on a keyframe
         self.held_back = 0  # packets not sent to a viewer that waits for a keyframe
@@ -223,158 +245,238 @@ class Publication:
         self.nacks_received = 0
         self.keyframe_requests_received = 0
 
+    def _new_layer(self, index: int, rid: str | None) -> Layer:
+        return Layer(index, rid, self.clock_rate, self.video, self.keyframe_interval)
+
     # --- wiring -----------------------------------------------------------------------
 
-    def set_source(self, media_ssrc: int, rtx_ssrc: int | None, rtx_apt: dict[int, int]) -> None:
-        """Set the publisher's SSRCs; a new media SSRC restarts every viewer's anchor."""
-        if media_ssrc != self.media_ssrc and self.media_ssrc is not None:
-            self._restart()
-        self.media_ssrc = media_ssrc
-        self.rtx_ssrc = rtx_ssrc
+    @property
+    def media_ssrc(self) -> int | None:
+        """The first layer's media SSRC (the only one without simulcast)."""
+        return self.layers[0].media_ssrc
+
+    @property
+    def keyframes_sent(self) -> int:
+        return sum(layer.keyframes.sent for layer in self.layers)
+
+    @property
+    def lost_upstream(self) -> int:
+        return sum(max(0, layer.stats.cumulative_lost) for layer in self.layers)
+
+    def set_layers(self, rids: list[str] | None) -> None:
+        """The publisher's encodings, lowest quality first (None: one stream, no RIDs).
+
+        Layers that keep their RID keep their state; viewers of a layer that is gone
+        start again on the first layer.
+        """
+        wanted: list[str | None] = list(rids) if rids else [None]
+        if [layer.rid for layer in self.layers] == wanted:
+            return
+        old = {layer.rid: layer for layer in self.layers}
+        self.layers = []
+        for index, rid in enumerate(wanted):
+            layer = old.get(rid) or self._new_layer(index, rid)
+            layer.index = index
+            self.layers.append(layer)
+        for viewer in self.viewers:
+            sw = viewer.sw
+            if sw.current is not None and sw.current >= len(self.layers):
+                sw.restart()
+            if sw.pending is not None and sw.pending >= len(self.layers):
+                sw.pending = 0
+        self.tap_layer = len(self.layers) - 1
+        self.tap_next = None
+        self._regroup()
+
+    def layer_for_rid(self, rid: str | None) -> Layer | None:
+        for layer in self.layers:
+            if layer.rid == rid:
+                return layer
+        return None
+
+    def set_source(self, media_ssrc: int, rtx_ssrc: int | None, rtx_apt: dict[int, int],
+                   layer: Layer | None = None) -> None:
+        """Set a layer's SSRCs (the first layer's by default); a new media SSRC restarts
+        its viewers at its next keyframe."""
+        layer = layer or self.layers[0]
+        if layer.set_ssrc(media_ssrc):
+            for viewer in layer.viewers:
+                if viewer.sw.current == layer.index:
+                    viewer.sw.restart()
+        layer.rtx_ssrc = rtx_ssrc
         self.rtx_apt = dict(rtx_apt)
 
     def attach(self, viewer: ViewerStream, now: float) -> None:
-        """Start feeding ``viewer`` (from the next keyframe, for video)."""
+        """Start feeding ``viewer``: the lowest layer flowing, from its next keyframe
+        (for video), until :meth:`select` says otherwise."""
         if viewer.publication is self:
             return
         if viewer.publication is not None:
             viewer.publication.detach(viewer)
         viewer.publication = self
-        viewer.anchor_seq = None
+        viewer.sw.set_media(self.clock_rate, self.video)
+        viewer.sw.target(None)
+        viewer.sw.target(self.first_layer(now))
         self.viewers.append(viewer)
-        # Group viewers with the same MID so consecutive ones reuse one extension block.
-        self.viewers.sort(key=lambda v: v.mid_elem)
-        self.waiting += 1
+        self._regroup()
         if viewer.ready:
             self.viewer_ready(viewer, now)
 
+    def first_layer(self, now: float) -> int:
+        """The layer a new viewer starts on: the lowest one flowing (quick to start)."""
+        for layer in self.layers:
+            if layer.live(now):
+                return layer.index
+        return 0
+
     def viewer_ready(self, viewer: ViewerStream, now: float) -> None:
         """The viewer's transport can carry media: ask the publisher for a keyframe."""
-        if self.video and viewer.anchor_seq is None:
+        pending = viewer.sw.pending
+        if self.video and pending is not None and pending < len(self.layers):
             viewer.asked_keyframe_at = now
-            self.request_keyframe(now)
+            self.request_keyframe(now, self.layers[pending])
 
-    def detach(self, viewer: ViewerStream) -> None:
-        """Stop feeding ``viewer``, remembering where its numbering continues."""
+    def select(self, viewer: ViewerStream, layer: int | None, max_tid: int, now: float) -> None:
+        """Forward ``layer`` (None: nothing, paused) with temporal layers up to ``max_tid``
+        to ``viewer``; a new layer starts at its next keyframe, asked for now."""
         if viewer.publication is not self:
             return
-        self._close_binding(viewer)
+        sw = viewer.sw
+        if layer is not None and layer >= len(self.layers):
+            layer = len(self.layers) - 1
+        before = (sw.current, sw.pending)
+        sw.target(layer, max_tid)
+        if (sw.current, sw.pending) == before:
+            return
+        if sw.pending is not None and self.video and viewer.ready:
+            viewer.asked_keyframe_at = now
+            self.request_keyframe(now, self.layers[sw.pending])
+        self._regroup()
+
+    def detach(self, viewer: ViewerStream) -> None:
+        """Stop feeding ``viewer``; its switcher remembers where its numbering continues."""
+        if viewer.publication is not self:
+            return
         self.viewers.remove(viewer)
+        viewer.sw.target(None)
         viewer.publication = None
+        self._regroup()
 
     def close(self) -> None:
         for viewer in list(self.viewers):
             self.detach(viewer)
 
-    def _close_binding(self, viewer: ViewerStream) -> None:
-        if viewer.anchor_seq is None:
-            self.waiting -= 1
-            return
-        if self.max_seq is not None:
-            viewer.next_seq = (self.max_seq + viewer.seq_offset + 1) & 0xFFFF
-            viewer.next_ts = (self.max_ts + viewer.ts_offset) & 0xFFFFFFFF
-            viewer.last_time = self.max_time
-        viewer.anchor_seq = None
+    def _regroup(self) -> None:
+        """Each layer's list of the viewers that forward it or wait for it.
 
-    def _restart(self) -> None:
-        """The publisher restarted its stream (new SSRC): re-anchor every viewer."""
-        for viewer in self.viewers:
-            if viewer.anchor_seq is not None:
-                self._close_binding(viewer)
-                self.waiting += 1
-        if self.video:
-            self.history = [None] * HISTORY_SIZE
-            self.nack = NackTracker()
-        self.stats = ReceptionStats(self.clock_rate)
-        self.max_seq = None
-        self.sr_ntp = None
-
-    def _anchor(self, viewer: ViewerStream, view: RtpView, now: float) -> None:
-        """Map this packet to the viewer stream's next sequence number and timestamp."""
-        ts = viewer.next_ts
-        if viewer.last_time is not None:
-            # Keep the viewer's timestamps moving with wall time across a re-binding.
-            ts += max(1, int((now - viewer.last_time) * self.clock_rate))
-        viewer.seq_offset = (viewer.next_seq - view.seq) & 0xFFFF
-        viewer.ts_offset = (ts - view.ts) & 0xFFFFFFFF
-        viewer.anchor_seq = view.seq
-        viewer.fresh = _FRESH_PACKETS
-        self.waiting -= 1
-        self.anchors += 1
+        New lists, never changed in place: a fan-out that is awaiting a send keeps
+        iterating the list it started with. Viewers with the same MID are kept together
+        so consecutive ones reuse one extension block.
+        """
+        viewers = sorted(self.viewers, key=lambda v: v.mid_elem)
+        for layer in self.layers:
+            i = layer.index
+            layer.viewers = [v for v in viewers if v.sw.current == i or v.sw.pending == i]
 
     # --- publisher -> server ------------------------------------------------------------
 
-    async def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False) -> None:
-        """Handle one decrypted RTP datagram from the publisher."""
+    async def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False,
+                     layer: Layer | None = None) -> None:
+        """Handle one decrypted RTP datagram from the publisher (of ``layer``, by default
+        the first)."""
+        if layer is None:
+            layer = self.layers[0]
         try:
-            view = parse_rtp(data, self.mid_id)
+            view = parse_rtp(data, self.mid_id, self.strip_ids, self.ast_id)
         except RtpError:
             self.malformed += 1
+            layer.malformed += 1
             return
         if is_rtx:
             self.rtx_received += 1
+            layer.rtx_received += 1
             apt = self.rtx_apt.get(view.b1 & 0x7F)
-            if apt is None or self.media_ssrc is None or not unwrap_rtx(view, self.media_ssrc, apt):
+            if apt is None or layer.media_ssrc is None or not unwrap_rtx(view, layer.media_ssrc, apt):
                 return
         elif view.payload_size == 0:
             return  # padding-only probe: nothing to forward
         self.received += 1
+        layer.received += 1
         self.received_octets += view.payload_size
         seq = view.seq
-        self.stats.add(seq, view.ts, now, is_rtx)
+        layer.stats.add(seq, view.ts, now, is_rtx)
+        layer.last_time = now
+        desc: Vp8Descriptor | None = None
         if self.video:
-            lost = self.nack.on_packet(seq, now)
+            lost = layer.nack.on_packet(seq, now)  # type: ignore[union-attr]
             if lost:
                 self.nacks_sent += 1
                 await self.upstream(pack_nack(self.rtcp_ssrc, view.ssrc, lost))
-                self._update_deadline()
-            self.history[seq & _HISTORY_MASK] = view
-        if self.max_seq is None or seq_diff(seq, self.max_seq) > 0:
-            self.max_seq = seq
-            self.max_ts = view.ts
-            self.max_time = now
-        if now >= self.deadline:
-            await self.service(now)
-        if self.tap is not None:
+                layer.deadline = layer.next_deadline()
+            if self.codec == "VP8":
+                desc = view.desc = parse_descriptor(view.body)
+            if desc is not None:
+                tid = desc.tid
+                layer.octets[tid] += view.payload_size
+                if tid != NO_TID:
+                    layer.temporal = True
+                if desc.start:
+                    layer.frames += 1
+                    if desc.keyframe:
+                        self._keyframe(layer, view, now)
+            else:
+                layer.octets[NO_TID] += view.payload_size
+            if view.ast >= 0:
+                view.ext = stamped(view, abs_send_time(now))
+        else:
+            layer.octets[NO_TID] += view.payload_size
+        if now >= layer.deadline:
+            await self._service(layer, now)
+        if self.tap is not None and layer.index == self.tap_layer:
             self.tap(view, now)
-        if self.viewers:
-            await self._fan_out(view, now)
+        if layer.viewers:
+            await self._fan_out(layer, view, desc, now)
 
-    async def _fan_out(self, view: RtpView, now: float) -> None:
+    def _keyframe(self, layer: Layer, view: RtpView, now: float) -> None:
+        layer.last_keyframe = now
+        size = keyframe_size(view.payload)
+        if size is not None:
+            layer.width, layer.height = size
+        if self.tap_next == layer.index:
+            # The tap moves to a better layer where that layer can be decoded from.
+            self.tap_layer = layer.index
+            self.tap_next = None
+
+    async def _fan_out(self, layer: Layer, view: RtpView, desc: Vp8Descriptor | None, now: float) -> None:
         b0 = view.b0
         b1 = view.b1
-        seq = view.seq
-        ts = view.ts
         csrc = view.csrc
-        body = view.body
         size = view.payload_size
+        index = layer.index
         last_elem = None
         block = b""
-        keyframe = None
         sent = 0
-        for v in self.viewers:
+        moved = False
+        for v in layer.viewers:
             if not v.ready:
                 continue
-            if v.anchor_seq is None:
-                if self.video:
-                    if keyframe is None:
-                        keyframe = vp8_keyframe_start(view.payload) if self.codec == "VP8" else True
-                    if not keyframe:
-                        self.held_back += 1
-                        if now - v.asked_keyframe_at > KEYFRAME_RETRY:
-                            v.asked_keyframe_at = now
-                            self.request_keyframe(now)
-                        continue
-                self._anchor(v, view, now)
-            elif v.fresh:
-                if (seq - v.anchor_seq) & 0x8000:
-                    continue  # older than the viewer's first packet
-                v.fresh -= 1
+            sw = v.sw
+            switches = sw.switches
+            out = sw.forward(view, desc, index, now)
+            if out is None:
+                if sw.pending == index and self.video:
+                    self.held_back += 1
+                    if now - v.asked_keyframe_at > KEYFRAME_RETRY:
+                        v.asked_keyframe_at = now
+                        self.request_keyframe(now, layer)
+                continue
+            if sw.switches != switches:
+                moved = True
+                self.anchors += 1
             if v.mid_elem != last_elem or v.allowed_ext is not None:
                 block = viewer_extension_block(view, v.mid_elem, v.allowed_ext)
                 last_elem = v.mid_elem
-            data = pack_rtp(b0, b1, (seq + v.seq_offset) & 0xFFFF, (ts + v.ts_offset) & 0xFFFFFFFF, v.ssrc,
-                            csrc, block, body)
+            data = pack_rtp(b0, b1, out[0], out[1], v.ssrc, csrc, block, out[2])
             try:
                 await v.send(data)
             except ConnectionError:
@@ -384,78 +486,97 @@ class Publication:
             v.octets += size
             sent += 1
         self.forwarded += sent
+        if moved:
+            self._regroup()
         self.forwarded_octets += sent * size
 
-    def handle_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+    def handle_sender_report(self, ntp: int, rtp_ts: int, now: float, layer: Layer | None = None) -> None:
         """Remember the publisher's NTP/RTP pair (for viewers' SRs and our RR's LSR)."""
-        self.sr_ntp = ntp
-        self.sr_rtp = rtp_ts
-        self.sr_time = now
-        self.sr_lsr = (ntp >> 16) & 0xFFFFFFFF
+        layer = layer or self.layers[0]
+        layer.sr_ntp = ntp
+        layer.sr_rtp = rtp_ts
+        layer.sr_time = now
+        layer.sr_lsr = ntp_middle(ntp)
 
-    def report_block(self, now: float) -> bytes | None:
-        """A reception report block about the publisher's media SSRC, for our RR."""
-        if self.media_ssrc is None or self.stats.base_seq is None:
-            return None
-        dlsr = 0
-        if self.sr_ntp is not None:
-            dlsr = min(int((now - self.sr_time) * 65536), 0xFFFFFFFF)
-        s = self.stats
-        return pack_report_block(
-            self.media_ssrc,
-            s.take_fraction_lost(),
-            s.cumulative_lost,
-            s.extended_max_seq,
-            int(s.jitter),
-            self.sr_lsr if self.sr_ntp is not None else 0,
-            dlsr,
-        )
+    def report_blocks(self, now: float) -> list[bytes]:
+        """Reception report blocks about each layer's media SSRC, for our RR."""
+        blocks = []
+        for layer in self.layers:
+            if layer.media_ssrc is None or layer.stats.base_seq is None:
+                continue
+            dlsr = 0
+            if layer.sr_ntp is not None:
+                dlsr = min(int((now - layer.sr_time) * 65536), 0xFFFFFFFF)
+            s = layer.stats
+            blocks.append(pack_report_block(
+                layer.media_ssrc,
+                s.take_fraction_lost(),
+                s.cumulative_lost,
+                s.extended_max_seq,
+                int(s.jitter),
+                layer.sr_lsr if layer.sr_ntp is not None else 0,
+                dlsr,
+            ))
+        return blocks
 
     def receiver_report(self, now: float) -> bytes | None:
-        """RR about the publisher's stream, plus a REMB for video.
+        """RR about the publisher's streams, plus a REMB for video.
 
-        The REMB carries ``max_bitrate`` rather than a delay-based estimate: aiortc's
-        RemoteBitrateEstimator costs ~20 us per packet (more than the rest of ingest),
-        and the browser's own loss-based controller, fed by these receiver reports,
-        already backs off under loss. The cap keeps a publisher within what viewers,
-        who all get the same stream (no simulcast), can be expected to take.
+        The REMB carries ``upstream_bitrate``, what the best-placed viewers can take,
+        rather than a delay-based estimate of the publisher's own link: aiortc's
+        RemoteBitrateEstimator costs ~20 us per packet (more than the rest of ingest), and
+        the browser's own loss-based controller, fed by these receiver reports, already
+        backs off under loss.
         """
-        block = self.report_block(now)
-        if block is None:
+        blocks = self.report_blocks(now)
+        if not blocks:
             return None
-        report = pack_receiver_report(self.rtcp_ssrc, [block])
-        if self.video and self.max_bitrate and self.media_ssrc is not None:
-            report += pack_remb(self.rtcp_ssrc, self.max_bitrate, [self.media_ssrc])
+        report = pack_receiver_report(self.rtcp_ssrc, blocks)
+        ssrcs = [layer.media_ssrc for layer in self.layers if layer.media_ssrc is not None]
+        if self.video and self.upstream_bitrate and ssrcs:
+            report += pack_remb(self.rtcp_ssrc, self.upstream_bitrate, ssrcs)
         return report
+
+    # --- measurements (the periodic media task) ----------------------------------------
+
+    def measure(self, now: float) -> None:
+        """Update each layer's bitrates; point the recorder's tap at the best layer flowing."""
+        for layer in self.layers:
+            layer.measure(now)
+        if self.tap is None or len(self.layers) == 1:
+            return
+        best = next((layer.index for layer in reversed(self.layers) if layer.live(now)), None)
+        if best is None or best == self.tap_layer:
+            self.tap_next = None
+            return
+        if best < self.tap_layer and self.layers[self.tap_layer].live(now):
+            return
+        if self.tap_next != best:
+            self.tap_next = best
+            self.request_keyframe(now, self.layers[best])
 
     # --- timers (serviced on packet arrival and by the periodic RTCP task) ----------
 
-    def _update_deadline(self) -> None:
-        deadline = float("inf")
-        if self.nack is not None:
-            d = self.nack.next_deadline()
-            if d is not None:
-                deadline = d
-        d = self.keyframes.next_deadline()
-        if d is not None and d < deadline:
-            deadline = d
-        self.deadline = deadline
-
     async def service(self, now: float) -> None:
-        """Send what timers made due: repeated NACKs, a deferred keyframe request."""
-        if self.nack is not None and self.media_ssrc is not None:
-            again = self.nack.due(now)
+        """Send what timers made due on every layer: repeated NACKs, deferred keyframe requests."""
+        for layer in self.layers:
+            await self._service(layer, now)
+
+    async def _service(self, layer: Layer, now: float) -> None:
+        if layer.nack is not None and layer.media_ssrc is not None:
+            again = layer.nack.due(now)
             if again:
                 self.nacks_sent += 1
-                await self.upstream(pack_nack(self.rtcp_ssrc, self.media_ssrc, again))
-        if self.keyframes.due(now):
-            await self._send_pli()
-        self._update_deadline()
+                await self.upstream(pack_nack(self.rtcp_ssrc, layer.media_ssrc, again))
+        if layer.keyframes.due(now) and layer.media_ssrc is not None:
+            await self.upstream(pack_pli(self.rtcp_ssrc, layer.media_ssrc))
+        layer.deadline = layer.next_deadline()
 
     # --- viewers -> server -> publisher ----------------------------------------------
 
-    def request_keyframe(self, now: float) -> None:
-        """A viewer needs a keyframe: ask the publisher, at most once per interval.
+    def request_keyframe(self, now: float, layer: Layer | None = None) -> None:
+        """A keyframe of ``layer`` is needed (by default of the layer the recorder taps):
+        ask the publisher, at most once per interval.
 
         The PLI itself is sent by :meth:`service`, which the next packet from the
         publisher triggers (milliseconds later for video), so no task or timer is needed.
@@ -463,41 +584,74 @@ class Publication:
         self.keyframe_requests_received += 1
         if not self.video:
             return
-        self.keyframes.ask()
-        self._update_deadline()
+        if layer is None:
+            layer = self.layers[min(self.tap_layer, len(self.layers) - 1)]
+        layer.keyframes.ask()
+        layer.deadline = layer.next_deadline()
 
-    async def _send_pli(self) -> None:
-        if self.media_ssrc is not None:
-            await self.upstream(pack_pli(self.rtcp_ssrc, self.media_ssrc))
+    def viewer_keyframe(self, viewer: ViewerStream, now: float) -> None:
+        """A viewer lost its picture (PLI/FIR): a keyframe of the layer it gets, or waits for."""
+        index = viewer.sw.current if viewer.sw.current is not None else viewer.sw.pending
+        if index is not None and index < len(self.layers):
+            self.request_keyframe(now, self.layers[index])
 
-    async def retransmit(self, viewer: ViewerStream, lost: list[int]) -> None:
-        """Answer a viewer's NACK from the history, as RTX when the viewer has RTX."""
+    async def retransmit(self, viewer: ViewerStream, lost: list[int], now: float) -> None:
+        """Answer a viewer's NACK with what it was sent, as RTX when the viewer has RTX."""
         self.nacks_received += 1
         viewer.nacks += 1
-        if not self.video or viewer.anchor_seq is None or not viewer.ready:
+        if not self.video or not viewer.ready:
             return
-        history = self.history
+        send_time = abs_send_time(now)
+        budget = viewer.rtx_budget
         for out_seq in lost:
-            in_seq = (out_seq - viewer.seq_offset) & 0xFFFF
-            view = history[in_seq & _HISTORY_MASK]
-            if view is None or view.seq != in_seq:
+            entry = viewer.sw.sent(out_seq)
+            if entry is None:
                 continue
-            if viewer.fresh and (in_seq - viewer.anchor_seq) & 0x8000:
-                continue  # before this viewer's first packet (or another binding's)
-            block = viewer_extension_block(view, viewer.mid_elem, viewer.allowed_ext)
-            ts = (view.ts + viewer.ts_offset) & 0xFFFFFFFF
-            rtx_pt = viewer.rtx_payload_types.get(view.b1 & 0x7F)
-            if rtx_pt is not None and viewer.rtx_ssrc is not None:
-                # RFC 4588: the original sequence number leads the payload; no padding.
-                data = pack_rtp(view.b0 & ~0x20, (view.b1 & 0x80) | rtx_pt, viewer.rtx_seq, ts, viewer.rtx_ssrc,
-                                view.csrc, block, rtx_body(out_seq, view))
-                viewer.rtx_seq = (viewer.rtx_seq + 1) & 0xFFFF
-            else:
-                data = pack_rtp(view.b0, view.b1, out_seq, ts, viewer.ssrc, view.csrc, block, view.body)
-            try:
-                await viewer.send(data)
-            except ConnectionError:
-                viewer.ready = False
+            if budget is not None and not budget.take(len(entry[2])):
+                self.rtx_refused += 1
+                continue
+            if not await self._send_again(viewer, entry, send_time):
                 return
-            viewer.retransmitted += 1
             self.retransmitted += 1
+
+    async def probe(self, viewer: ViewerStream, size: int, now: float) -> int:
+        """Send ``viewer`` about ``size`` bytes of packets it already has, again, as RTX.
+
+        Receivers discard them; their bandwidth estimate counts them: this is how a viewer
+        is seen to take more before it is sent more. Returns the bytes sent.
+        """
+        if not self.video or not viewer.ready or viewer.rtx_ssrc is None or size <= 0:
+            return 0
+        send_time = abs_send_time(now)
+        done = 0
+        for entry in viewer.sw.recent(64):
+            if done >= size:
+                break
+            if not await self._send_again(viewer, entry, send_time):
+                break
+            done += len(entry[2])
+            self.probe_packets += 1
+        return done
+
+    async def _send_again(self, viewer: ViewerStream, entry: tuple[int, int, bytes, RtpView],
+                          send_time: bytes) -> bool:
+        out_seq, out_ts, body, view = entry
+        block = viewer_extension_block(view, viewer.mid_elem, viewer.allowed_ext, stamped(view, send_time))
+        pad = view.padding_size
+        payload = body[:-pad] if pad else body
+        rtx_pt = viewer.rtx_payload_types.get(view.b1 & 0x7F)
+        if rtx_pt is not None and viewer.rtx_ssrc is not None:
+            # RFC 4588: the original sequence number leads the payload; no padding.
+            data = pack_rtp(view.b0 & ~0x20, (view.b1 & 0x80) | rtx_pt, viewer.rtx_seq, out_ts, viewer.rtx_ssrc,
+                            view.csrc, block, rtx_body(out_seq, payload))
+            viewer.rtx_seq = (viewer.rtx_seq + 1) & 0xFFFF
+        else:
+            data = pack_rtp(view.b0, view.b1, out_seq, out_ts, viewer.ssrc, view.csrc, block, body)
+        try:
+            await viewer.send(data)
+        except ConnectionError:
+            viewer.ready = False
+            return False
+        viewer.retransmitted += 1
+        viewer.rtx_octets += len(payload)
+        return True

@@ -7,6 +7,10 @@ with new server offers, serialized by :class:`meeting.media.negotiation.Negotiat
 An m-line that is no longer needed goes inactive and is reused by the next stream of its
 kind, so a long meeting does not grow its SDP without bound.
 
+Publish video m-lines ask for simulcast (meeting.media.simulcast): a browser sends its
+camera and screen in two layers, and each viewer is sent the one that suits it
+(meeting.media.adaptation).
+
 aiortc does ICE, DTLS and SRTP; its media pipeline stays off (:func:`meeting.internals.silence`)
 and the packets are moved by :class:`meeting.media.transport.PeerTransport`.
 """
@@ -26,12 +30,14 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from meeting import internals
+from meeting.media.adaptation import PausedFn
 from meeting.media.roomview import RoomView
 from meeting.media.forwarder import Publication, ViewerStream
 from meeting.media.ice import filter_sdp_candidates, parse_candidate
 from meeting.media.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
-from meeting.media.rtp import AUDIO_LEVEL_URI, MID_URI, mid_element
+from meeting.media.rtp import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, REPAIRED_RID_URI, RID_URI, mid_element
 from meeting.media.sdpanswer import AnsweredLine, AnswerError, check_answer
+from meeting.media.simulcast import offer_simulcast
 from meeting.media.transport import PeerTransport
 
 logger = logging.getLogger(__name__)
@@ -105,6 +111,7 @@ class Peer:
         participant_id: str,
         send_offer: Callable[[Offer], Awaitable[None]],
         on_state: Callable[[str], None] | None,
+        on_paused: PausedFn | None = None,
     ) -> None:
         self.participant_id = participant_id
         self._room = room
@@ -116,7 +123,7 @@ class Peer:
         )
         self._pc.on("connectionstatechange", self._on_connection_state)
         self._lines: list[_Line] = []
-        self.transport = PeerTransport(room, participant_id)
+        self.transport = PeerTransport(room, participant_id, on_paused)
         self.publications = self.transport.publications  # by source
         self._negotiation = Negotiation()
         self._local_sdp = ""
@@ -225,6 +232,11 @@ class Peer:
         self._add_publication(source)
         self._room.renegotiate()
 
+    def set_tiles(self, tiles: dict[tuple[str, str], tuple[int, int]]) -> None:
+        """How large this participant's page shows each video: (publisher, source) ->
+        (width, height) in device pixels. Tiles it does not list are taken as large."""
+        self.transport.adaptation.set_tiles(tiles)
+
     async def unpublish(self, source: str) -> None:
         """Stop receiving ``source``: viewers stop at once, their m-lines go inactive."""
         pub = self.publications.pop(source, None)
@@ -255,6 +267,11 @@ class Peer:
             pub.clock_rate = codec.clock_rate
         pub.mid_id = info.extensions.get(MID_URI, 0)
         pub.audio_level_id = info.extensions.get(AUDIO_LEVEL_URI, 0)
+        pub.ast_id = info.extensions.get(ABS_SEND_TIME_URI, 0)
+        pub.rid_id = info.extensions.get(RID_URI, 0)
+        pub.rrid_id = info.extensions.get(REPAIRED_RID_URI, 0)
+        pub.strip_ids = tuple(i for i in (pub.rid_id, pub.rrid_id) if i)
+        pub.set_layers(list(info.rids) or None)
         self.transport.route(pub, info.mid, info.ssrc, info.rtx_ssrc, info.rtx_map())
 
     # --- negotiation -----------------------------------------------------------------------
@@ -307,7 +324,10 @@ class Peer:
         try:
             self._plan(time.monotonic())
             await self._pc.setLocalDescription(await self._pc.createOffer())
-            sdp = self._pc.localDescription.sdp
+            # aiortc keeps its own offer; the browser gets it with simulcast asked for.
+            sdp = offer_simulcast(self._pc.localDescription.sdp, {
+                line.mid for line in self._lines if line.role == "publish" and line.kind == "video" and line.mid
+            })
             slots = self._slots()
         except Exception:
             if self._closed:
@@ -452,6 +472,7 @@ class Peer:
         offered = _OFFERED_EXTENSION_IDS[line.kind] - {mid_id}
         stream.allowed_ext = None if ext_ids >= offered else frozenset(ext_ids)
         stream.cname = transport.cname
+        stream.rtx_budget = transport.adaptation.rtx_budget
         stream.ready = transport.connected
         return stream
 

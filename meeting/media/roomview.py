@@ -41,5 +41,8 @@ class RoomView(Protocol):
     def publication_ended(self, pub: Publication) -> None:
         """A peer stopped publishing (its counters join the room's)."""
 
+    def demands_for(self, pub: Publication) -> list[float]:
+        """What each viewer of ``pub`` would take of it (bit/s), for its publisher's REMB."""
+
     def renegotiate(self) -> None:
         """The room's streams changed: every peer offers again if it must."""

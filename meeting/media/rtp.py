@@ -38,6 +38,8 @@ _EXT_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 
 
 class RtpError(ValueError):
@@ -64,9 +66,10 @@ class RtpView:
     """The fields of one received RTP packet that forwarding needs.
 
     ``body`` is everything after the header extension: payload plus any padding.
-    ``ext`` holds the header-extension elements other than the MID, already encoded
-    in the one-byte form (or ``None`` when some element needs the two-byte form, in
-    which case ``elements`` is the source of truth).
+    ``ext`` holds the header-extension elements other than the MID (and those the caller
+    strips), already encoded in the one-byte form (or ``None`` when some element needs the
+    two-byte form, in which case ``elements`` is the source of truth). ``ast`` is where in
+    ``ext`` the abs-send-time value starts (-1: none), so it can be stamped anew.
     """
 
     __slots__ = (
@@ -81,6 +84,8 @@ class RtpView:
         "mid",
         "body",
         "payload_size",
+        "ast",
+        "desc",
     )
 
     def __init__(self) -> None:
@@ -95,6 +100,8 @@ class RtpView:
         self.mid: str | None = None
         self.body = b""
         self.payload_size = 0
+        self.ast = -1
+        self.desc: object = None  # the VP8 descriptor, once a video publication read it
 
     @property
     def payload_type(self) -> int:
@@ -115,13 +122,16 @@ class RtpView:
         return self.body[:-pad] if pad else self.body
 
 
-def parse_rtp(data: bytes, mid_id: int = 0) -> RtpView:
+def parse_rtp(data: bytes, mid_id: int = 0, strip: tuple[int, ...] = (), ast_id: int = 0) -> RtpView:
     """Parse ``data`` into an :class:`RtpView`.
 
     ``mid_id`` is the negotiated id of the MID extension (0 when not negotiated): its
     element is taken out (each viewer gets its own) and its value kept in ``view.mid``.
-    The one-byte elements that remain are kept as raw bytes (``view.ext``) so that a
-    viewer's block is one concatenation away; ``view.elements`` lists them all.
+    Elements whose id is in ``strip`` (a publisher's RIDs, which no viewer negotiated) are
+    left out of ``view.ext`` too. The one-byte elements that remain are kept as raw bytes
+    (``view.ext``) so that a viewer's block is one concatenation away; ``view.elements``
+    lists every element but the MID. With ``ast_id``, ``view.ast`` says where the
+    abs-send-time value sits in ``view.ext``.
     """
     n = len(data)
     if n < RTP_HEADER_SIZE:
@@ -151,7 +161,7 @@ def parse_rtp(data: bytes, mid_id: int = 0) -> RtpView:
         if end > n:
             raise RtpError("RTP header extension is truncated")
         if profile == ONE_BYTE_PROFILE:
-            _parse_one_byte(view, data, pos, end, mid_id)
+            _parse_one_byte(view, data, pos, end, mid_id, strip, ast_id)
         else:
             elements = []
             for x_id, value in parse_extension_elements(profile, data[pos:end]):
@@ -160,7 +170,10 @@ def parse_rtp(data: bytes, mid_id: int = 0) -> RtpView:
                 else:
                     elements.append((x_id, value))
             view.elements = elements
-            view.ext = encode_one_byte_elements(elements)
+            kept = [e for e in elements if e[0] not in strip]
+            view.ext = encode_one_byte_elements(kept)
+            if ast_id and view.ext is not None:
+                view.ast = _value_position(kept, ast_id, 3)
         pos = end
     # Keep V and P, drop X and CC: they are recomputed for each outgoing packet.
     view.b0 = b0 & 0xE0
@@ -183,8 +196,20 @@ def _mid_value(value: bytes) -> str:
         raise RtpError("RTP MID extension is not ASCII") from None
 
 
-def _parse_one_byte(view: RtpView, data: bytes, pos: int, end: int, mid_id: int) -> None:
-    """Walk one-byte elements in place; keep the raw bytes of all but the MID (hot path)."""
+def _value_position(elements: list[tuple[int, bytes]], x_id: int, size: int) -> int:
+    """Where the value of element ``x_id`` starts in these elements' one-byte encoding."""
+    pos = 0
+    for eid, value in elements:
+        if eid == x_id:
+            return pos + 1 if len(value) == size else -1
+        pos += 1 + len(value)
+    return -1
+
+
+def _parse_one_byte(view: RtpView, data: bytes, pos: int, end: int, mid_id: int, strip: tuple[int, ...],
+                    ast_id: int) -> None:
+    """Walk one-byte elements in place; keep the raw bytes of all but the MID and the
+    stripped ones (hot path)."""
     elements = []
     keep_from = pos  # start of the raw run being kept
     kept = b""
@@ -206,7 +231,13 @@ def _parse_one_byte(view: RtpView, data: bytes, pos: int, end: int, mid_id: int)
             view.mid = _mid_value(data[start + 1 : pos])
             kept += data[keep_from:start]
             keep_from = pos
+        elif x_id in strip:
+            elements.append((x_id, data[start + 1 : pos]))
+            kept += data[keep_from:start]
+            keep_from = pos
         else:
+            if x_id == ast_id and length == 3:
+                view.ast = len(kept) + (start - keep_from) + 1
             elements.append((x_id, data[start + 1 : pos]))
             last = pos
     if last > keep_from:
@@ -303,23 +334,48 @@ def pack_rtp(b0: int, b1: int, seq: int, ts: int, ssrc: int, csrc: bytes, ext_bl
     return _HEADER.pack(b0 | (0x10 if ext_block else 0) | (len(csrc) >> 2), b1, seq, ts, ssrc) + csrc + ext_block + body
 
 
-def viewer_extension_block(view: RtpView, mid_elem: bytes, allowed: frozenset[int] | None) -> bytes:
+def viewer_extension_block(view: RtpView, mid_elem: bytes, allowed: frozenset[int] | None,
+                           ext: bytes | None = None) -> bytes:
     """The extension block one viewer gets: the packet's elements plus the viewer's MID.
 
     ``allowed`` is the set of extension ids the viewer negotiated, or ``None`` when it
     negotiated every id the publisher may send (the usual case, and the fast path).
+    ``ext`` replaces ``view.ext`` (a retransmission stamped with a later send time).
     """
-    if allowed is None and view.ext is not None:
-        elements = view.ext + mid_elem
+    if ext is None:
+        ext = view.ext
+    if allowed is None and ext is not None:
+        elements = ext + mid_elem
         if not elements:
             return b""
         size = len(elements)
         pad = _EXT_PAD[size & 3]
         return _EXT_HEADER.pack(ONE_BYTE_PROFILE, (size + len(pad)) >> 2) + elements + pad
-    kept = [e for e in view.elements if allowed is None or e[0] in allowed]
+    source = view.elements if ext is None else parse_extension_elements(ONE_BYTE_PROFILE, ext)
+    kept = [e for e in source if allowed is None or e[0] in allowed]
     if mid_elem:
         kept.append((mid_elem[0] >> 4, mid_elem[1:]))
     return encode_extension_block(kept)
+
+
+def abs_send_time(now: float) -> bytes:
+    """The abs-send-time value for ``now`` (seconds): 6.18 fixed point, 24 bits."""
+    return (int(now * 262144) & 0xFFFFFF).to_bytes(3, "big")
+
+
+def stamped(view: RtpView, send_time: bytes) -> bytes | None:
+    """``view.ext`` with its abs-send-time value replaced (``view.ext`` when it has none).
+
+    A viewer's receive-side bandwidth estimator (REMB) compares abs-send-time with
+    arrival times; forwarded packets carry the send time of the server that sends them,
+    so one clock covers every publisher's packets, and retransmissions are not taken for
+    packets delayed by a queue.
+    """
+    ext = view.ext
+    p = view.ast
+    if p < 0 or ext is None:
+        return ext
+    return ext[:p] + send_time + ext[p + 3 :]
 
 
 def unwrap_rtx(view: RtpView, media_ssrc: int, payload_type: int) -> bool:
@@ -341,9 +397,9 @@ def unwrap_rtx(view: RtpView, media_ssrc: int, payload_type: int) -> bool:
     return True
 
 
-def rtx_body(original_seq: int, view: RtpView) -> bytes:
-    """The RTX payload for retransmitting ``view`` as ``original_seq`` (RFC 4588)."""
-    return _U16.pack(original_seq) + view.payload
+def rtx_body(original_seq: int, payload: bytes) -> bytes:
+    """The RTX payload for retransmitting ``payload`` as ``original_seq`` (RFC 4588)."""
+    return _U16.pack(original_seq) + payload
 
 
 def vp8_keyframe_start(payload: bytes) -> bool:
@@ -448,6 +504,43 @@ def unpack_remb_fci(fci: bytes) -> tuple[int, list[int]]:
         raise ValueError("REMB message is truncated")
     ssrcs = [struct.unpack_from("!I", fci, 8 + 4 * i)[0] for i in range(count)]
     return mantissa << exponent, ssrcs
+
+
+class ReportBlock:
+    """One reception report block (RFC 3550 section 6.4.1), as a receiver sent it."""
+
+    __slots__ = ("ssrc", "fraction_lost", "packets_lost", "highest_seq", "jitter", "lsr", "dlsr")
+
+    def __init__(self, ssrc: int, fraction_lost: int, packets_lost: int, highest_seq: int, jitter: int,
+                 lsr: int, dlsr: int) -> None:
+        self.ssrc = ssrc
+        self.fraction_lost = fraction_lost  # 1/256 units, since the previous report
+        self.packets_lost = packets_lost
+        self.highest_seq = highest_seq
+        self.jitter = jitter
+        self.lsr = lsr
+        self.dlsr = dlsr
+
+
+def unpack_report_blocks(payload: bytes, count: int, sender_report: bool = False) -> list[ReportBlock]:
+    """The report blocks of an RR (or, with ``sender_report``, an SR) payload."""
+    pos = 4 + (20 if sender_report else 0)
+    blocks = []
+    for _ in range(count):
+        if pos + 24 > len(payload):
+            break
+        ssrc, word, highest, jitter, lsr, dlsr = struct.unpack_from("!IIIIII", payload, pos)
+        lost = word & 0xFFFFFF
+        if lost & 0x800000:
+            lost -= 0x1000000
+        blocks.append(ReportBlock(ssrc, word >> 24, lost, highest, jitter, lsr, dlsr))
+        pos += 24
+    return blocks
+
+
+def ntp_middle(ntp: int) -> int:
+    """The middle 32 bits of a 64-bit NTP timestamp (what LSR echoes)."""
+    return (ntp >> 16) & 0xFFFFFFFF
 
 
 def unpack_fir_fci(fci: bytes) -> list[int]:

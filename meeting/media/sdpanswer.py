@@ -5,7 +5,8 @@ half-way (for instance "no common codec" after earlier m-lines were updated), an
 stops the shared transport when the BUNDLE group of an answer names another m-line
 first. So the answer is checked here first, with no side effects, and only a clean
 answer reaches aiortc. The same pass extracts what the media plane needs per m-line:
-the answerer's direction, SSRCs, header-extension ids and payload types.
+the answerer's direction, SSRCs, header-extension ids, payload types and the simulcast
+layers (RIDs) it agreed to send.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiortc import sdp as aiortc_sdp
+
+from meeting.media.rtp import RID_URI
+from meeting.media.simulcast import answered_rids, media_sections
 
 _ANSWER_DIRECTIONS = {
     # offered direction -> directions the answer may use (RFC 3264 section 6.1)
@@ -46,6 +50,7 @@ class AnsweredLine:
     extensions: dict[str, int] = field(default_factory=dict)  # uri -> id
     ssrc: int | None = None
     rtx_ssrc: int | None = None
+    rids: tuple[str, ...] = ()  # simulcast layers it sends, lowest first (none: one stream)
 
     @property
     def media_codec(self) -> AnsweredCodec | None:
@@ -85,6 +90,7 @@ def check_answer(offer_sdp: str, answer_sdp: str) -> tuple[AnsweredLine, ...]:
         # aiortc would replace and stop the transport every m-line shares.
         raise AnswerError("answer BUNDLE group must start with the offer's first m-line")
 
+    sections = media_sections(answer_sdp)
     lines = []
     for i, (om, am) in enumerate(zip(offer.media, answer.media)):
         where = f"m-line {i}"
@@ -118,6 +124,8 @@ def check_answer(offer_sdp: str, answer_sdp: str) -> tuple[AnsweredLine, ...]:
         offered_ext = {(x.id, x.uri) for x in om.rtp.headerExtensions}
         extensions = {x.uri: x.id for x in am.rtp.headerExtensions if (x.id, x.uri) in offered_ext}
         ssrc, rtx_ssrc = _answer_ssrcs(am)
+        # Layers are told apart by their RID: without the extension there is one stream.
+        rids = answered_rids(sections[i]) if RID_URI in extensions and i < len(sections) else ()
         lines.append(
             AnsweredLine(
                 mid=am.rtp.muxId,
@@ -127,6 +135,7 @@ def check_answer(offer_sdp: str, answer_sdp: str) -> tuple[AnsweredLine, ...]:
                 extensions=extensions,
                 ssrc=ssrc,
                 rtx_ssrc=rtx_ssrc,
+                rids=rids,
             )
         )
     return tuple(lines)

@@ -49,7 +49,8 @@ class MediaObserver(Protocol):
 _COUNTER_NAMES = (
     "packets_received", "packets_forwarded", "packets_retransmitted", "rtx_received", "nacks_sent",
     "nacks_received", "keyframe_requests_sent", "malformed", "viewer_starts",
-    "packets_held_for_keyframe", "packets_lost_upstream", "octets_received", "octets_forwarded",
+    "packets_held_for_keyframe", "packets_lost_upstream", "retransmissions_refused", "probe_packets",
+    "octets_received", "octets_forwarded",
 )
 
 
@@ -57,8 +58,8 @@ def publication_counters(pub: Publication) -> dict[str, int]:
     """What one publication has done so far (named as in ``_COUNTER_NAMES``)."""
     return dict(zip(_COUNTER_NAMES, (
         pub.received, pub.forwarded, pub.retransmitted, pub.rtx_received, pub.nacks_sent,
-        pub.nacks_received, pub.keyframes.sent, pub.malformed, pub.anchors, pub.held_back,
-        max(0, pub.stats.cumulative_lost), pub.received_octets, pub.forwarded_octets,
+        pub.nacks_received, pub.keyframes_sent, pub.malformed, pub.anchors, pub.held_back,
+        pub.lost_upstream, pub.rtx_refused, pub.probe_packets, pub.received_octets, pub.forwarded_octets,
     )))
 
 
@@ -174,12 +175,15 @@ class MediaRoom:
         send_offer: Callable[[Offer], Awaitable[None]],
         publish: Iterable[str] = ("mic", "camera"),
         on_state: Callable[[str], None] | None = None,
+        on_paused: Callable[[str, str, bool], None] | None = None,
     ) -> Peer:
         """Add a participant: create its peer, send its first offer, renegotiate the others.
 
         ``send_offer`` is awaited with the first offer before this returns; later offers
         are sent from background tasks. ``on_state`` is called with every new
-        ``connection_state`` ("connecting", "connected", "failed", "closed"). Joining with
+        ``connection_state`` ("connecting", "connected", "failed", "closed"). ``on_paused``
+        is called with (publisher, source, paused) when this participant's video of
+        someone is paused to save its bandwidth, and again when it resumes. Joining with
         an id already in the room replaces that participant (a page reload).
         """
         if self._closed:
@@ -192,7 +196,7 @@ class MediaRoom:
             await self.leave(participant_id)
         if len(self.peers) >= self.sfu.media.max_participants:
             raise RoomFullError("the media room is full")
-        peer = Peer(self, participant_id, send_offer, on_state)
+        peer = Peer(self, participant_id, send_offer, on_state, on_paused)
         self.peers[participant_id] = peer
         try:
             await peer.start(sources)
@@ -248,6 +252,17 @@ class MediaRoom:
     def publication(self, key: tuple[str, str]) -> Publication | None:
         peer = self.peers.get(key[0])
         return peer.publications.get(key[1]) if peer is not None else None
+
+    def demands_for(self, pub: Publication) -> list[float]:
+        """What each viewer of ``pub`` would take of it (bit/s), for its publisher's REMB."""
+        key = (pub.participant, pub.source)
+        demands = []
+        for pid, peer in self.peers.items():
+            if pid != pub.participant:
+                demand = peer.transport.adaptation.demands.get(key)
+                if demand is not None:
+                    demands.append(demand)
+        return demands
 
     def publication_started(self, pub: Publication) -> None:
         if self.observer is not None:

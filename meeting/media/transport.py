@@ -2,10 +2,13 @@
 
 aiortc terminates ICE, DTLS and SRTP; below that, meetnow takes the packets itself
 (:mod:`meeting.internals` holds the hooks). A :class:`PeerTransport` knows which SSRC
-belongs to which publication (the browser sends) and which to which viewer stream (the
-browser receives), hands RTP to :meth:`Publication.ingest` (the hot path), turns RTCP into
-NACK answers and keyframe requests, and sends receiver and sender reports about once a
-second.
+belongs to which publication and layer (the browser sends; simulcast layers are told
+apart by their RID) and which to which viewer stream (the browser receives), hands RTP to
+:meth:`Publication.ingest` (the hot path), turns RTCP into NACK answers, keyframe requests
+and the viewer's bandwidth reports (REMB, receiver reports), and sends receiver and sender
+reports about once a second. A second timer, five times a second, measures the peer's
+publications, sets what each publisher is asked to send, and lets the peer's
+:class:`~meeting.media.adaptation.Adaptation` choose what it is sent (and pace its probes).
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import time
 from typing import Any, Callable
 
 from meeting import internals
+from meeting.media.adaptation import PAD_INTERVAL, TICK, Adaptation, PausedFn, upstream_for
 from meeting.media.roomview import RoomView
 from meeting.media.forwarder import Publication, ViewerStream
 from meeting.media.ice import CandidatePolicy, apply_ice_policy
+from meeting.media.layer import Layer
 from meeting.media.rtp import (
     PSFB_FIR,
     PSFB_PLI,
+    PSFB_REMB,
     RTCP_PSFB,
+    RTCP_RR,
     RTCP_RTPFB,
     RTCP_SR,
     RTPFB_NACK,
@@ -33,6 +40,8 @@ from meeting.media.rtp import (
     parse_rtp,
     unpack_fir_fci,
     unpack_nack_fci,
+    unpack_remb_fci,
+    unpack_report_blocks,
     unpack_sender_info,
 )
 
@@ -45,7 +54,7 @@ MAX_BACKLOG = 150
 class PeerTransport:
     """Routes one peer connection's media packets; owns its RTCP timer."""
 
-    def __init__(self, room: RoomView, participant_id: str) -> None:
+    def __init__(self, room: RoomView, participant_id: str, on_paused: PausedFn | None = None) -> None:
         self.room = room
         self.participant_id = participant_id
         self.dtls: Any = None
@@ -54,10 +63,13 @@ class PeerTransport:
         self.cname = "meetnow"
         self.publications: dict[str, Publication] = {}  # by source, owned by the peer
         self.streams: dict[int, ViewerStream] = {}  # viewer stream SSRC -> stream
-        self._ingest: dict[int, tuple[Publication, bool]] = {}  # SSRC -> (publication, is RTX)
+        # SSRC -> (publication, layer, is RTX)
+        self._ingest: dict[int, tuple[Publication, Layer, bool]] = {}
         self._ingest_by_mid: dict[str, Publication] = {}
         self._mid_ext_id = 0
+        self.adaptation = Adaptation(on_paused)
         self._rtcp_task: asyncio.Task[None] | None = None
+        self._media_task: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- wiring ------------------------------------------------------------------------------
@@ -78,21 +90,31 @@ class PeerTransport:
 
     def route(self, pub: Publication, mid: str, ssrc: int | None, rtx_ssrc: int | None,
               rtx_apt: dict[int, int]) -> None:
-        """Send the publication the packets of these SSRCs (or of its MID, once seen)."""
+        """Send the publication the packets of these SSRCs (or of its MID and RIDs, once seen).
+
+        SSRCs learnt from RIDs are kept across renegotiations: a browser stops sending RIDs
+        once our receiver reports show the SSRC is known, so they could not be learnt again.
+        """
+        learnt = {}
+        if len(pub.layers) > 1:
+            learnt = {known: entry for known, entry in self._ingest.items()
+                      if entry[0] is pub and entry[1] in pub.layers}
         self.unroute(pub, keep_mid=True)
+        self._ingest.update(learnt)
         self._mid_ext_id = pub.mid_id or self._mid_ext_id
-        if ssrc is not None:
-            pub.set_source(ssrc, rtx_ssrc, rtx_apt)
-            self._ingest[ssrc] = (pub, False)
+        if ssrc is not None and len(pub.layers) == 1:
+            layer = pub.layers[0]
+            pub.set_source(ssrc, rtx_ssrc, rtx_apt, layer)
+            self._ingest[ssrc] = (pub, layer, False)
             if rtx_ssrc is not None:
-                self._ingest[rtx_ssrc] = (pub, True)
+                self._ingest[rtx_ssrc] = (pub, layer, True)
         else:
             pub.rtx_apt = dict(rtx_apt)
         self._ingest_by_mid[mid] = pub
 
     def unroute(self, pub: Publication, keep_mid: bool = False) -> None:
         """Forget the publication's SSRCs (and its MID unless ``keep_mid``)."""
-        for ssrc in [s for s, (p, _) in self._ingest.items() if p is pub]:
+        for ssrc in [s for s, entry in self._ingest.items() if entry[0] is pub]:
             del self._ingest[ssrc]
         if not keep_mid:
             for mid in [m for m, p in self._ingest_by_mid.items() if p is pub]:
@@ -111,10 +133,11 @@ class PeerTransport:
             entry = self._learn_ssrc(data)
             if entry is None:
                 return
-        await entry[0].ingest(data, arrival_time_ms, time.monotonic(), entry[1])
+        await entry[0].ingest(data, arrival_time_ms, time.monotonic(), entry[2], entry[1])
 
-    def _learn_ssrc(self, data: bytes) -> tuple[Publication, bool] | None:
-        """An SSRC the answer did not list: find its m-line by the MID extension."""
+    def _learn_ssrc(self, data: bytes) -> tuple[Publication, Layer, bool] | None:
+        """An SSRC the answer did not list (every simulcast layer's): find its m-line by the
+        MID extension and its layer by the RID (or, for RTX, repaired RID) extension."""
         if not self._mid_ext_id or len(data) < 12:
             return None
         try:
@@ -125,12 +148,22 @@ class PeerTransport:
         if pub is None:
             return None
         is_rtx = (view.b1 & 0x7F) in pub.rtx_apt
+        layer: Layer | None = pub.layers[0]
+        if len(pub.layers) > 1:
+            wanted = pub.rrid_id if is_rtx else pub.rid_id
+            rid = next((v for x, v in view.elements if x == wanted), None)
+            if rid is None:
+                return None  # a layer that does not say which it is yet: wait for one that does
+            layer = pub.layer_for_rid(rid.decode("ascii", "replace"))
+            if layer is None:
+                return None
+        assert layer is not None
         if is_rtx:
-            pub.rtx_ssrc = view.ssrc
+            layer.rtx_ssrc = view.ssrc
         else:
-            pub.set_source(view.ssrc, pub.rtx_ssrc, pub.rtx_apt)
-        self._ingest[view.ssrc] = (pub, is_rtx)
-        return pub, is_rtx
+            pub.set_source(view.ssrc, layer.rtx_ssrc, pub.rtx_apt, layer)
+        entry = self._ingest[view.ssrc] = (pub, layer, is_rtx)
+        return entry
 
     # --- in: RTCP -----------------------------------------------------------------------------
 
@@ -146,24 +179,33 @@ class PeerTransport:
                 except ValueError:
                     continue
                 entry = self._ingest.get(ssrc)
-                if entry is not None and not entry[1]:
-                    entry[0].handle_sender_report(ntp, rtp_ts, now)
+                if entry is not None and not entry[2]:
+                    entry[0].handle_sender_report(ntp, rtp_ts, now, entry[1])
+                # Its report blocks are about the streams this browser receives.
+                self.adaptation.on_report(unpack_report_blocks(payload, count, sender_report=True),
+                                          self.streams, now)
+                continue
+            if packet_type == RTCP_RR:
+                self.adaptation.on_report(unpack_report_blocks(payload, count), self.streams, now)
                 continue
             media_ssrc = int.from_bytes(payload[4:8], "big")
             if packet_type == RTCP_RTPFB and count == RTPFB_NACK:
                 stream = self.streams.get(media_ssrc)
                 if stream is not None and stream.publication is not None:
-                    await stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]))
+                    await stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]), now)
             elif packet_type == RTCP_PSFB and count in (PSFB_PLI, PSFB_FIR):
                 targets = [media_ssrc] if count == PSFB_PLI else unpack_fir_fci(payload[8:])
                 for ssrc in targets:
                     stream = self.streams.get(ssrc)
                     if stream is not None and stream.publication is not None:
                         stream.keyframe_requests += 1
-                        stream.publication.request_keyframe(now)
-            # Receiver reports and REMB from viewers are not acted on: without simulcast
-            # there is nothing to switch, and capping a publisher for its slowest viewer
-            # would degrade everyone.
+                        stream.publication.viewer_keyframe(stream, now)
+            elif packet_type == RTCP_PSFB and count == PSFB_REMB:
+                try:
+                    bitrate, _ = unpack_remb_fci(payload[8:])
+                except ValueError:
+                    continue
+                self.adaptation.on_remb(bitrate, now)
 
     # --- out ---------------------------------------------------------------------------------
 
@@ -182,10 +224,12 @@ class PeerTransport:
             now = time.monotonic()
             for stream in self.streams.values():
                 stream.ready = True
+                stream.rtx_budget = self.adaptation.rtx_budget
                 if stream.publication is not None:
                     stream.publication.viewer_ready(stream, now)
             if self._rtcp_task is None and not self._closed:
                 self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+                self._media_task = asyncio.ensure_future(self._run_media())
         elif state in ("closed", "failed"):
             self.connected = False
             for stream in self.streams.values():
@@ -218,9 +262,38 @@ class PeerTransport:
         except asyncio.CancelledError:
             pass
 
+    def video_streams(self) -> list[ViewerStream]:
+        """The video streams this browser receives now."""
+        return [s for s in self.streams.values() if s.kind == "video" and s.publication is not None and s.ready]
+
+    async def _run_media(self) -> None:
+        """Measure, set what publishers are asked for, adapt what this viewer gets, pace probes."""
+        next_tick = 0.0
+        try:
+            while not self._closed:
+                probing = self.adaptation.probe_rate is not None
+                await asyncio.sleep(PAD_INTERVAL if probing else TICK)
+                now = time.monotonic()
+                try:
+                    if now >= next_tick:
+                        next_tick = now + TICK
+                        for pub in list(self.publications.values()):
+                            pub.measure(now)
+                            if pub.video:
+                                pub.upstream_bitrate = upstream_for(pub, self.room.demands_for(pub), now)
+                        self.adaptation.tick(now, self.video_streams())
+                    if self.adaptation.probe_rate is not None:
+                        await self.adaptation.pad(now, self.video_streams())
+                except Exception:  # a bug here must not end adaptation for the whole call
+                    logger.exception("%s: media adaptation failed", self.participant_id[:4])
+        except asyncio.CancelledError:
+            pass
+
     async def close(self) -> None:
-        """Stop the RTCP timer; the peer connection itself is closed by the peer."""
+        """Stop the timers; the peer connection itself is closed by the peer."""
         self._closed = True
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            await asyncio.gather(self._rtcp_task, return_exceptions=True)
+        tasks = [t for t in (self._rtcp_task, self._media_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -31,6 +31,8 @@ MAX_REACTION_CIPHERTEXT = 128
 KEY_CHECK = re.compile(r"[0-9a-f]{16}")
 MUTE_ANSWERS = ("accepted", "declined")
 MAX_REQUEST_ID = 64
+MAX_TILES = 64  # tiles one video-sizes message may describe
+MAX_TILE_PIXELS = 16384  # width or height, device pixels
 ID_FIELD: dict[str, tuple[type | tuple[type, ...], bool]] = {"id": (str, True)}
 
 # type -> field -> (python type, required)
@@ -52,6 +54,8 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "hand": {"raised": (bool, True)},
     "react": {"emoji": (str, False), "ciphertext": (str, False)},
     "mute-answer": {"request": (str, True), "answer": (str, True)},
+    # how large the page shows each remote video: [{participant, source, width, height}]
+    "video-sizes": {"tiles": (list, True)},
     # host actions
     "lock": {"locked": (bool, True)},
     "admit": ID_FIELD,
@@ -99,6 +103,8 @@ SERVER_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "recording-ready": {"id": (str, True), "url": (str, True), "started_at": (str, True),
                         "delete_on": (str, True)},
     "notice": {"text": (str, True)},
+    # a tile's video stopped (or came back) to save this viewer's bandwidth
+    "video-paused": {"participant": (str, True), "source": (str, True), "paused": (bool, True)},
     "denied": _TEXT,
     "removed": _TEXT,
     "meeting-ended": _TEXT,
@@ -216,6 +222,21 @@ class MuteAnswer:
 
 
 @dataclass(frozen=True)
+class TileSize:
+    participant: str
+    source: str  # "camera" | "screen"
+    width: int  # device pixels; 0 when the tile is not shown
+    height: int
+
+
+@dataclass(frozen=True)
+class VideoSizes:
+    """How large the page shows each remote video (the server picks a quality to match)."""
+
+    tiles: tuple[TileSize, ...]
+
+
+@dataclass(frozen=True)
 class HostAction:
     """A host's command: ``action`` is one of HOST_ACTIONS; ``target`` a participant or lobby id."""
 
@@ -225,7 +246,7 @@ class HostAction:
 
 
 ClientMessage = Union[Join, Watch, Answer, Candidate, MediaState, Ping, Leave, Chat, Publish, Hand, React,
-                      MuteAnswer, HostAction]
+                      MuteAnswer, VideoSizes, HostAction]
 
 
 def parse_message(text: str | bytes) -> ClientMessage:
@@ -300,9 +321,30 @@ def _build(kind: str, data: dict[str, Any]) -> ClientMessage:
         if data["answer"] not in MUTE_ANSWERS or len(data["request"]) > MAX_REQUEST_ID:
             raise SignalingError("bad-message", "mute-answer: answer is accepted or declined, to a request")
         return MuteAnswer(data["request"], data["answer"] == "accepted")
+    if kind == "video-sizes":
+        return _video_sizes(data["tiles"])
     if kind == "lock":
         return HostAction("lock", locked=data["locked"])
     return HostAction(kind, target=data.get("id"))
+
+
+def _video_sizes(items: list[Any]) -> VideoSizes:
+    if len(items) > MAX_TILES:
+        raise SignalingError("bad-message", f"video-sizes: at most {MAX_TILES} tiles")
+    tiles = []
+    for item in items:
+        if not isinstance(item, dict) or set(item) != {"participant", "source", "width", "height"}:
+            raise SignalingError("bad-message", "video-sizes: each tile has participant, source, width, height")
+        participant, source, width, height = item["participant"], item["source"], item["width"], item["height"]
+        if not isinstance(participant, str) or not 0 < len(participant) <= 64:
+            raise SignalingError("bad-message", "video-sizes: participant must be an id")
+        if source not in ("camera", "screen"):
+            raise SignalingError("bad-message", "video-sizes: source is camera or screen")
+        for value in (width, height):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TILE_PIXELS:
+                raise SignalingError("bad-message", f"video-sizes: sizes are 0 to {MAX_TILE_PIXELS} pixels")
+        tiles.append(TileSize(participant, source, width, height))
+    return VideoSizes(tuple(tiles))
 
 
 def _chat(data: dict[str, Any]) -> Chat:

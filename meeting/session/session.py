@@ -35,7 +35,7 @@ from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, WATCHING, Channel
 from meeting.session.context import SessionContext
 from meeting.session.messages import (
     Answer, Candidate, Chat, ClientMessage, Hand, HostAction, Join, Leave, MediaState, MuteAnswer, Ping,
-    Publish, React, SignalingError, Watch, reply,
+    Publish, React, SignalingError, VideoSizes, Watch, reply,
 )
 from meeting.session.notices import (
     knocking_message, lobby_message, presence, status_message, waiting_message, welcome_message,
@@ -208,6 +208,8 @@ class MeetingSession(MeetingActions):
             self._react(conn, message)
         elif isinstance(message, MuteAnswer):
             self._mute_answer(conn, message)
+        elif isinstance(message, VideoSizes):
+            conn.peer.set_tiles({(t.participant, t.source): (t.width, t.height) for t in message.tiles})
         elif isinstance(message, HostAction):
             await self._host_action(conn, message)
 
@@ -342,6 +344,8 @@ class MeetingSession(MeetingActions):
             peer = await self.media.join(
                 participant.id, lambda offer: self._send_offer(conn, offer),
                 publish=sorted(participant.publishes), on_state=lambda state: self._peer_state(conn, state),
+                on_paused=lambda who, source, paused: conn.send(
+                    reply("video-paused", participant=who, source=source, paused=paused)),
             )
         except Exception:
             log.exception("media join failed %s", kv(meeting=ids.short(self.id)))

@@ -1,4 +1,4 @@
-"""Per-publication fan-out with fake transports: rewrite, RTX, PLI relay, reports."""
+"""Per-publication fan-out with fake transports: rewrite, RTX, PLI relay, reports, layers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import struct
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpPsfbPacket, RtcpRtpfbPacket, RtpPacket
 
-from meeting.media import rtp
+from meeting.media import rtp, vp8
+from meeting.media.adaptation import ByteBucket
 from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.vp8 import NO_TID
+from tests.meeting.vp8_packets import vp8_payload
 
 MAP = HeaderExtensionsMap()
 MAP.configure(
@@ -57,13 +60,14 @@ def make_pub(kind: str = "video") -> tuple[Publication, Wire]:
     pub = Publication(participant="alice", source="camera" if kind == "video" else "mic", kind=kind,
                       upstream=up.send, rtcp_ssrc=5555)
     pub.mid_id = 1
+    pub.ast_id = 3
     pub.set_source(1111, 2222, {98: 97})
     return pub, up
 
 
-def make_viewer(mid: str, ssrc: int, rtx: bool = True, seed: int = 0) -> tuple[ViewerStream, Wire]:
+def make_viewer(mid: str, ssrc: int, rtx: bool = True, seed: int = 0, kind: str = "video") -> tuple[ViewerStream, Wire]:
     wire = Wire()
-    v = ViewerStream(mid=mid, kind="video", ssrc=ssrc, rtx_ssrc=ssrc + 1 if rtx else None, send=wire.send,
+    v = ViewerStream(mid=mid, kind=kind, ssrc=ssrc, rtx_ssrc=ssrc + 1 if rtx else None, send=wire.send,
                      mid_id=1, rtx_payload_types={97: 98} if rtx else {}, rng=random.Random(seed))
     v.ready = True
     return v, wire
@@ -85,7 +89,8 @@ async def test_fan_out_rewrites_ssrc_sequence_timestamp_and_mid_per_viewer():
         assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(4)]
         assert got[2].timestamp - got[0].timestamp == 3000
         assert [p.payload for p in got] == [KEY, CONT, DELTA, CONT]
-        assert got[0].extensions.abs_send_time == (1000 * 1000) & 0xFFFFFF
+        # The server's own send time (one clock for every publisher), not the publisher's.
+        assert [p.extensions.abs_send_time for p in got] == [int(0.01 * i * 262144) for i in range(4)]
     assert pub.forwarded == 8 and pub.received == 4
 
 
@@ -107,7 +112,7 @@ async def test_a_new_video_viewer_starts_at_a_keyframe_and_asks_for_one():
 async def test_audio_viewers_start_at_once():
     pub, up = make_pub("audio")
     pub.set_source(1111, None, {})
-    v, wire = make_viewer("0", 100, rtx=False)
+    v, wire = make_viewer("0", 100, rtx=False, kind="audio")
     pub.attach(v, 0.0)
     await pub.ingest(packet(5, b"opus", pt=96), 0, 0.0)
     assert [p.payload for p in wire.rtp()] == [b"opus"]
@@ -140,13 +145,14 @@ async def test_viewer_nack_is_answered_with_rtx_from_history():
         await pub.ingest(packet(200 + i, KEY if i == 0 else CONT), 0, 0.0)
     first = wire.rtp()[0].sequence_number
     wire.sent.clear()
-    await pub.retransmit(v, [(first + 2) & 0xFFFF, (first + 40) & 0xFFFF])  # one known, one never sent
+    await pub.retransmit(v, [(first + 2) & 0xFFFF, (first + 40) & 0xFFFF], 2.0)  # one known, one never sent
     [rtx_packet] = wire.rtp()
     assert rtx_packet.ssrc == v.rtx_ssrc and rtx_packet.payload_type == 98
     assert rtx_packet.extensions.mid == "3"
+    assert rtx_packet.extensions.abs_send_time == int(2.0 * 262144)  # sent now, not then
     assert struct.unpack("!H", rtx_packet.payload[:2])[0] == (first + 2) & 0xFFFF
     assert rtx_packet.payload[2:] == CONT
-    await pub.retransmit(v, [first])
+    await pub.retransmit(v, [first], 2.0)
     assert wire.rtp()[1].sequence_number == (rtx_packet.sequence_number + 1) & 0xFFFF
     assert pub.retransmitted == 2 and v.retransmitted == 2
 
@@ -157,7 +163,7 @@ async def test_viewer_without_rtx_gets_the_packet_again():
     pub.attach(v, 0.0)
     await pub.ingest(packet(1, KEY), 0, 0.0)
     seq = wire.rtp()[0].sequence_number
-    await pub.retransmit(v, [seq])
+    await pub.retransmit(v, [seq], 0.1)
     again = wire.rtp()[1]
     assert (again.ssrc, again.sequence_number, again.payload) == (100, seq, KEY)
 
@@ -175,12 +181,12 @@ async def test_publisher_gaps_are_nacked_and_retried_until_recovered_or_given_up
     rtx_packet = packet(7, b"\x00\x65" + DELTA, ssrc=2222, pt=98)
     await pub.ingest(rtx_packet, 0, 0.07, is_rtx=True)
     assert pub.rtx_received == 1
-    assert pub.history[101 % 512].seq == 101 and pub.history[101 % 512].payload == DELTA
     await pub.ingest(packet(105), 0, 0.2)
     assert sorted(nacks()[-1].lost) == [102]
+    nack = pub.layers[0].nack
     for i in range(20):
         await pub.ingest(packet(106 + i), 0, 0.3 + 0.05 * i)
-    assert 102 not in pub.nack.missing and pub.nack.gave_up == 1
+    assert 102 not in nack.missing and nack.gave_up == 1
 
 
 async def test_rtx_from_the_publisher_is_forwarded_as_the_original():
@@ -238,7 +244,7 @@ async def test_sender_report_maps_the_publishers_clock_into_the_viewers_timestam
     sr, sdes = RtcpPacket.parse(v.sender_report(10.5))
     assert sr.ssrc == 100
     assert sr.sender_info.ntp_timestamp == ntp + (1 << 31)  # + 0.5 s
-    expected = (1000 + v.ts_offset + 45000) & 0xFFFFFFFF
+    expected = (1000 + v.sw.ts_off + 45000) & 0xFFFFFFFF
     assert sr.sender_info.rtp_timestamp == expected
     assert (sr.sender_info.packet_count, sr.sender_info.octet_count) == (2, len(KEY) + len(CONT))
     assert sdes.chunks[0].ssrc == 100
@@ -261,8 +267,8 @@ async def test_receiver_report_block_counts_loss():
 async def test_unready_and_broken_viewers_are_skipped():
     pub, _ = make_pub("audio")
     pub.set_source(1111, None, {})
-    v, wire = make_viewer("0", 100, rtx=False)
-    w, wire2 = make_viewer("1", 200, rtx=False)
+    v, wire = make_viewer("0", 100, rtx=False, kind="audio")
+    w, wire2 = make_viewer("1", 200, rtx=False, kind="audio")
     v.ready = False
     wire2.broken = True
     pub.attach(v, 0.0)
@@ -293,15 +299,122 @@ async def test_csrcs_and_header_extensions_survive_forwarding_and_retransmission
     mixed.csrc = [0xAAAA0001, 0xBBBB0002]
     mixed.extensions.mid = "1"
     mixed.extensions.abs_send_time = 0x123456
-    await pub.ingest(mixed.serialize(MAP), 0, 0.0)
+    await pub.ingest(mixed.serialize(MAP), 0, 1.0)
     [out] = wire.rtp()  # parsed by aiortc's own RtpPacket.parse
     assert out.csrc == [0xAAAA0001, 0xBBBB0002]
-    assert out.extensions.mid == "4" and out.extensions.abs_send_time == 0x123456
+    # abs-send-time is the server's send time: the viewer's bandwidth estimate reads it.
+    assert out.extensions.mid == "4" and out.extensions.abs_send_time == int.from_bytes(rtp.abs_send_time(1.0), "big")
     assert out.payload == KEY and out.ssrc == 100
     # The same packet again, as an RTX retransmission answering the viewer's NACK.
-    await pub.retransmit(viewer, [out.sequence_number])
+    await pub.retransmit(viewer, [out.sequence_number], 2.0)
     rtx = RtpPacket.parse(wire.sent[-1], MAP)
     assert rtx.ssrc == 101 and rtx.payload_type == 98
     assert rtx.csrc == [0xAAAA0001, 0xBBBB0002]
-    assert rtx.extensions.mid == "4" and rtx.extensions.abs_send_time == 0x123456
+    assert rtx.extensions.mid == "4" and rtx.extensions.abs_send_time == int.from_bytes(rtp.abs_send_time(2.0), "big")
     assert struct.unpack("!H", rtx.payload[:2])[0] == out.sequence_number and rtx.payload[2:] == KEY
+
+
+# --- simulcast layers ------------------------------------------------------------------------
+
+LO, HI, LO_RTX, HI_RTX = 1111, 3333, 2222, 4444
+
+
+def make_simulcast() -> tuple[Publication, Wire]:
+    pub, up = make_pub()
+    pub.set_layers(["lo", "hi"])
+    pub.set_source(LO, LO_RTX, {98: 97}, pub.layers[0])
+    pub.set_source(HI, HI_RTX, {98: 97}, pub.layers[1])
+    return pub, up
+
+
+def frame(seq: int, pid: int, ssrc: int, key: bool = False, ts: int = 0) -> bytes:
+    return packet(seq, vp8_payload(pid, tl0=pid & 0xFF, tid=0, key=key), ts=ts or pid * 3000, ssrc=ssrc)
+
+
+def plis(up: Wire) -> list[int]:
+    return [p.media_ssrc for p in up.rtcp() if isinstance(p, RtcpPsfbPacket) and p.fmt == 1]
+
+
+async def test_a_viewer_moves_to_another_layer_at_its_keyframe_and_sees_one_stream():
+    pub, up = make_simulcast()
+    lo, hi = pub.layers
+    v, wire = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    await pub.ingest(frame(10, 500, LO, key=True), 0, 0.0, layer=lo)
+    await pub.ingest(frame(7000, 20, HI), 0, 0.0, layer=hi)
+    pub.select(v, 1, NO_TID, 0.01)
+    await pub.ingest(frame(11, 501, LO), 0, 0.05, layer=lo)  # still forwarded
+    await pub.ingest(frame(7001, 21, HI), 0, 0.05, layer=hi)  # not a keyframe: held back
+    assert HI in plis(up)
+    await pub.ingest(frame(7002, 22, HI, key=True), 0, 0.1, layer=hi)
+    await pub.ingest(frame(12, 502, LO), 0, 0.1, layer=lo)  # the old layer: no more
+    await pub.ingest(frame(7003, 23, HI), 0, 0.13, layer=hi)
+    got = wire.rtp()
+    assert len(got) == 4 and {p.ssrc for p in got} == {100}
+    assert [(p.sequence_number - got[0].sequence_number) & 0xFFFF for p in got] == [0, 1, 2, 3]
+    pid = [vp8.parse_descriptor(p.payload).picture_id for p in got]
+    assert [(x - pid[0]) & 0x7FFF for x in pid] == [0, 1, 2, 3]
+    assert v.layer is hi and pub.anchors == 2
+
+
+async def test_nacks_after_a_switch_are_answered_with_what_was_sent():
+    pub, _ = make_simulcast()
+    lo, hi = pub.layers
+    v, wire = make_viewer("3", 100)
+    pub.attach(v, 0.0)
+    await pub.ingest(frame(10, 500, LO, key=True), 0, 0.0, layer=lo)
+    pub.select(v, 1, NO_TID, 0.01)
+    await pub.ingest(frame(7002, 22, HI, key=True), 0, 0.1, layer=hi)
+    sent = wire.rtp()
+    wire.sent.clear()
+    await pub.retransmit(v, [p.sequence_number for p in sent], 0.2)
+    again = wire.rtp()
+    assert [struct.unpack("!H", p.payload[:2])[0] for p in again] == [p.sequence_number for p in sent]
+    assert [p.payload[2:] for p in again] == [p.payload for p in sent]  # picture ids as rewritten
+
+
+async def test_reports_cover_every_layer_and_the_remb_asks_for_what_viewers_take():
+    pub, _ = make_simulcast()
+    lo, hi = pub.layers
+    await pub.ingest(frame(10, 1, LO, key=True), 0, 0.0, layer=lo)
+    await pub.ingest(frame(20, 1, HI, key=True), 0, 0.0, layer=hi)
+    pub.upstream_bitrate = 2_345_678
+    rr, remb = RtcpPacket.parse(pub.receiver_report(1.0))
+    assert sorted(block.ssrc for block in rr.reports) == [LO, HI]
+    bitrate, ssrcs = rtp.unpack_remb_fci(remb.fci)
+    assert sorted(ssrcs) == [LO, HI] and abs(bitrate - 2_345_678) < 2_345_678 / 1000
+
+
+async def test_the_recording_tap_follows_the_best_layer_flowing():
+    pub, up = make_simulcast()
+    lo, hi = pub.layers
+    tapped: list[int] = []
+    pub.tap = lambda view, arrival: tapped.append(view.ssrc)
+    await pub.ingest(frame(10, 1, LO, key=True), 0, 0.0, layer=lo)
+    await pub.ingest(frame(20, 1, HI, key=True), 0, 0.0, layer=hi)
+    assert tapped == [HI]  # the best layer from the start
+    for t in range(1, 40):  # the high layer stops (the publisher's bandwidth fell)
+        await pub.ingest(frame(10 + t, 1 + t, LO), 0, 0.1 * t, layer=lo)
+        pub.measure(0.1 * t)
+    assert pub.tap_next == 0 and LO in plis(up)
+    await pub.ingest(frame(50, 41, LO, key=True), 0, 4.0, layer=lo)
+    assert pub.tap_layer == 0 and tapped[-1] == LO
+
+
+async def test_retransmissions_stay_within_the_viewers_budget_and_probes_resend_recent_packets():
+    pub, _ = make_pub()
+    v, wire = make_viewer("3", 100)
+    budget = ByteBucket(0, 150)
+    v.rtx_budget = budget
+    pub.attach(v, 0.0)
+    for i in range(5):
+        await pub.ingest(packet(200 + i, KEY if i == 0 else CONT), 0, 0.0)
+    seqs = [p.sequence_number for p in wire.rtp()]
+    wire.sent.clear()
+    await pub.retransmit(v, seqs, 0.1)
+    assert len(wire.rtp()) == 2 and pub.rtx_refused == 3  # ~51-byte packets, 150 bytes allowed
+    wire.sent.clear()
+    sent = await pub.probe(v, 120, 0.2)
+    again = wire.rtp()
+    assert sent >= 120 and len(again) == 3 and {p.ssrc for p in again} == {v.rtx_ssrc}
+    assert [struct.unpack("!H", p.payload[:2])[0] for p in again] == seqs[::-1][:3]

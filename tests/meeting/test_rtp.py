@@ -138,7 +138,7 @@ def test_parse_never_raises_anything_but_rtp_error(data):
 
 def test_rtx_wrap_and_unwrap_round_trip():
     view = rtp.parse_rtp(aiortc_packet(seq=500, payload=b"\x10\x00abcdef"), mid_id=1)
-    rtx_packet = rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 98, 40, view.ts, 0xBEEF, view.csrc, b"", rtp.rtx_body(500, view))
+    rtx_packet = rtp.pack_rtp(view.b0, (view.b1 & 0x80) | 98, 40, view.ts, 0xBEEF, view.csrc, b"", rtp.rtx_body(500, view.payload))
     back = rtp.parse_rtp(rtx_packet)
     assert rtp.unwrap_rtx(back, media_ssrc=0x11223344, payload_type=97)
     assert (back.seq, back.ssrc, back.payload_type, back.payload) == (500, 0x11223344, 97, b"\x10\x00abcdef")
@@ -215,3 +215,42 @@ def test_sequence_arithmetic_wraps():
     assert rtp.seq_diff(65534, 2) == -4
     assert rtp.sorted_seqs([65535, 1, 0, 65534]) == [65534, 65535, 0, 1]
     assert rtp.ts_add(0xFFFFFFFF, 2) == 1
+
+
+def test_rids_are_stripped_and_the_send_time_is_stamped_anew():
+    # mid (1), rid (10), abs-send-time (3), repaired rid (11): the browser's order may vary
+    elements = b"\x10" + b"7" + b"\xa1" + b"lo" + b"\x32" + bytes.fromhex("123456") + b"\xb1" + b"hi"
+    ext = struct.pack("!HH", rtp.ONE_BYTE_PROFILE, (len(elements) + 3) // 4) + elements + b"\x00" * (-len(elements) % 4)
+    data = rtp.pack_rtp(0x80, 97, 1, 2, 3, b"", b"", b"\x10payload")
+    data = bytes([data[0] | 0x10]) + data[1:12] + ext + data[12:]
+    view = rtp.parse_rtp(data, mid_id=1, strip=(10, 11), ast_id=3)
+    assert view.mid == "7"
+    assert (10, b"lo") in view.elements and (11, b"hi") in view.elements  # still readable
+    assert view.ext == b"\x32" + bytes.fromhex("123456")  # but never forwarded
+    assert view.ext[view.ast:view.ast + 3] == bytes.fromhex("123456")
+    stamped = rtp.stamped(view, rtp.abs_send_time(1.5))
+    assert stamped == b"\x32" + (int(1.5 * 262144) & 0xFFFFFF).to_bytes(3, "big")
+    block = rtp.viewer_extension_block(view, rtp.mid_element(1, "4"), None, stamped)
+    parsed = RtpPacket.parse(rtp.pack_rtp(view.b0, view.b1, 1, 2, 3, b"", block, view.body), ext_map())
+    assert parsed.extensions.abs_send_time == int(1.5 * 262144) and parsed.extensions.mid == "4"
+
+
+def test_a_packet_without_send_time_is_left_as_it_is():
+    view = rtp.parse_rtp(aiortc_packet(mid="0"), mid_id=1, ast_id=9)
+    assert view.ast == -1 and rtp.stamped(view, b"\x00\x00\x01") == view.ext
+
+
+def test_report_blocks_of_receiver_and_sender_reports():
+    block = rtp.pack_report_block(0xABCD, 51, -3, 70000, 12, 0x11112222, 65536)
+    rr = rtp.pack_receiver_report(0x99, [block, block])
+    [(packet_type, count, payload)] = list(rtp.iter_rtcp(rr))
+    blocks = rtp.unpack_report_blocks(payload, count)
+    assert len(blocks) == 2
+    b = blocks[0]
+    assert (b.ssrc, b.fraction_lost, b.packets_lost, b.highest_seq, b.jitter, b.lsr, b.dlsr) == (
+        0xABCD, 51, -3, 70000, 12, 0x11112222, 65536)
+    sr = rtp.pack_rtcp(rtp.RTCP_SR, 1, struct.pack("!IQIII", 7, 1, 2, 3, 4) + block)
+    [(_, count, payload)] = list(rtp.iter_rtcp(sr))
+    assert rtp.unpack_report_blocks(payload, count, sender_report=True)[0].ssrc == 0xABCD
+    assert rtp.unpack_report_blocks(payload[:30], count, sender_report=True) == []  # truncated
+    assert rtp.ntp_middle(0x0123_4567_89AB_CDEF) == 0x4567_89AB

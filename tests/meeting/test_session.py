@@ -229,7 +229,7 @@ async def test_sockets_that_never_join_or_never_connect_media_are_closed(
     real_join = type(sfu.open("x")).join
 
     async def join_without_connecting(room: Any, participant_id: str, send_offer: Any, publish: Any = (),
-                                      on_state: Any = None) -> Any:
+                                      on_state: Any = None, on_paused: Any = None) -> Any:
         return await real_join(room, participant_id, send_offer, publish, on_state=None)
 
     # Media that never connects: a squatter's browser never answers its offer.

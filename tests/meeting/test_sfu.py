@@ -15,6 +15,7 @@ import aiortc.rtcrtpreceiver
 import pytest
 
 from meeting.config import MediaConfig
+from meeting.media.forwarder import START_BITRATE
 from meeting.media.rtp import iter_rtcp, unpack_sender_info
 from meeting import internals
 from meeting.media.peer import CandidateError, Offer, SdpError
@@ -442,3 +443,20 @@ async def test_receive_backlog_is_bounded(meeting):
     # the real connection is wrapped the same way
     wrapped = internals.ice_connection(alice.peer.transport.dtls).data_received
     assert wrapped.__qualname__.startswith("bound_backlog")
+
+
+async def test_viewers_bandwidth_reports_reach_their_adaptation_and_publishers_hear_of_it(meeting):
+    alice = await meeting.join("alice")
+    bob = await meeting.join("bob")
+    await wait_for(flowing(bob, "alice"), 8, "bob to get alice")
+    adaptation = bob.peer.transport.adaptation
+    # aiortc's receivers send REMB (abs-send-time is stamped by the server) and receiver
+    # reports that echo the server's sender reports.
+    await wait_for(lambda: adaptation.controller.remb is not None, 8, "bob's REMB")
+    await wait_for(lambda: adaptation.controller.rtt is not None, 8, "bob's round trip")
+    assert 0 <= adaptation.controller.rtt < 1.0
+    await wait_for(lambda: ("alice", "camera") in adaptation.demands, 5, "bob's demand of alice's camera")
+    camera = alice.peer.publications["camera"]
+    await wait_for(lambda: camera.upstream_bitrate != START_BITRATE, 5, "alice's REMB to follow her viewer")
+    assert camera.upstream_bitrate >= adaptation.demands[("alice", "camera")]
+    assert not adaptation.paused

@@ -96,7 +96,8 @@ async def test_counters_move_while_a_meeting_runs_and_no_id_shows(config: Config
             await wait_for(moved, timeout=10, interval=0.2)
             for name in ("meetnow_nacks_sent_total", "meetnow_nacks_received_total",
                          "meetnow_keyframe_requests_total", "meetnow_rtp_retransmissions_total",
-                         "meetnow_rtp_packets_lost_total", "meetnow_event_loop_lag_seconds"):
+                         "meetnow_rtp_packets_lost_total", "meetnow_event_loop_lag_seconds",
+                         "meetnow_rtp_retransmissions_refused_total", "meetnow_rtp_probe_packets_total"):
                 assert f"{name}{{process=main}}" in first, name
             assert "process_resident_memory_bytes" in first  # the standard process metrics too
             # Neither the meeting's id nor its host key (labels are checked in parse()).

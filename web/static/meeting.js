@@ -31,6 +31,17 @@ const STATS_EVERY_MS = 400;
 const ARRIVAL_MS = 4000;         // "X joined" and "X left" go sooner than other notices
 const UNDECRYPTABLE_AFTER = 10;  // frames refused, none decrypted: that sender holds another key
 const NARROW = window.matchMedia("(max-width: 759px)");
+// The qualities a camera or screen is sent in, by the RIDs of the server's offer (lowest
+// first). The server forwards each viewer the one that suits its link and tile size; the
+// low one is sent only from three people on (with two, the one viewer's bandwidth shapes
+// the single stream).
+const LAYERS = {
+  camera: { lo: { scaleResolutionDownBy: 2, maxBitrate: 120000 }, hi: { scaleResolutionDownBy: 1 } },
+  // A screen keeps its resolution: its low quality is a low frame rate.
+  screen: { lo: { scaleResolutionDownBy: 1, maxFramerate: 5, maxBitrate: 300000 }, hi: { scaleResolutionDownBy: 1 } },
+};
+const SIMULCAST_FROM = 3;        // people in the meeting
+const TILE_REPORT_MS = 500;      // tile sizes go to the server at most this often
 
 const state = {
   name: "",
@@ -77,6 +88,10 @@ const state = {
   selfHidden: false,
   side: null,                 // "people" | "chat" | null
   sideChosen: false,
+  layering: Promise.resolve(), // changes to the video layers, one after the other
+  tileSizes: "",              // the tile sizes last told to the server (JSON)
+  tileTimer: 0,
+  pausedVideo: new Set(),     // "participant:source" of videos the server paused to save bandwidth
 };
 
 const stats = new StatsReader();
@@ -459,6 +474,7 @@ async function handle(message) {
     case "recording": return showRecording(message, true);
     case "recording-ready": return addRecordingLink(message, true);
     case "notice": return notice(message.text);
+    case "video-paused": return showVideoPaused(message.participant, message.source, message.paused);
     case "denied":
     case "removed":
     case "meeting-ended": return ended(message.message);
@@ -470,6 +486,8 @@ async function handle(message) {
 
 function welcome(message) {
   state.retries = 0;
+  state.tileSizes = "";  // a new connection: the server knows nothing of our tiles yet
+  state.pausedVideo.clear();
   // Before our own record is added: until our state has been sent again on this connection,
   // what the page meant (a raised hand) stands over what the server says of us.
   state.synced = false;
@@ -554,7 +572,61 @@ async function answer(offer) {
   await pc.setLocalDescription(await pc.createAnswer());
   send({ type: "answer", sdp: pc.localDescription.sdp });
   if (!state.synced) syncState();
+  await configureLayers();
   attachRemoteMedia();
+}
+
+/** Size each publish video's encodings by their RIDs, and send the low one only when enough
+ *  people are here to need it. Browsers without simulcast have one encoding: left alone.
+ *  One change at a time: parameters read for one are stale once another is applied. */
+function configureLayers() {
+  state.layering = state.layering.then(applyLayers).catch((err) => console.warn("video layers", err));
+  return state.layering;
+}
+
+async function applyLayers() {
+  if (!state.pc) return;
+  const many = state.participants.size >= SIMULCAST_FROM;
+  for (const transceiver of state.pc.getTransceivers()) {
+    const slot = state.slots.find((s) => s.mid === transceiver.mid && s.direction === "publish");
+    if (!slot || slot.kind !== "video" || transceiver.stopped) continue;
+    const sender = transceiver.sender;
+    if ((sender.getParameters().encodings || []).length < 2) continue;
+    // Three temporal layers let the server halve a frame rate on the way; each layer keeps
+    // its size (a busy computer lowers the frame rate instead), so the server's choice by
+    // tile size means what it says. A browser that refuses those still gets the layers.
+    for (const extras of [true, false]) {
+      try {
+        await setLayers(sender, slot.source, many, extras);
+        break;
+      } catch (err) {
+        if (!extras) console.warn("could not set the video layers", err);
+      }
+    }
+  }
+}
+
+async function setLayers(sender, source, many, extras) {
+  const params = sender.getParameters();
+  const wanted = (encoding) => ({
+    ...(LAYERS[source] || {})[encoding.rid],
+    active: encoding.rid !== "lo" || many,
+    ...(extras ? { scalabilityMode: "L1T3" } : {}),
+  });
+  let changed = false;
+  if (extras && params.degradationPreference !== "maintain-resolution") {
+    params.degradationPreference = "maintain-resolution";
+    changed = true;
+  }
+  for (const encoding of params.encodings) {
+    for (const [key, value] of Object.entries(wanted(encoding))) {
+      if (encoding[key] !== value) {
+        encoding[key] = value;
+        changed = true;
+      }
+    }
+  }
+  if (changed) await sender.setParameters(params);
 }
 
 /** After the first answer (the server takes other messages once media is set up), say again
@@ -825,9 +897,52 @@ function layoutNow() {
   for (const tile of tiles) tile.classList.toggle("main", mode === "speaker" && tile === tiles[0]);
   container.dataset.mode = mode;
   arrange(container, tiles.map((el) => ({ el, aspect: aspectOf(el) })), mode);
+  reportTileSizes();
   for (const [key, button] of [["grid", $("view-grid")], ["speaker", $("view-speaker")]]) {
     button.setAttribute("aria-pressed", String(mode === key || (mode === "alone" && key === "grid")));
   }
+}
+
+/** Tell the server how large each remote video is shown (device pixels; 0 when hidden), so a
+ *  thumbnail is sent a small quality and a large tile a good one. At most every half second. */
+function reportTileSizes() {
+  if (state.tileTimer || !state.ws || !state.you) return;
+  const tiles = [];
+  const scale = window.devicePixelRatio || 1;
+  const add = (participant, source, tile) => {
+    const shown = !tile.hidden && !$("room").hidden;
+    tiles.push({ participant, source, width: shown ? Math.round(tile.clientWidth * scale) : 0,
+                 height: shown ? Math.round(tile.clientHeight * scale) : 0 });
+  };
+  for (const [id, entry] of state.participants) if (id !== state.you.id) add(id, "camera", entry.tile);
+  for (const [id, tile] of state.screens) add(id, "screen", tile);
+  const text = JSON.stringify(tiles);
+  if (text === state.tileSizes) return;
+  state.tileSizes = text;
+  send({ type: "video-sizes", tiles });
+  state.tileTimer = setTimeout(() => {
+    state.tileTimer = 0;
+    reportTileSizes();
+  }, TILE_REPORT_MS);
+}
+
+/** The server stopped (or restarted) a tile's video to save this browser's bandwidth. */
+function showVideoPaused(participant, source, paused) {
+  const key = `${participant}:${source}`;
+  if (paused) state.pausedVideo.add(key);
+  else state.pausedVideo.delete(key);
+  const entry = state.participants.get(participant);
+  const tile = source === "screen" ? state.screens.get(participant) : entry && entry.tile;
+  if (!tile) return;
+  tile.classList.toggle("bandwidth-paused", paused);
+  let note = tile.querySelector(".paused-note");
+  if (!note) {
+    note = document.createElement("p");
+    note.className = "paused-note";
+    note.textContent = "Video paused to save bandwidth";
+    tile.append(note);
+  }
+  note.hidden = !paused;
 }
 
 function pin(key) {
@@ -883,7 +998,10 @@ function addParticipant(info, announce) {
     chat.system(`${info.name} joined`);
     if (encrypted) showE2eeBanner();
   }
-  if (state.pc && state.slots.length) attachRemoteMedia();
+  if (state.pc && state.slots.length) {
+    attachRemoteMedia();
+    configureLayers();
+  }
   relayout();
 }
 
@@ -1057,7 +1175,11 @@ function removeParticipant(id, announce) {
     chat.system(`${entry.info.name} left`);
     if (encrypted) showE2eeBanner();
   }
-  if (state.pc) attachRemoteMedia();
+  for (const key of [...state.pausedVideo]) if (key.startsWith(`${id}:`)) state.pausedVideo.delete(key);
+  if (state.pc) {
+    attachRemoteMedia();
+    configureLayers();
+  }
   relayout();
 }
 

@@ -1,0 +1,451 @@
+"""Which quality of each publisher a viewer gets: estimates and tile sizes in, layers out.
+
+Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
+
+- :func:`ladder` lists the qualities of one publication a viewer may get, cheapest
+  first: the lowest layer at 7.5, 15 and 30 frames per second (VP8 temporal layers),
+  then the better layers (from 15 fps), up to the layer the viewer's tile needs. A
+  thumbnail needs the low layer; a pinned, speaker or screen tile the best one.
+- :func:`allocate` shares a viewer's budget: first every stream's cheapest quality in order
+  of priority (tile size), then one step at a time round the streams, so three small
+  tiles all get 15 fps before one gets 30. A stream is paused (its tile says so) when
+  the budget left for it is under its cheapest quality and under ``PAUSE_FLOOR``: a
+  stream that cannot be made cheaper (one layer, no temporal layers) is not paused for
+  costing more than that, its publisher is asked for less instead. A paused stream
+  resumes by itself, not sooner than ``RESUME_HOLD`` after it paused.
+- :class:`Downlink` is one viewer's controller. Its budget comes from the viewer's REMB
+  (the browser's receive-side, delay-based estimate of what reaches it), lowered by heavy
+  loss, and raised by probes (held back while the round trip grows with a queue): before a viewer
+  is sent more, it is sent packets it already has, and if its estimate, reported while it
+  takes them, does not fall, the link holds that rate. A REMB that falls below what the
+  viewer is sent is congestion: the budget drops to it at once, probes back off. So is
+  heavy loss (a full queue drops packets but delays every one alike, which a delay-based
+  estimate does not see): it sets a ceiling under what the viewer is sent, which rises
+  again while the link is quiet. Keeping a quality needs it to fit the budget, moving up
+  needs 90% of it, so choices do not flap.
+- :func:`upstream_bitrate`: what a publisher is asked to send follows its best-placed
+  viewer, never its worst: weak viewers take a lower layer instead of pulling everyone's
+  quality down.
+
+Audio is never in these budgets: browsers leave audio out of REMB, and the server always
+forwards every voice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Sequence
+
+from meeting.media.vp8 import NO_TID
+
+KEEP = 1.0  # a quality is kept while everything chosen fits this share of the budget
+UPGRADE = 0.9  # and chosen anew only when it fits this share
+START_ESTIMATE = 800_000  # a viewer's budget before its first REMB, bit/s
+PROBE_GAIN = 1.5  # a probe asks the link for this much more than it is known to take
+PROBE_TIME = 1.0  # seconds a probe lasts
+PROBE_EVIDENCE = 0.3  # a probe holds only on a REMB sent this long after it began, or later
+PROBED_FOR = 10.0  # seconds a probe's rate stands for the link when the REMB does not follow
+PROBE_BACKOFF = (2.0, 30.0)  # wait after a failed probe: doubles from the first to the second
+CONGESTION_HOLD = 2.0  # no probe this soon after congestion
+LIMITED_FOR = 30.0  # after congestion, a viewer's demands follow its budget this long
+CEILING_RISE = 0.05  # a ceiling set by loss rises by this share a second...
+CEILING_STEP = 20_000  # ...or by this many bit/s a second, whichever is more
+CEILING_FLOOR = 150_000  # and is never under this: what one video needs to resume
+HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
+LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
+QUEUE_DELAY = 0.15  # round-trip time this far above its minimum means a queue is building
+TILE_FIT = 0.8  # a layer suits a tile when it is at least this share of the tile's width
+UNKNOWN_TILE = 1920 * 1080  # priority of a stream whose tile size is not known
+PAUSE_FLOOR = 150_000  # a stream is paused only when less than this is left for it, bit/s
+RESUME_HOLD = 2.0  # seconds a paused stream stays paused at least
+# A viewer sent no video this long gets budget enough to resume one stream: its estimate
+# speaks only of video it receives, so with everything paused it would never rise again.
+STARVED_FOR = 3.0
+IDLE_RATE = 10_000  # video bit/s under which a viewer counts as sent nothing
+AUDIO_ALLOWANCE = 64_000  # added to a publisher's REMB for its voice
+DEFAULT_TOP = 1_000_000  # nominal bitrate of a best layer never measured
+DEFAULT_LOWER = 150_000  # and of a lower one
+# What keeps a publisher's best layer flowing while no viewer needs it: Chromium turns a
+# 640x480 layer off below ~150 kbit/s, and a tile that grows then waits for it to restart.
+TOP_KEPT = 200_000
+BITS_PER_PIXEL = 0.08  # nominal bitrate of a layer of known size: pixels x 30 fps x this
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """What a viewer's controller knows of one layer of a publication."""
+
+    index: int
+    width: int = 0  # of its last keyframe (0: not known)
+    height: int = 0
+    live: bool = True  # packets arrived lately
+    rates: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # bit/s per temporal layer
+    temporal: bool = False  # its frames carry temporal layer ids
+    peak: float = 0.0  # its best total rate lately
+
+    def rate(self, max_tid: int = NO_TID) -> float:
+        r = self.rates
+        if max_tid >= NO_TID:
+            return r[0] + r[1] + r[2] + r[3]
+        return sum(r[: max_tid + 1]) + r[3]
+
+    def nominal(self, top: bool) -> float:
+        """What the full layer costs when flowing: measured, else guessed from its size."""
+        if self.peak > 0:
+            return max(self.peak, self.rate())
+        if self.width and self.height:
+            return self.width * self.height * 30 * BITS_PER_PIXEL
+        return DEFAULT_TOP if top else DEFAULT_LOWER
+
+
+@dataclass(frozen=True)
+class Step:
+    """One quality: a layer with temporal layers up to ``max_tid``, and what it costs."""
+
+    layer: int
+    max_tid: int
+    bitrate: float  # what the viewer receives, bit/s
+    sends: float = 0.0  # what the publisher must send for it (this layer and those under it)
+
+
+@dataclass(frozen=True)
+class Want:
+    """One video stream a viewer receives: its qualities, and how much it matters."""
+
+    key: Hashable
+    ladder: tuple[Step, ...]  # the qualities flowing now, cheapest first
+    priority: float = UNKNOWN_TILE  # larger first: the tile's area in pixels
+    current: tuple[int, int] | None = None  # (layer, max_tid) forwarded now; None: nothing
+    demand_ladder: tuple[Step, ...] = ()  # every quality the tile needs, flowing or not
+
+
+def wanted_layer(layers: Sequence[LayerInfo], tile_width: int | None) -> int:
+    """The layer a tile needs: the smallest whose width covers ``TILE_FIT`` of the tile.
+
+    ``tile_width`` is in device pixels; None (not told) wants the best layer, 0 (not
+    shown) the lowest.
+    """
+    if not layers:
+        return 0
+    if tile_width is None:
+        return layers[-1].index
+    if tile_width <= 0:
+        return layers[0].index
+    for layer in layers[:-1]:
+        if layer.width and layer.width >= TILE_FIT * tile_width:
+            return layer.index
+        if not layer.width and tile_width <= 400:
+            return layer.index  # size not known yet: a lower layer is made for small tiles
+    return layers[-1].index
+
+
+def ladder(layers: Sequence[LayerInfo], tile_width: int | None, flowing_only: bool = True) -> tuple[Step, ...]:
+    """The qualities a viewer may get of one publication, cheapest first.
+
+    ``layers`` are the publication's, lowest first. With ``flowing_only`` only layers
+    that are live count, at their measured rates; without, every layer counts, at its
+    nominal rate where it is not measured (what the viewer would take if it flowed).
+    """
+    usable = [layer for layer in layers if layer.live or not flowing_only]
+    if not usable:
+        return ()
+    want = wanted_layer(usable, tile_width)
+    top = layers[-1].index
+    steps: list[Step] = []
+    under = 0.0  # what the publisher sends of the layers below this one
+    for layer in usable:
+        if layer.index > want:
+            break
+        full = layer.nominal(layer.index == top)
+        measured = layer.rate() > 0
+        if layer.temporal and measured:
+            caps: tuple[int, ...] = (0, 1, 2) if not steps else (1, 2)
+            caps = tuple(t for t in caps if layer.rates[t] > 0) or (NO_TID,)
+        else:
+            caps = (NO_TID,)
+        for cap in caps:
+            rate = layer.rate(cap) if measured else full
+            if steps and rate <= steps[-1].bitrate:
+                continue  # never a step that costs no more than the one before
+            steps.append(Step(layer.index, cap, rate, under + full))
+        under += full
+    return tuple(steps)
+
+
+def allocate(budget: float, wants: Sequence[Want], start: dict[Hashable, int] | None = None,
+             limit: dict[Hashable, int] | None = None) -> tuple[dict[Hashable, int], float]:
+    """Share ``budget`` (bit/s): each stream's step index (-1: paused), and the total.
+
+    Streams go in order of priority. From ``start`` (step indexes already given, whose
+    cost counts) or from nothing, every stream first gets its cheapest step if it fits
+    (counted at ``PAUSE_FLOOR`` at most), then streams move up one step at a time, round
+    and round, while the next step fits. ``limit`` caps a stream's step index.
+    """
+    order = sorted(wants, key=lambda w: (-w.priority, str(w.key)))
+    levels: dict[Hashable, int] = {}
+    spent = 0.0
+    for w in order:
+        level = start.get(w.key, -1) if start else -1
+        levels[w.key] = level
+        if level >= 0:
+            spent += _cost(w.ladder, level)
+    for w in order:
+        if levels[w.key] < 0 and w.ladder and (limit is None or limit.get(w.key, 0) >= 0):
+            cost = _cost(w.ladder, 0)
+            if spent + cost <= budget:
+                levels[w.key] = 0
+                spent += cost
+    moved = True
+    while moved:
+        moved = False
+        for w in order:
+            i = levels[w.key]
+            top = len(w.ladder) - 1 if limit is None else min(len(w.ladder) - 1, limit.get(w.key, len(w.ladder)))
+            if i < 0 or i >= top:
+                continue
+            cost = w.ladder[i + 1].bitrate - w.ladder[i].bitrate
+            if spent + cost <= budget:
+                levels[w.key] = i + 1
+                spent += cost
+                moved = True
+    return levels, spent
+
+
+def _cost(steps: tuple[Step, ...], level: int) -> float:
+    """What ``steps[level]`` counts for in a budget: the first step at most PAUSE_FLOOR."""
+    floor = steps[0].bitrate
+    return steps[level].bitrate - floor + min(floor, PAUSE_FLOOR)
+
+
+def _current_index(w: Want) -> int:
+    """The step of ``w.ladder`` closest under what it gets now (-1: it gets nothing)."""
+    if w.current is None:
+        return -1
+    layer, tid = w.current
+    best = -1
+    for i, step in enumerate(w.ladder):
+        if step.layer < layer or (step.layer == layer and step.max_tid <= tid):
+            best = i
+    return best
+
+
+@dataclass
+class Decision:
+    """What a viewer's controller decided at one tick."""
+
+    choices: dict[Hashable, Step | None]  # per stream: the quality to forward, None: paused
+    estimate: float  # the budget it used, bit/s
+    probe: float | None = None  # pad what the viewer is sent up to this rate, bit/s
+    demands: dict[Hashable, float] = field(default_factory=dict)  # what it would take, per stream
+
+
+@dataclass
+class _Probe:
+    target: float
+    started: float
+    base: float  # the REMB when it started
+
+
+class Downlink:
+    """One viewer's bandwidth controller (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.remb: float | None = None
+        self.remb_at = float("-inf")
+        self.probed = 0.0  # a rate the link was seen to take (a probe that held)
+        self.probed_at = float("-inf")
+        self.probe: _Probe | None = None
+        self.next_probe = float("-inf")
+        self.backoff = PROBE_BACKOFF[0]
+        self.congested_at = float("-inf")
+        # A ceiling from heavy loss, where REMB may not say it (a queue that is full
+        # delays every packet alike); it rises again while the link is quiet.
+        self.ceiling: float | None = None
+        self.ceiling_at = float("-inf")
+        self.sending = 0.0  # video bit/s sent, as of the last decision
+        self.idle_since: float | None = None  # since when it has been sent no video
+        self.starved = False  # sent no video for STARVED_FOR: budget for one stream at least
+        self.loss = 0.0
+        self.rtt: float | None = None
+        self.rtt_min: float | None = None
+        self.paused_at: dict[Hashable, float] = {}  # streams paused, since when
+        self.probes = 0
+        self.probes_failed = 0
+        self.congestions = 0
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def on_remb(self, bitrate: float, now: float, sending: float) -> None:
+        """The viewer's REMB; ``sending`` is the video bitrate it is sent now.
+
+        Congestion is a REMB that fell and is below what the viewer is sent: a REMB
+        that only falls towards 1.5x what arrives (the estimator's ceiling) is not.
+        """
+        fell = self.remb is not None and bitrate < self.remb * 0.95
+        self.remb = float(bitrate)
+        self.remb_at = now
+        if fell and bitrate < sending:
+            self._congested(now, None)
+
+    def on_report(self, loss: float | None, rtt: float | None, now: float) -> None:
+        """A receiver report from the viewer: fraction of video lost (0..1), round trip (s).
+
+        Heavy loss is congestion too (a full queue drops packets but delays every one
+        alike, which a delay-based estimate does not see): what the viewer is sent is cut
+        by half the loss, once per ``CONGESTION_HOLD`` (reports repeat what the cut has not
+        yet drained). A round trip grown by a queue only holds probes back: on a busy
+        computer it grows for reasons of its own.
+        """
+        if loss is not None:
+            self.loss = loss
+        if rtt is not None:
+            self.rtt = rtt
+            self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
+        if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
+            self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
+
+    def _congested(self, now: float, ceiling: float | None) -> None:
+        self.congested_at = now
+        self.congestions += 1
+        self.probed = 0.0
+        if self.probe is not None:
+            self._probe_failed(now)
+        if ceiling is not None:
+            self.ceiling = ceiling if self.ceiling is None else min(self.ceiling, ceiling)
+            self.ceiling_at = now
+
+    # --- decisions ---------------------------------------------------------------------
+
+    def queueing(self) -> bool:
+        """Whether the round trip says a queue is building towards the viewer."""
+        return self.rtt is not None and self.rtt_min is not None and self.rtt > self.rtt_min + QUEUE_DELAY
+
+    def estimate(self) -> float:
+        """The video budget now, bit/s."""
+        if self.remb is None:
+            budget = float(START_ESTIMATE)
+        else:
+            budget = max(self.remb, self.probed)
+        if self.starved:
+            budget = max(budget, PAUSE_FLOOR / UPGRADE)  # enough to resume one stream
+        if self.ceiling is not None:
+            budget = min(budget, self.ceiling)
+        return budget
+
+    def decide(self, now: float, sending: float, wants: Sequence[Want]) -> Decision:
+        """Choose every stream's quality, and whether to probe, for the next moments."""
+        self.sending = sending
+        self._settle(now)
+        budget = self.estimate()
+        # Keep what fits KEEP of the budget (never above what each stream has now)...
+        limit = {w.key: _current_index(w) for w in wants}
+        kept, spent = allocate(budget * KEEP, wants, limit=limit)
+        # ... and move up only within UPGRADE of it (a stream paused lately stays paused).
+        levels = kept
+        if spent <= budget * UPGRADE:
+            held = [w for w in wants if now - self.paused_at.get(w.key, float("-inf")) < RESUME_HOLD]
+            hold = {w.key: -1 for w in held}
+            levels, spent = allocate(budget * UPGRADE, wants, start=kept, limit=hold or None)
+        choices: dict[Hashable, Step | None] = {}
+        for w in wants:
+            i = levels.get(w.key, -1)
+            choices[w.key] = w.ladder[i] if i >= 0 else None
+            if i < 0 and w.ladder and w.key not in self.paused_at:
+                self.paused_at[w.key] = now
+            elif i >= 0:
+                self.paused_at.pop(w.key, None)
+        wanted = sum(w.ladder[-1].bitrate for w in wants if w.ladder)
+        spent = sum(step.bitrate for step in choices.values() if step is not None)
+        if self.probe is None and spent < wanted * 0.95:
+            self._maybe_probe(now, budget, sending, wanted)
+        return Decision(choices, budget, self.probe.target if self.probe else None,
+                        self._demands(now, budget, wants))
+
+    def _settle(self, now: float) -> None:
+        """Time-driven changes: a probe's end, a ceiling rising, a probed rate going stale,
+        a viewer sent nothing for a while."""
+        if self.sending >= IDLE_RATE:
+            self.idle_since = None
+        elif self.idle_since is None:
+            self.idle_since = now
+        self.starved = self.idle_since is not None and now - self.idle_since >= STARVED_FOR
+        probe = self.probe
+        if probe is not None and now - probe.started >= PROBE_TIME:
+            if self.remb_at >= probe.started + PROBE_EVIDENCE and self.remb is not None and self.remb >= probe.base * 0.95:
+                # The viewer's estimator saw the extra packets and did not call it overuse.
+                self.probe = None
+                self.probed = max(self.probed, probe.target)
+                self.probed_at = now
+                self.backoff = PROBE_BACKOFF[0]
+                self.next_probe = now  # the next step may be tried at once
+            elif now - probe.started >= 2 * PROBE_TIME:
+                self._probe_failed(now)  # no word from the viewer: take it as no
+        if self.ceiling is not None and now - self.congested_at >= CONGESTION_HOLD:
+            self.ceiling += max(self.ceiling * CEILING_RISE, CEILING_STEP) * (now - self.ceiling_at)
+            self.ceiling_at = now
+            if self.remb is not None and self.ceiling > max(self.remb, self.probed):
+                self.ceiling = None
+        if self.probed and self.remb is not None and self.remb >= self.probed:
+            self.probed = 0.0  # the estimator caught up: it speaks for itself now
+        elif self.probed and now - self.probed_at > PROBED_FOR:
+            self.probed = 0.0  # what a probe showed long ago says little now
+
+    def _maybe_probe(self, now: float, budget: float, sending: float, wanted: float) -> None:
+        if now < self.next_probe or now - self.congested_at < CONGESTION_HOLD or self.queueing():
+            return
+        if self.loss > LOSS_LIMIT or self.remb is None or self.ceiling is not None:
+            return
+        target = min(wanted / UPGRADE, max(budget, sending) * PROBE_GAIN)
+        if target <= budget * 1.05:
+            return
+        self.probe = _Probe(target, now, self.remb)
+        self.probes += 1
+
+    def _probe_failed(self, now: float) -> None:
+        self.probe = None
+        self.probes_failed += 1
+        self.next_probe = now + self.backoff
+        self.backoff = min(self.backoff * 2, PROBE_BACKOFF[1])
+
+    def limited(self, now: float) -> bool:
+        """Whether this viewer's link was seen not to take more lately: congestion, or a
+        probe that failed. Until then it is taken to take what its tiles need."""
+        return now - self.congested_at < LIMITED_FOR or self.backoff > PROBE_BACKOFF[0]
+
+    def _demands(self, now: float, budget: float, wants: Sequence[Want]) -> dict[Hashable, float]:
+        """What the viewer would take of each publication if every layer flowed: while its
+        link is not known to be limited, twice what its tiles need (so publishers may grow);
+        after that, the publisher-side cost of the step its budget allows, plus a share of
+        what is left."""
+        demand_wants = [Want(w.key, w.demand_ladder or w.ladder, w.priority) for w in wants]
+        if not self.limited(now):
+            # Room to grow: what a publisher sends now may be what it was allowed so far.
+            return {w.key: w.ladder[-1].sends * HEADROOM for w in demand_wants if w.ladder}
+        levels, spent = allocate(budget, demand_wants)
+        at_top = [w for w in demand_wants if w.ladder and levels[w.key] == len(w.ladder) - 1]
+        spare = max(0.0, budget - spent) / len(at_top) if at_top else 0.0
+        demands = {}
+        for w in demand_wants:
+            i = levels[w.key]
+            if i < 0:
+                continue
+            demands[w.key] = w.ladder[i].sends + (spare if w in at_top else 0.0)
+        return demands
+
+
+def publisher_floor(layers: Sequence[LayerInfo]) -> float:
+    """The least a publisher is asked for, whatever its viewers take: every layer under the
+    best at its rate and the best kept flowing at ``TOP_KEPT`` (a single layer at its rate),
+    with a fifth more for the encoder's swings."""
+    if not layers:
+        return 0.0
+    if len(layers) == 1:
+        return layers[0].nominal(True) * 1.2
+    return (sum(layer.nominal(False) for layer in layers[:-1]) + TOP_KEPT) * 1.2
+
+
+def upstream_bitrate(demands: Iterable[float], floor: float, recording_floor: float = 0.0) -> int:
+    """A publisher's REMB: what its best-placed viewer would take (at least ``floor``,
+    its lowest layer, and ``recording_floor`` while it is recorded), plus its voice."""
+    best = max(demands, default=0.0)
+    return int(max(best, floor, recording_floor) + AUDIO_ALLOWANCE)

@@ -1,0 +1,234 @@
+"""Choosing qualities per viewer: ladders, the shared budget, congestion, probes, upstream."""
+
+from __future__ import annotations
+
+from meeting.media import quality
+from meeting.media.quality import Downlink, LayerInfo, Want, allocate, ladder, publisher_floor, upstream_bitrate, wanted_layer
+from meeting.media.vp8 import NO_TID
+
+# A camera in two layers with three temporal layers each (libwebrtc's split: 40/20/40 %).
+LOW = LayerInfo(0, 320, 240, True, (60_000.0, 30_000.0, 60_000.0, 0.0), True, 150_000)
+HIGH = LayerInfo(1, 640, 480, True, (280_000.0, 140_000.0, 280_000.0, 0.0), True, 700_000)
+CAMERA = (LOW, HIGH)
+
+
+def want(key: str, tile: int | None = 640, current: tuple[int, int] | None = None, layers=CAMERA) -> Want:
+    return Want(key, ladder(layers, tile), (tile or 1000) ** 2, current, ladder(layers, tile, flowing_only=False))
+
+
+def test_a_tile_needs_the_smallest_layer_that_covers_it():
+    assert wanted_layer(CAMERA, 300) == 0  # a thumbnail
+    assert wanted_layer(CAMERA, 400) == 0  # 320 covers 80% of it
+    assert wanted_layer(CAMERA, 401) == 1
+    assert wanted_layer(CAMERA, None) == 1  # not told: the best
+    assert wanted_layer(CAMERA, 0) == 0  # not shown
+
+
+def test_ladders_go_up_by_frame_rate_then_by_layer():
+    steps = ladder(CAMERA, 800)
+    assert [(s.layer, s.max_tid) for s in steps] == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
+    assert [s.bitrate for s in steps] == [60_000, 90_000, 150_000, 420_000, 700_000]
+    assert steps[-1].sends == 150_000 + 700_000  # the publisher sends both layers for it
+    assert [(s.layer, s.max_tid) for s in ladder(CAMERA, 200)] == [(0, 0), (0, 1), (0, 2)]
+    stopped = LayerInfo(1, 640, 480, live=False, peak=700_000)
+    assert [s.layer for s in ladder((LOW, stopped), 800)] == [0, 0, 0]
+    assert ladder((LOW, stopped), 800, flowing_only=False)[-1].bitrate == 700_000
+
+
+def test_without_temporal_layers_a_layer_is_one_step():
+    plain = (LayerInfo(0, 640, 480, True, (0.0, 0.0, 0.0, 500_000.0), False, 500_000),)
+    assert [(s.layer, s.max_tid, s.bitrate) for s in ladder(plain, 800)] == [(0, NO_TID, 500_000)]
+
+
+def test_every_stream_gets_its_floor_before_any_gets_more():
+    wants = [want("a", 800), want("b", 800), want("c", 800)]
+    levels, spent = allocate(300_000, wants)
+    assert levels == {"a": 1, "b": 1, "c": 1} and spent == 270_000  # 15 fps each
+    levels, _ = allocate(170_000, wants)
+    assert levels == {"a": 1, "b": 0, "c": -1}  # the third does not fit: paused
+    levels, _ = allocate(2_500_000, wants)
+    assert levels == {"a": 4, "b": 4, "c": 4}
+
+
+def test_larger_tiles_go_first():
+    wants = [want("thumb", 200), want("pinned", 1200)]
+    levels, _ = allocate(600_000, wants)
+    assert (levels["pinned"], levels["thumb"]) == (3, 2)  # 420 + 150 kbit/s
+    levels, _ = allocate(200_000, wants)
+    assert (levels["pinned"], levels["thumb"]) == (1, 1)  # but frame rates go up together
+    levels, _ = allocate(100_000, wants)
+    assert (levels["pinned"], levels["thumb"]) == (1, -1)  # the thumbnail pauses first
+
+
+def test_a_stream_that_cannot_be_made_cheaper_is_not_paused_for_its_cost():
+    plain = (LayerInfo(0, 640, 480, True, (0.0, 0.0, 0.0, 500_000.0), False, 500_000),)
+    levels, _ = allocate(300_000, [want("a", 800, layers=plain)])
+    assert levels == {"a": 0}
+    levels, _ = allocate(quality.PAUSE_FLOOR - 1, [want("a", 800, layers=plain)])
+    assert levels == {"a": -1}
+
+
+def test_congestion_cuts_the_budget_at_once_and_the_choice_follows():
+    d = Downlink()
+    wants = [want("a", current=(1, 2)), want("b", current=(1, 2))]
+    d.on_remb(3_000_000, 0.0, 1_400_000)
+    choice = d.decide(0.2, 1_400_000, wants)
+    assert {k: (s.layer, s.max_tid) for k, s in choice.choices.items()} == {"a": (1, 2), "b": (1, 2)}
+    d.on_remb(400_000, 0.4, 1_400_000)  # it fell below what is sent: congestion
+    choice = d.decide(0.6, 1_400_000, wants)
+    assert choice.estimate == 400_000
+    assert sum(s.bitrate for s in choice.choices.values()) <= 400_000 * quality.KEEP
+    assert d.congestions == 1 and d.limited(0.6)
+
+
+def test_a_falling_remb_above_what_is_sent_is_not_congestion():
+    d = Downlink()
+    d.on_remb(3_000_000, 0.0, 400_000)
+    d.on_remb(600_000, 1.0, 400_000)  # the estimator's ceiling (1.5x what arrives) came down
+    assert d.congestions == 0
+
+
+def test_choices_do_not_flap_between_keep_and_upgrade():
+    d = Downlink()
+    d.on_remb(720_000, 0.0, 0)
+    choice = d.decide(0.2, 700_000, [want("a", current=(1, 2))]).choices["a"]
+    assert (choice.layer, choice.max_tid) == (1, 2)  # 700 kbit/s: kept within the budget...
+    d2 = Downlink()
+    d2.on_remb(760_000, 0.0, 0)
+    choice = d2.decide(0.2, 420_000, [want("a", current=(1, 1))]).choices["a"]
+    assert (choice.layer, choice.max_tid) == (1, 1)  # ...but not chosen anew above 90% of it
+
+
+def test_a_probe_that_holds_raises_the_budget():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(430_000, 0.0, 300_000)  # ~1.5x of two low layers: the estimator's ceiling
+    first = d.decide(0.2, 300_000, wants)
+    assert first.probe == 430_000 * quality.PROBE_GAIN
+    assert all(s.layer == 0 for s in first.choices.values())
+    d.on_remb(450_000, 0.8, 600_000)  # reported during the probe, still rising
+    later = d.decide(1.3, 300_000, wants)
+    assert later.estimate == 645_000
+    assert later.choices["a"].layer == 1 and later.choices["b"].layer == 0  # 420 + 150 < 0.9 x 645k
+    assert later.probe is not None and later.probe > 645_000  # the next step at once
+
+
+def test_a_probe_the_viewer_says_nothing_about_does_not_hold():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(420_000, 0.0, 300_000)
+    assert d.decide(0.2, 300_000, wants).probe is not None
+    assert d.decide(1.3, 300_000, wants).probe is not None  # no REMB yet: it goes on a little
+    after = d.decide(2.3, 300_000, wants)
+    assert after.probe is None and after.estimate == 420_000 and d.probes_failed == 1
+
+
+def test_a_probe_that_meets_congestion_stops_and_backs_off():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(450_000, 0.0, 300_000)
+    assert d.decide(0.2, 300_000, wants).probe is not None
+    d.on_remb(280_000, 0.5, 600_000)  # fell under what is sent with the probe
+    after = d.decide(0.6, 300_000, wants)
+    assert after.probe is None and d.probes_failed == 1
+    assert d.next_probe == 0.5 + quality.PROBE_BACKOFF[0] and d.backoff == 2 * quality.PROBE_BACKOFF[0]
+    assert d.decide(2.0, 280_000, wants).probe is None  # not before the backoff ends
+    assert d.decide(2.6, 280_000, wants).probe is not None
+
+
+def test_heavy_loss_sets_a_ceiling_that_rises_again():
+    d = Downlink()
+    d.on_remb(1_000_000, 0.0, 0)
+    d.decide(0.05, 600_000, [])  # what the viewer is sent now
+    d.on_report(0.02, 0.05, 0.1)
+    assert d.estimate() == 1_000_000  # 2% random loss: nothing to do
+    d.on_report(0.3, 0.05, 0.2)
+    assert d.estimate() == 600_000 * 0.85  # half the loss under what it is sent
+    d.on_report(0.3, 0.05, 1.0)
+    assert d.estimate() == 600_000 * 0.85  # the same loss reported again: no second cut
+    d.decide(3.2, 400_000, [])
+    assert d.estimate() == 600_000 * 0.85 * (1 + quality.CEILING_RISE * 3.0)
+    d.on_report(0.0, 0.05 + quality.QUEUE_DELAY + 0.01, 3.3)  # a queue: probes wait, nothing is cut
+    assert d.congestions == 1 and d.queueing()
+    d.decide(3.9, 100_000, [])
+    d.on_report(0.9, 0.05, 4.0)
+    assert d.estimate() == quality.CEILING_FLOOR  # never under what one video needs
+    d.on_report(0.0, 0.05, 4.1)
+    for t in range(6, 40):
+        d.decide(float(t), 100_000, [])
+    assert d.ceiling is None and d.estimate() == 1_000_000
+
+
+def test_a_probed_rate_the_estimate_never_follows_is_forgotten():
+    d = Downlink()
+    d.on_remb(400_000, 0.0, 300_000)
+    d.probed, d.probed_at = 600_000.0, 0.0
+    d.decide(1.0, 300_000, [])
+    assert d.estimate() == 600_000
+    d.decide(quality.PROBED_FOR + 0.1, 300_000, [])
+    assert d.estimate() == 400_000
+
+
+def test_a_stream_paused_stays_paused_a_moment():
+    d = Downlink()
+    wants = [want("a", 800, current=(0, 0))]
+    d.on_remb(200_000, 0.0, 60_000)
+    d.on_remb(50_000, 0.1, 60_000)
+    assert d.decide(0.2, 60_000, wants).choices["a"] is None
+    d.on_remb(1_000_000, 0.5, 0)
+    wants = [want("a", 800, current=None)]
+    assert d.decide(1.0, 0, wants).choices["a"] is None
+    assert d.decide(0.2 + quality.RESUME_HOLD, 0, wants).choices["a"] is not None
+
+
+def test_the_weak_viewer_case_gives_every_publisher_fifteen_fps():
+    d = Downlink()
+    wants = [want(k, 640, current=(1, 2)) for k in "abc"]
+    d.on_remb(2_000_000, 0.0, 2_000_000)
+    d.on_remb(300_000, 1.0, 2_000_000)  # a 500 kbit/s link, three voices on it too
+    choice = d.decide(1.2, 2_000_000, wants)
+    assert {(s.layer, s.max_tid) for s in choice.choices.values()} == {(0, 1)}
+
+
+def test_demands_follow_the_tiles_until_a_link_is_seen_to_be_limited():
+    d = Downlink()
+    wants = [want("a", 800, current=(0, 2)), want("b", 200, current=(0, 2))]
+    d.on_remb(300_000, 0.0, 200_000)
+    demands = d.decide(0.2, 200_000, wants).demands
+    assert demands["a"] == 850_000 * quality.HEADROOM  # both layers of the large tile, and room to grow
+    assert demands["b"] == 150_000 * quality.HEADROOM  # a thumbnail's low layer
+    d.on_remb(150_000, 0.5, 200_000)  # congestion: now it asks for what it can take
+    demands = d.decide(0.6, 200_000, wants).demands
+    assert demands["a"] <= 150_000 * 2
+
+
+def test_a_publisher_is_asked_for_what_its_best_viewer_takes():
+    assert upstream_bitrate([200_000, 1_800_000, 90_000], floor=180_000) == 1_800_000 + quality.AUDIO_ALLOWANCE
+    assert upstream_bitrate([], floor=180_000) == 180_000 + quality.AUDIO_ALLOWANCE
+    assert upstream_bitrate([200_000], floor=180_000, recording_floor=1_000_000) == 1_000_000 + quality.AUDIO_ALLOWANCE
+
+
+def test_a_publisher_is_asked_for_enough_to_keep_every_layer_flowing():
+    low = LayerInfo(0, 320, 240, peak=120_000)
+    high = LayerInfo(1, 640, 480, peak=900_000)
+    # Nobody needs the best layer now: it is kept alive, not at its full rate.
+    assert publisher_floor([low, high]) == (120_000 + quality.TOP_KEPT) * 1.2
+    assert publisher_floor([high]) == 900_000 * 1.2  # one layer: that layer at its rate
+    assert publisher_floor([]) == 0.0
+
+
+def test_a_viewer_sent_nothing_for_a_while_gets_video_back():
+    # Its estimate fell while everything was paused; it says nothing new about video it
+    # does not receive, so the budget must rise by itself.
+    d = Downlink()
+    wants = [want(k, current=None) for k in "abc"]
+    d.on_remb(60_000, 0.0, 0)
+    assert all(s is None for s in d.decide(0.5, 0, wants).choices.values())
+    assert all(s is None for s in d.decide(0.5 + quality.STARVED_FOR - 0.1, 0, wants).choices.values())
+    later = d.decide(0.5 + quality.STARVED_FOR + 0.1, 0, wants)
+    back = [s for s in later.choices.values() if s is not None]
+    assert back and later.estimate == quality.PAUSE_FLOOR / quality.UPGRADE
+    assert sum(s.bitrate for s in back) <= quality.PAUSE_FLOOR  # the cheapest qualities that fit
+    # Once video flows again, the viewer's own estimate rules.
+    d.decide(5.0, 300_000, wants)
+    assert d.estimate() == 60_000
