@@ -68,6 +68,28 @@ def dtls_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
     return dtls._send_rtp
 
 
+def rtp_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], None]:
+    """A plain function that SRTP-protects one RTP packet and hands it to the socket.
+
+    aiortc's own path (``_send_rtp``) awaits four coroutines per packet down to the same
+    ``transport.sendto``; a forwarder sending one packet to many viewers calls this instead,
+    with no await at all. Only for a transport whose DTLS is connected (its SRTP session
+    exists); raises ConnectionError once it is not, or while ICE has no selected pair.
+    """
+    srtp = dtls._tx_srtp
+    connection = ice_connection(dtls)
+    nominated = connection._nominated
+    connected = type(dtls._state).CONNECTED
+
+    def send(data: bytes) -> None:
+        pair = nominated.get(1)
+        if pair is None or dtls._state is not connected:
+            raise ConnectionError("the transport is not connected")
+        pair.protocol.transport.sendto(srtp.protect(data), pair.remote_addr)
+
+    return send
+
+
 def ice_connection(dtls: RTCDtlsTransport) -> Any:
     """The aioice ``Connection`` under a DTLS transport."""
     return dtls.transport.iceGatherer._connection
@@ -172,10 +194,13 @@ _INSTANCE_SHAPES: tuple[tuple[str, str], ...] = (
     ("gatherer", "_connection"),
     ("connection", "_queue"),
     ("connection", "_protocols"),
+    ("connection", "_nominated"),
     ("connection", "data_received"),
     ("connection", "get_component_candidates"),
     ("connection", "add_remote_candidate"),
     ("connection", "request_received"),
+    ("dtls", "_tx_srtp"),
+    ("dtls", "_state"),
 )
 
 
@@ -197,7 +222,8 @@ def shape_problems(transceiver: Any = None) -> list[str]:
     if transceiver is not None:
         gatherer: RTCIceGatherer = transceiver.receiver.transport.transport.iceGatherer
         objects = {"sender": transceiver.sender, "gatherer": gatherer,
-                   "connection": getattr(gatherer, "_connection", None)}
+                   "connection": getattr(gatherer, "_connection", None),
+                   "dtls": transceiver.receiver.transport}
         for owner_name, name in _INSTANCE_SHAPES:
             owner = objects[owner_name]
             if owner is None or not hasattr(owner, name):

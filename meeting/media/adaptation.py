@@ -198,7 +198,7 @@ class Adaptation:
 
     # --- probes ------------------------------------------------------------------------------
 
-    async def pad(self, now: float, streams: list[ViewerStream]) -> None:
+    def pad(self, now: float, streams: list[ViewerStream]) -> None:
         """While a probe is on, send the viewer packets it already has, up to the probe rate."""
         if self.probe_rate is None:
             self._pad_at = None
@@ -216,7 +216,7 @@ class Adaptation:
         for stream in candidates[self._pad_next :] + candidates[: self._pad_next]:
             pub = stream.publication
             assert pub is not None
-            size -= await pub.probe(stream, size, now)
+            size -= pub.probe(stream, size, now)
             if size <= 0:
                 break
 

@@ -56,6 +56,9 @@ from meeting.media.switcher import Switcher
 from meeting.media.vp8 import NO_TID, Vp8Descriptor, keyframe_size, parse_descriptor
 
 SendFn = Callable[[bytes], Awaitable[None]]
+# Sends one RTP packet to a viewer now (SRTP and the socket, no await): the fan-out calls it
+# once per viewer per packet, so it must not cost a coroutine each time.
+SendNow = Callable[[bytes], None]
 # Sees every media packet of the publication's best layer (in arrival order, RTX already
 # unwrapped), with its arrival time; must return at once (the recorder only queues it).
 PacketTap = Callable[[RtpView, float], None]
@@ -110,7 +113,7 @@ class ViewerStream:
         kind: str,
         ssrc: int,
         rtx_ssrc: int | None,
-        send: SendFn,
+        send: SendNow,
         mid_id: int = 0,
         allowed_ext: frozenset[int] | None = None,
         rtx_payload_types: dict[int, int] | None = None,
@@ -435,7 +438,7 @@ class Publication:
         if self.tap is not None and layer.index == self.tap_layer:
             self.tap(view, now)
         if layer.viewers:
-            await self._fan_out(layer, view, desc, now)
+            self._fan_out(layer, view, desc, now)
 
     def _keyframe(self, layer: Layer, view: RtpView, now: float) -> None:
         layer.last_keyframe = now
@@ -447,7 +450,7 @@ class Publication:
             self.tap_layer = layer.index
             self.tap_next = None
 
-    async def _fan_out(self, layer: Layer, view: RtpView, desc: Vp8Descriptor | None, now: float) -> None:
+    def _fan_out(self, layer: Layer, view: RtpView, desc: Vp8Descriptor | None, now: float) -> None:
         b0 = view.b0
         b1 = view.b1
         csrc = view.csrc
@@ -478,7 +481,7 @@ class Publication:
                 last_elem = v.mid_elem
             data = pack_rtp(b0, b1, out[0], out[1], v.ssrc, csrc, block, out[2])
             try:
-                await v.send(data)
+                v.send(data)
             except ConnectionError:
                 v.ready = False
                 continue
@@ -595,7 +598,7 @@ class Publication:
         if index is not None and index < len(self.layers):
             self.request_keyframe(now, self.layers[index])
 
-    async def retransmit(self, viewer: ViewerStream, lost: list[int], now: float) -> None:
+    def retransmit(self, viewer: ViewerStream, lost: list[int], now: float) -> None:
         """Answer a viewer's NACK with what it was sent, as RTX when the viewer has RTX."""
         self.nacks_received += 1
         viewer.nacks += 1
@@ -610,11 +613,11 @@ class Publication:
             if budget is not None and not budget.take(len(entry[2])):
                 self.rtx_refused += 1
                 continue
-            if not await self._send_again(viewer, entry, send_time):
+            if not self._send_again(viewer, entry, send_time):
                 return
             self.retransmitted += 1
 
-    async def probe(self, viewer: ViewerStream, size: int, now: float) -> int:
+    def probe(self, viewer: ViewerStream, size: int, now: float) -> int:
         """Send ``viewer`` about ``size`` bytes of packets it already has, again, as RTX.
 
         Receivers discard them; their bandwidth estimate counts them: this is how a viewer
@@ -627,13 +630,13 @@ class Publication:
         for entry in viewer.sw.recent(64):
             if done >= size:
                 break
-            if not await self._send_again(viewer, entry, send_time):
+            if not self._send_again(viewer, entry, send_time):
                 break
             done += len(entry[2])
             self.probe_packets += 1
         return done
 
-    async def _send_again(self, viewer: ViewerStream, entry: tuple[int, int, bytes, RtpView],
+    def _send_again(self, viewer: ViewerStream, entry: tuple[int, int, bytes, RtpView],
                           send_time: bytes) -> bool:
         out_seq, out_ts, body, view = entry
         block = viewer_extension_block(view, viewer.mid_elem, viewer.allowed_ext, stamped(view, send_time))
@@ -648,7 +651,7 @@ class Publication:
         else:
             data = pack_rtp(view.b0, view.b1, out_seq, out_ts, viewer.ssrc, view.csrc, block, body)
         try:
-            await viewer.send(data)
+            viewer.send(data)
         except ConnectionError:
             viewer.ready = False
             return False

@@ -456,10 +456,9 @@ class Peer:
         transport = self.transport
         stream = line.stream
         if stream is None:
-            assert transport.send_rtp is not None, "the transport is installed with the first m-line"
             stream = line.stream = ViewerStream(
                 mid=info.mid, kind=line.kind, ssrc=ssrc, rtx_ssrc=rtx_ssrc,
-                send=transport.send_rtp,  # SRTP-protects and sends; no wrapper on the hot path
+                send=transport.send_now,  # SRTP-protects and sends; no wrapper on the hot path
                 mid_id=mid_id, cname=transport.cname,
             )
             transport.streams[stream.ssrc] = stream

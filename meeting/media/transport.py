@@ -22,7 +22,7 @@ from typing import Any, Callable
 from meeting import internals
 from meeting.media.adaptation import PAD_INTERVAL, TICK, Adaptation, PausedFn, upstream_for
 from meeting.media.roomview import RoomView
-from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.forwarder import Publication, SendNow, ViewerStream
 from meeting.media.ice import CandidatePolicy, apply_ice_policy
 from meeting.media.layer import Layer
 from meeting.media.rtp import (
@@ -47,6 +47,11 @@ from meeting.media.rtp import (
 
 logger = logging.getLogger(__name__)
 
+
+def _not_connected(data: bytes) -> None:
+    raise ConnectionError("the transport is not connected yet")
+
+
 # Datagrams a peer connection may have waiting for the event loop (~1 s of one publisher).
 MAX_BACKLOG = 150
 
@@ -58,7 +63,8 @@ class PeerTransport:
         self.room = room
         self.participant_id = participant_id
         self.dtls: Any = None
-        self.send_rtp: Callable[[bytes], Any] | None = None
+        self.send_rtp: Callable[[bytes], Any] | None = None  # awaited: RTCP, rarely
+        self.send_now: SendNow = _not_connected  # the forwarder's: RTP to this browser, no await
         self.connected = False
         self.cname = "meetnow"
         self.publications: dict[str, Publication] = {}  # by source, owned by the peer
@@ -192,7 +198,7 @@ class PeerTransport:
             if packet_type == RTCP_RTPFB and count == RTPFB_NACK:
                 stream = self.streams.get(media_ssrc)
                 if stream is not None and stream.publication is not None:
-                    await stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]), now)
+                    stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]), now)
             elif packet_type == RTCP_PSFB and count in (PSFB_PLI, PSFB_FIR):
                 targets = [media_ssrc] if count == PSFB_PLI else unpack_fir_fci(payload[8:])
                 for ssrc in targets:
@@ -221,8 +227,10 @@ class PeerTransport:
         state = self.dtls.state if self.dtls is not None else "closed"
         if state == "connected" and not self.connected:
             self.connected = True
+            self.send_now = internals.rtp_sender(self.dtls)
             now = time.monotonic()
             for stream in self.streams.values():
+                stream.send = self.send_now
                 stream.ready = True
                 stream.rtx_budget = self.adaptation.rtx_budget
                 if stream.publication is not None:
@@ -283,7 +291,7 @@ class PeerTransport:
                                 pub.upstream_bitrate = upstream_for(pub, self.room.demands_for(pub), now)
                         self.adaptation.tick(now, self.video_streams())
                     if self.adaptation.probe_rate is not None:
-                        await self.adaptation.pad(now, self.video_streams())
+                        self.adaptation.pad(now, self.video_streams())
                 except Exception:  # a bug here must not end adaptation for the whole call
                     logger.exception("%s: media adaptation failed", self.participant_id[:4])
         except asyncio.CancelledError:

@@ -35,10 +35,15 @@ class Wire:
         self.sent: list[bytes] = []
         self.broken = False
 
-    async def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
+        """What a viewer stream sends through: now, no await."""
         if self.broken:
             raise ConnectionError("gone")
         self.sent.append(data)
+
+    async def asend(self, data: bytes) -> None:
+        """What a publication sends upstream through (awaited)."""
+        self.send(data)
 
     def rtp(self) -> list[RtpPacket]:
         return [RtpPacket.parse(d, MAP) for d in self.sent if not rtp.is_rtcp(d)]
@@ -58,7 +63,7 @@ def packet(seq: int, payload: bytes = DELTA, ts: int = 3000, ssrc: int = 1111, p
 def make_pub(kind: str = "video") -> tuple[Publication, Wire]:
     up = Wire()
     pub = Publication(participant="alice", source="camera" if kind == "video" else "mic", kind=kind,
-                      upstream=up.send, rtcp_ssrc=5555)
+                      upstream=up.asend, rtcp_ssrc=5555)
     pub.mid_id = 1
     pub.ast_id = 3
     pub.set_source(1111, 2222, {98: 97})
@@ -145,14 +150,14 @@ async def test_viewer_nack_is_answered_with_rtx_from_history():
         await pub.ingest(packet(200 + i, KEY if i == 0 else CONT), 0, 0.0)
     first = wire.rtp()[0].sequence_number
     wire.sent.clear()
-    await pub.retransmit(v, [(first + 2) & 0xFFFF, (first + 40) & 0xFFFF], 2.0)  # one known, one never sent
+    pub.retransmit(v, [(first + 2) & 0xFFFF, (first + 40) & 0xFFFF], 2.0)  # one known, one never sent
     [rtx_packet] = wire.rtp()
     assert rtx_packet.ssrc == v.rtx_ssrc and rtx_packet.payload_type == 98
     assert rtx_packet.extensions.mid == "3"
     assert rtx_packet.extensions.abs_send_time == int(2.0 * 262144)  # sent now, not then
     assert struct.unpack("!H", rtx_packet.payload[:2])[0] == (first + 2) & 0xFFFF
     assert rtx_packet.payload[2:] == CONT
-    await pub.retransmit(v, [first], 2.0)
+    pub.retransmit(v, [first], 2.0)
     assert wire.rtp()[1].sequence_number == (rtx_packet.sequence_number + 1) & 0xFFFF
     assert pub.retransmitted == 2 and v.retransmitted == 2
 
@@ -163,7 +168,7 @@ async def test_viewer_without_rtx_gets_the_packet_again():
     pub.attach(v, 0.0)
     await pub.ingest(packet(1, KEY), 0, 0.0)
     seq = wire.rtp()[0].sequence_number
-    await pub.retransmit(v, [seq], 0.1)
+    pub.retransmit(v, [seq], 0.1)
     again = wire.rtp()[1]
     assert (again.ssrc, again.sequence_number, again.payload) == (100, seq, KEY)
 
@@ -306,7 +311,7 @@ async def test_csrcs_and_header_extensions_survive_forwarding_and_retransmission
     assert out.extensions.mid == "4" and out.extensions.abs_send_time == int.from_bytes(rtp.abs_send_time(1.0), "big")
     assert out.payload == KEY and out.ssrc == 100
     # The same packet again, as an RTX retransmission answering the viewer's NACK.
-    await pub.retransmit(viewer, [out.sequence_number], 2.0)
+    pub.retransmit(viewer, [out.sequence_number], 2.0)
     rtx = RtpPacket.parse(wire.sent[-1], MAP)
     assert rtx.ssrc == 101 and rtx.payload_type == 98
     assert rtx.csrc == [0xAAAA0001, 0xBBBB0002]
@@ -367,7 +372,7 @@ async def test_nacks_after_a_switch_are_answered_with_what_was_sent():
     await pub.ingest(frame(7002, 22, HI, key=True), 0, 0.1, layer=hi)
     sent = wire.rtp()
     wire.sent.clear()
-    await pub.retransmit(v, [p.sequence_number for p in sent], 0.2)
+    pub.retransmit(v, [p.sequence_number for p in sent], 0.2)
     again = wire.rtp()
     assert [struct.unpack("!H", p.payload[:2])[0] for p in again] == [p.sequence_number for p in sent]
     assert [p.payload[2:] for p in again] == [p.payload for p in sent]  # picture ids as rewritten
@@ -411,10 +416,10 @@ async def test_retransmissions_stay_within_the_viewers_budget_and_probes_resend_
         await pub.ingest(packet(200 + i, KEY if i == 0 else CONT), 0, 0.0)
     seqs = [p.sequence_number for p in wire.rtp()]
     wire.sent.clear()
-    await pub.retransmit(v, seqs, 0.1)
+    pub.retransmit(v, seqs, 0.1)
     assert len(wire.rtp()) == 2 and pub.rtx_refused == 3  # ~51-byte packets, 150 bytes allowed
     wire.sent.clear()
-    sent = await pub.probe(v, 120, 0.2)
+    sent = pub.probe(v, 120, 0.2)
     again = wire.rtp()
     assert sent >= 120 and len(again) == 3 and {p.ssrc for p in again} == {v.rtx_ssrc}
     assert [struct.unpack("!H", p.payload[:2])[0] for p in again] == seqs[::-1][:3]
