@@ -217,6 +217,9 @@ class VideoSizes:
     """How large the page shows each remote video (the server picks a quality to match)."""
 
     tiles: tuple[TileSize, ...]
+
+
+@dataclass(frozen=True)
 class Hand:
     raised: bool
 
