@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.forwarder import Publication
+from meeting.media.viewer import ViewerStream
 from meeting.media.layer import Layer
 from meeting.media.quality import (
     UNKNOWN_TILE,
@@ -26,7 +27,7 @@ from meeting.media.quality import (
     publisher_floor,
     upstream_bitrate,
 )
-from meeting.media.rtp import ReportBlock
+from meeting.media.rtcp import ReportBlock
 from meeting.media.vp8 import NO_TID
 
 logger = logging.getLogger(__name__)

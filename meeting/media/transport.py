@@ -22,10 +22,12 @@ from typing import Any, Callable
 from meeting import internals
 from meeting.media.adaptation import PAD_INTERVAL, TICK, Adaptation, PausedFn, upstream_for
 from meeting.media.roomview import RoomView
-from meeting.media.forwarder import Publication, SendNow, ViewerStream
+from meeting.media.forwarder import Publication
+from meeting.media.viewer import SendNow, ViewerStream
 from meeting.media.ice import CandidatePolicy, apply_ice_policy
 from meeting.media.layer import Layer
-from meeting.media.rtp import (
+from meeting.media.rtp import RtpError, parse_rtp
+from meeting.media.rtcp import (
     PSFB_FIR,
     PSFB_PLI,
     PSFB_REMB,
@@ -34,10 +36,8 @@ from meeting.media.rtp import (
     RTCP_RTPFB,
     RTCP_SR,
     RTPFB_NACK,
-    RtpError,
     iter_rtcp,
     pack_sdes_cname,
-    parse_rtp,
     unpack_fir_fci,
     unpack_nack_fci,
     unpack_remb_fci,

@@ -8,9 +8,10 @@ import struct
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpPsfbPacket, RtcpRtpfbPacket, RtpPacket
 
-from meeting.media import rtp, vp8
+from meeting.media import rtcp, rtp, vp8
 from meeting.media.adaptation import ByteBucket
-from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.forwarder import Publication
+from meeting.media.viewer import ViewerStream
 from meeting.media.vp8 import NO_TID
 from tests.meeting.vp8_packets import vp8_payload
 
@@ -46,10 +47,10 @@ class Wire:
         self.send(data)
 
     def rtp(self) -> list[RtpPacket]:
-        return [RtpPacket.parse(d, MAP) for d in self.sent if not rtp.is_rtcp(d)]
+        return [RtpPacket.parse(d, MAP) for d in self.sent if not rtcp.is_rtcp(d)]
 
     def rtcp(self) -> list:
-        return [p for d in self.sent if rtp.is_rtcp(d) for p in RtcpPacket.parse(d)]
+        return [p for d in self.sent if rtcp.is_rtcp(d) for p in RtcpPacket.parse(d)]
 
 
 def packet(seq: int, payload: bytes = DELTA, ts: int = 3000, ssrc: int = 1111, pt: int = 97, marker: int = 1) -> bytes:
@@ -265,8 +266,8 @@ async def test_receiver_report_block_counts_loss():
     assert (rr.ssrc, block.ssrc, block.packets_lost, block.highest_sequence) == (5555, 1111, 1, 14)
     assert block.fraction_lost == 256 // 5
     assert block.lsr == 0x5678_9ABC and block.dlsr == 65536
-    assert isinstance(remb, RtcpPsfbPacket) and remb.fmt == rtp.PSFB_REMB
-    assert rtp.unpack_remb_fci(remb.fci) == (1_500_000, [1111])  # the cap, for video
+    assert isinstance(remb, RtcpPsfbPacket) and remb.fmt == rtcp.PSFB_REMB
+    assert rtcp.unpack_remb_fci(remb.fci) == (1_500_000, [1111])  # the cap, for video
 
 
 async def test_unready_and_broken_viewers_are_skipped():
@@ -386,7 +387,7 @@ async def test_reports_cover_every_layer_and_the_remb_asks_for_what_viewers_take
     pub.upstream_bitrate = 2_345_678
     rr, remb = RtcpPacket.parse(pub.receiver_report(1.0))
     assert sorted(block.ssrc for block in rr.reports) == [LO, HI]
-    bitrate, ssrcs = rtp.unpack_remb_fci(remb.fci)
+    bitrate, ssrcs = rtcp.unpack_remb_fci(remb.fci)
     assert sorted(ssrcs) == [LO, HI] and abs(bitrate - 2_345_678) < 2_345_678 / 1000
 
 

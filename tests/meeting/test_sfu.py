@@ -16,7 +16,7 @@ import pytest
 
 from meeting.config import MediaConfig
 from meeting.media.forwarder import START_BITRATE
-from meeting.media.rtp import iter_rtcp, unpack_sender_info
+from meeting.media.rtcp import iter_rtcp, unpack_sender_info
 from meeting import internals
 from meeting.media.peer import CandidateError, Offer, SdpError
 from tests.meeting.waiting import wait_for
