@@ -21,23 +21,24 @@ Which layer a viewer gets is decided elsewhere (meeting.media.quality, through
 :meth:`Publication.select`); what the publisher is asked to send (its REMB) is
 ``upstream_bitrate``, set from what its viewers can take.
 
-The I/O side (meeting.media.sfu) hands in received datagrams and RTCP, and provides the
-coroutines that send; time comes in as ``now`` (seconds, monotonic).
+The I/O side (meeting.media.transport) hands in decrypted packets and RTCP, and provides
+the functions that send, all synchronous: a packet is forwarded to every viewer within the
+socket's callback that received it, with no await. Time comes in as ``now`` (seconds,
+monotonic).
 """
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Callable
 
 from meeting.media.layer import Layer
 from meeting.media.rtcp import ntp_middle, pack_nack, pack_pli, pack_receiver_report, pack_remb, pack_report_block
 from meeting.media.rtp import (
     RtpError, RtpView, abs_send_time, pack_rtp, parse_rtp, stamped, unwrap_rtx, viewer_extension_block,
 )
-from meeting.media.viewer import ViewerStream
+from meeting.media.viewer import SendNow, ViewerStream
 from meeting.media.vp8 import NO_TID, Vp8Descriptor, keyframe_size, parse_descriptor
 
-SendFn = Callable[[bytes], Awaitable[None]]
 # Sees every media packet of the publication's best layer (in arrival order, RTX already
 # unwrapped), with its arrival time; must return at once (the recorder only queues it).
 PacketTap = Callable[[RtpView, float], None]
@@ -56,7 +57,7 @@ class Publication:
         participant: str,
         source: str,
         kind: str,
-        upstream: SendFn,
+        upstream: SendNow,
         rtcp_ssrc: int,
         clock_rate: int | None = None,
         codec: str | None = None,
@@ -229,8 +230,8 @@ class Publication:
     def _regroup(self) -> None:
         """Each layer's list of the viewers that forward it or wait for it.
 
-        New lists, never changed in place: a fan-out that is awaiting a send keeps
-        iterating the list it started with. Viewers with the same MID are kept together
+        New lists, never changed in place: a fan-out in progress (a switch regroups in the
+        middle of one) keeps iterating the list it started with. Viewers with the same MID are kept together
         so consecutive ones reuse one extension block.
         """
         viewers = sorted(self.viewers, key=lambda v: v.mid_elem)
@@ -240,7 +241,7 @@ class Publication:
 
     # --- publisher -> server ------------------------------------------------------------
 
-    async def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False,
+    def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False,
                      layer: Layer | None = None) -> None:
         """Handle one decrypted RTP datagram from the publisher (of ``layer``, by default
         the first)."""
@@ -271,7 +272,7 @@ class Publication:
             lost = layer.nack.on_packet(seq, now)  # type: ignore[union-attr]
             if lost:
                 self.nacks_sent += 1
-                await self.upstream(pack_nack(self.rtcp_ssrc, view.ssrc, lost))
+                self.upstream(pack_nack(self.rtcp_ssrc, view.ssrc, lost))
                 layer.deadline = layer.next_deadline()
             if self.codec == "VP8":
                 desc = view.desc = parse_descriptor(view.body)
@@ -291,7 +292,7 @@ class Publication:
         else:
             layer.octets[NO_TID] += view.payload_size
         if now >= layer.deadline:
-            await self._service(layer, now)
+            self._service(layer, now)
         if self.tap is not None and layer.index == self.tap_layer:
             self.tap(view, now)
         if layer.viewers:
@@ -417,19 +418,19 @@ class Publication:
 
     # --- timers (serviced on packet arrival and by the periodic RTCP task) ----------
 
-    async def service(self, now: float) -> None:
+    def service(self, now: float) -> None:
         """Send what timers made due on every layer: repeated NACKs, deferred keyframe requests."""
         for layer in self.layers:
-            await self._service(layer, now)
+            self._service(layer, now)
 
-    async def _service(self, layer: Layer, now: float) -> None:
+    def _service(self, layer: Layer, now: float) -> None:
         if layer.nack is not None and layer.media_ssrc is not None:
             again = layer.nack.due(now)
             if again:
                 self.nacks_sent += 1
-                await self.upstream(pack_nack(self.rtcp_ssrc, layer.media_ssrc, again))
+                self.upstream(pack_nack(self.rtcp_ssrc, layer.media_ssrc, again))
         if layer.keyframes.due(now) and layer.media_ssrc is not None:
-            await self.upstream(pack_pli(self.rtcp_ssrc, layer.media_ssrc))
+            self.upstream(pack_pli(self.rtcp_ssrc, layer.media_ssrc))
         layer.deadline = layer.next_deadline()
 
     # --- viewers -> server -> publisher ----------------------------------------------

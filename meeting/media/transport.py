@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable
+from typing import Any
 
 from meeting import internals
 from meeting.media.adaptation import PAD_INTERVAL, TICK, Adaptation, PausedFn, upstream_for
@@ -63,8 +63,8 @@ class PeerTransport:
         self.room = room
         self.participant_id = participant_id
         self.dtls: Any = None
-        self.send_rtp: Callable[[bytes], Any] | None = None  # awaited: RTCP, rarely
         self.send_now: SendNow = _not_connected  # the forwarder's: RTP to this browser, no await
+        self._send_rtcp: SendNow = _not_connected
         self.connected = False
         self.cname = "meetnow"
         self.publications: dict[str, Publication] = {}  # by source, owned by the peer
@@ -84,7 +84,6 @@ class PeerTransport:
         """Take over the (single, bundled) DTLS transport of the peer's first transceiver."""
         dtls = transceiver.receiver.transport
         self.dtls = dtls
-        self.send_rtp = internals.dtls_sender(dtls)
         connection = internals.ice_connection(dtls)
         apply_ice_policy(connection, announce, policy)
         internals.bound_backlog(connection, MAX_BACKLOG, self._overloaded)
@@ -128,7 +127,7 @@ class PeerTransport:
 
     # --- in: RTP ------------------------------------------------------------------------------
 
-    async def _on_rtp(self, data: bytes, arrival_time_ms: int = 0) -> None:
+    def _on_rtp(self, data: bytes) -> None:
         """Decrypted RTP from this peer's browser (the hot path starts here)."""
         room = self.room
         if room.receive_loss and room.rng.random() < room.receive_loss:
@@ -139,7 +138,7 @@ class PeerTransport:
             entry = self._learn_ssrc(data)
             if entry is None:
                 return
-        await entry[0].ingest(data, arrival_time_ms, time.monotonic(), entry[2], entry[1])
+        entry[0].ingest(data, 0, time.monotonic(), entry[2], entry[1])
 
     def _learn_ssrc(self, data: bytes) -> tuple[Publication, Layer, bool] | None:
         """An SSRC the answer did not list (every simulcast layer's): find its m-line by the
@@ -173,7 +172,7 @@ class PeerTransport:
 
     # --- in: RTCP -----------------------------------------------------------------------------
 
-    async def _on_rtcp(self, data: bytes) -> None:
+    def _on_rtcp(self, data: bytes) -> None:
         """Decrypted RTCP from this peer's browser, as publisher and as viewer."""
         now = time.monotonic()
         for packet_type, count, payload in iter_rtcp(data):
@@ -215,19 +214,23 @@ class PeerTransport:
 
     # --- out ---------------------------------------------------------------------------------
 
-    async def send_rtcp(self, data: bytes) -> None:
-        """Send one RTCP compound to the browser, if the transport is up."""
-        if self.connected and self.send_rtp is not None:
-            try:
-                await self.send_rtp(data)
-            except ConnectionError:
-                pass
+    def send_rtcp(self, data: bytes) -> None:
+        """Send one RTCP compound to the browser now, if the transport is up."""
+        try:
+            self._send_rtcp(data)
+        except ConnectionError:
+            pass
+
+    def _undecryptable(self) -> None:
+        self.room.undecryptable += 1
 
     def _on_dtls_state(self) -> None:
         state = self.dtls.state if self.dtls is not None else "closed"
         if state == "connected" and not self.connected:
             self.connected = True
             self.send_now = internals.rtp_sender(self.dtls)
+            self._send_rtcp = internals.rtp_sender(self.dtls, rtcp=True)
+            internals.receive_now(self.dtls, self._on_rtp, self._on_rtcp, self._undecryptable)
             now = time.monotonic()
             for stream in self.streams.values():
                 stream.send = self.send_now
@@ -240,6 +243,7 @@ class PeerTransport:
                 self._media_task = asyncio.ensure_future(self._run_media())
         elif state in ("closed", "failed"):
             self.connected = False
+            self.send_now = self._send_rtcp = _not_connected
             for stream in self.streams.values():
                 stream.ready = False
 
@@ -258,15 +262,15 @@ class PeerTransport:
                 if lag_ms > self.room.loop_lag_ms_max:
                     self.room.loop_lag_ms_max = lag_ms
                 for pub in list(self.publications.values()):
-                    await pub.service(now)
+                    pub.service(now)
                     rr = pub.receiver_report(now)
                     if rr is not None:
-                        await self.send_rtcp(rr + pack_sdes_cname(pub.rtcp_ssrc, self.cname))
+                        self.send_rtcp(rr + pack_sdes_cname(pub.rtcp_ssrc, self.cname))
                 for stream in list(self.streams.values()):
                     if stream.ready and stream.publication is not None:
                         sr = stream.sender_report(now)
                         if sr is not None:
-                            await self.send_rtcp(sr)
+                            self.send_rtcp(sr)
         except asyncio.CancelledError:
             pass
 

@@ -47,6 +47,7 @@ def test_a_moved_attribute_is_named() -> None:
         "connection._protocols is gone",
         "connection._nominated is gone",
         "dtls._tx_srtp is gone",
+        "dtls._rx_srtp is gone",
         "dtls._state is gone",
     ]
 
