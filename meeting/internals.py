@@ -57,15 +57,79 @@ def set_stream_id(sender: RTCRtpSender, stream_id: str) -> None:
 # --- the bundled DTLS transport --------------------------------------------------------------
 
 
-def hook_dtls(dtls: RTCDtlsTransport, on_rtp: RtpHandler, on_rtcp: RtpHandler) -> None:
-    """Route decrypted RTP and RTCP to meetnow instead of aiortc's receivers and senders."""
-    dtls._handle_rtp_data = on_rtp
-    dtls._handle_rtcp_data = on_rtcp
+def hook_dtls(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None], on_rtcp: Callable[[bytes], None]) -> None:
+    """Route decrypted RTP and RTCP to meetnow instead of aiortc's receivers and senders.
+
+    These are the packets aiortc's own DTLS loop still reads: those queued before
+    :func:`receive_now` takes over the transport's input.
+    """
+    async def rtp(data: bytes, arrival_time_ms: int = 0) -> None:
+        on_rtp(data)
+
+    async def rtcp(data: bytes) -> None:
+        on_rtcp(data)
+
+    dtls._handle_rtp_data = rtp
+    dtls._handle_rtcp_data = rtcp
+
+
+def receive_now(dtls: RTCDtlsTransport, on_rtp: Callable[[bytes], None], on_rtcp: Callable[[bytes], None],
+                on_error: Callable[[], None]) -> None:
+    """Take SRTP and SRTCP straight from the socket's callback: unprotected and handed to
+    ``on_rtp`` / ``on_rtcp`` at once, with no queue and no await.
+
+    aiortc queues every datagram for its DTLS loop, which awaits three coroutines per
+    packet before it decrypts one; a forwarding server spends much of its time there.
+    DTLS and anything else still go that way. Only once the DTLS transport is connected
+    (its SRTP sessions exist). ``on_error`` counts packets that fail to decrypt (dropped,
+    as aiortc drops them) or that the handlers failed on (a bug must cost one packet).
+    """
+    connection = ice_connection(dtls)
+    srtp = dtls._rx_srtp
+    queue_it = connection.data_received
+
+    def data_received(data: bytes, component: int) -> None:
+        if len(data) > 1 and 127 < data[0] < 192:
+            try:
+                if 191 < data[1] < 209:  # RTCP packet types 192-208 (RFC 5761 section 4)
+                    on_rtcp(srtp.unprotect_rtcp(data))
+                else:
+                    on_rtp(srtp.unprotect(data))
+            except Exception:
+                on_error()
+            return
+        queue_it(data, component)
+
+    connection.data_received = data_received
 
 
 def dtls_sender(dtls: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
     """The coroutine that SRTP-protects one packet and sends it (RTP or RTCP alike)."""
     return dtls._send_rtp
+
+
+def rtp_sender(dtls: RTCDtlsTransport, rtcp: bool = False) -> Callable[[bytes], None]:
+    """A plain function that SRTP-protects one RTP packet (SRTCP, one RTCP compound, with
+    ``rtcp``) and hands it to the socket.
+
+    aiortc's own path (``_send_rtp``) awaits four coroutines per packet down to the same
+    ``transport.sendto``; a forwarder sending one packet to many viewers calls this instead,
+    with no await at all. Only for a transport whose DTLS is connected (its SRTP session
+    exists); raises ConnectionError once it is not, or while ICE has no selected pair.
+    """
+    srtp = dtls._tx_srtp
+    protect = srtp.protect_rtcp if rtcp else srtp.protect
+    connection = ice_connection(dtls)
+    nominated = connection._nominated
+    connected = type(dtls._state).CONNECTED
+
+    def send(data: bytes) -> None:
+        pair = nominated.get(1)
+        if pair is None or dtls._state is not connected:
+            raise ConnectionError("the transport is not connected")
+        pair.protocol.transport.sendto(protect(data), pair.remote_addr)
+
+    return send
 
 
 def ice_connection(dtls: RTCDtlsTransport) -> Any:
@@ -172,10 +236,14 @@ _INSTANCE_SHAPES: tuple[tuple[str, str], ...] = (
     ("gatherer", "_connection"),
     ("connection", "_queue"),
     ("connection", "_protocols"),
+    ("connection", "_nominated"),
     ("connection", "data_received"),
     ("connection", "get_component_candidates"),
     ("connection", "add_remote_candidate"),
     ("connection", "request_received"),
+    ("dtls", "_tx_srtp"),
+    ("dtls", "_rx_srtp"),
+    ("dtls", "_state"),
 )
 
 
@@ -197,7 +265,8 @@ def shape_problems(transceiver: Any = None) -> list[str]:
     if transceiver is not None:
         gatherer: RTCIceGatherer = transceiver.receiver.transport.transport.iceGatherer
         objects = {"sender": transceiver.sender, "gatherer": gatherer,
-                   "connection": getattr(gatherer, "_connection", None)}
+                   "connection": getattr(gatherer, "_connection", None),
+                   "dtls": transceiver.receiver.transport}
         for owner_name, name in _INSTANCE_SHAPES:
             owner = objects[owner_name]
             if owner is None or not hasattr(owner, name):

@@ -51,6 +51,8 @@ PROCESS_COUNTERS = (
     ("keyframe_requests_sent", "meetnow_keyframe_requests", "Keyframe requests (PLI) sent to publishers."),
     ("packets_dropped_overload", "meetnow_rtp_packets_dropped_overload",
      "Datagrams dropped because the server fell behind."),
+    ("packets_undecryptable", "meetnow_srtp_packets_undecryptable",
+     "Received SRTP or SRTCP packets dropped because they did not decrypt (or a bug failed on them)."),
     ("cpu_seconds", "meetnow_process_cpu_seconds", "CPU time used by the process, all threads."),
 )
 # Per-process gauges.

@@ -30,6 +30,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from bench.harness.load import allowed_network
 from bench.harness.processes import READY, Child, end, spawn
+from meeting import eventloop
 from meeting.config import MediaConfig
 from meeting.media.peer import Offer, Peer, TrackSlot
 from meeting.media.sfu import Sfu
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default="127.0.0.1", help="the address media is announced on")
     parser.add_argument("--receive-loss", type=float, default=0.0, help="server-side receive loss (test hook)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of this process to this file")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = parser.parse_args(argv)
 
     async def run() -> None:
@@ -249,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         import cProfile
 
-        cProfile.runctx("asyncio.run(run())", globals(), {"run": run}, str(args.profile))
+        cProfile.runctx("eventloop.run(run(), loop)", globals(), {"run": run, "loop": args.event_loop},
+                        str(args.profile))
     else:
-        asyncio.run(run())
+        eventloop.run(run(), args.event_loop)
     return 0
 
 

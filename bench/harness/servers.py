@@ -34,9 +34,10 @@ class MeetnowBackend:
     label = "meetnow"
 
     def __init__(self, address: str, receive_loss: float = 0.0, profile: Path | None = None,
-                 log: Path | None = None) -> None:
+                 log: Path | None = None, event_loop: str = "uvloop") -> None:
         self.address = address
-        argv = ["-m", "bench.harness.control", "--address", address, "--receive-loss", str(receive_loss)]
+        argv = ["-m", "bench.harness.control", "--address", address, "--receive-loss", str(receive_loss),
+                "--event-loop", event_loop]
         self.sfu = SfuProcess(argv + (["--profile", str(profile)] if profile else []), log)
 
     @property
@@ -101,7 +102,7 @@ async def start_backends(args: argparse.Namespace, address: str, skipped: dict[s
         if name == "meetnow":
             log = args.output.with_suffix(".meetnow.log")
             log.parent.mkdir(parents=True, exist_ok=True)
-            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile, log)
+            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile, log, args.event_loop)
         else:
             label, loops = JANUS_CONFIGS[name]
             if netns.inside() != "veth":
@@ -134,6 +135,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=["meetnow", "janus2", "janus"],
                         help="servers to compare: meetnow, janus2 (Janus with event_loops = 2, the baseline), "
                              "janus (Janus's default configuration); default: meetnow janus2")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="the event loop meetnow's SFU runs on (server.event_loop; default uvloop)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of media before measuring")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)

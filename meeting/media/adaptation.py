@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
-from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.forwarder import Publication
+from meeting.media.viewer import ViewerStream
 from meeting.media.layer import Layer
 from meeting.media.quality import (
     UNKNOWN_TILE,
@@ -26,7 +27,7 @@ from meeting.media.quality import (
     publisher_floor,
     upstream_bitrate,
 )
-from meeting.media.rtp import ReportBlock
+from meeting.media.rtcp import ReportBlock
 from meeting.media.vp8 import NO_TID
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class Adaptation:
 
     # --- probes ------------------------------------------------------------------------------
 
-    async def pad(self, now: float, streams: list[ViewerStream]) -> None:
+    def pad(self, now: float, streams: list[ViewerStream]) -> None:
         """While a probe is on, send the viewer packets it already has, up to the probe rate."""
         if self.probe_rate is None:
             self._pad_at = None
@@ -216,7 +217,7 @@ class Adaptation:
         for stream in candidates[self._pad_next :] + candidates[: self._pad_next]:
             pub = stream.publication
             assert pub is not None
-            size -= await pub.probe(stream, size, now)
+            size -= pub.probe(stream, size, now)
             if size <= 0:
                 break
 

@@ -21,41 +21,24 @@ Which layer a viewer gets is decided elsewhere (meeting.media.quality, through
 :meth:`Publication.select`); what the publisher is asked to send (its REMB) is
 ``upstream_bitrate``, set from what its viewers can take.
 
-The I/O side (meeting.media.sfu) hands in received datagrams and RTCP, and provides the
-coroutines that send; time comes in as ``now`` (seconds, monotonic).
+The I/O side (meeting.media.transport) hands in decrypted packets and RTCP, and provides
+the functions that send, all synchronous: a packet is forwarded to every viewer within the
+socket's callback that received it, with no await. Time comes in as ``now`` (seconds,
+monotonic).
 """
 
 from __future__ import annotations
 
-import random
-from collections import deque
-from typing import Awaitable, Callable, Protocol
+from typing import Callable
 
 from meeting.media.layer import Layer
+from meeting.media.rtcp import ntp_middle, pack_nack, pack_pli, pack_receiver_report, pack_remb, pack_report_block
 from meeting.media.rtp import (
-    RtpError,
-    RtpView,
-    abs_send_time,
-    mid_element,
-    ntp_middle,
-    pack_nack,
-    pack_pli,
-    pack_receiver_report,
-    pack_remb,
-    pack_report_block,
-    pack_rtp,
-    pack_sdes_cname,
-    pack_sender_report,
-    parse_rtp,
-    rtx_body,
-    stamped,
-    unwrap_rtx,
-    viewer_extension_block,
+    RtpError, RtpView, abs_send_time, pack_rtp, parse_rtp, stamped, unwrap_rtx, viewer_extension_block,
 )
-from meeting.media.switcher import Switcher
+from meeting.media.viewer import SendNow, ViewerStream
 from meeting.media.vp8 import NO_TID, Vp8Descriptor, keyframe_size, parse_descriptor
 
-SendFn = Callable[[bytes], Awaitable[None]]
 # Sees every media packet of the publication's best layer (in arrival order, RTX already
 # unwrapped), with its arrival time; must return at once (the recorder only queues it).
 PacketTap = Callable[[RtpView, float], None]
@@ -64,128 +47,6 @@ PacketTap = Callable[[RtpView, float], None]
 KEYFRAME_RETRY = 1.0
 # What a publisher is asked for (REMB) until its viewers have said what they can take.
 START_BITRATE = 1_500_000
-
-_NTP_UNIT = 1 << 32
-
-
-class ByteBudget(Protocol):
-    """How many bytes a viewer may still be sent again (retransmissions, probes)."""
-
-    def take(self, size: int) -> bool:
-        """Spend ``size`` bytes of it; False (nothing spent) when it is short."""
-
-
-class ViewerStream:
-    """One viewer's outgoing copy of a publication (a server "send" m-line)."""
-
-    __slots__ = (
-        "mid",
-        "kind",
-        "ssrc",
-        "rtx_ssrc",
-        "rtx_payload_types",
-        "mid_elem",
-        "allowed_ext",
-        "cname",
-        "send",
-        "ready",
-        "publication",
-        "sw",
-        "rtx_seq",
-        "packets",
-        "octets",
-        "rtx_octets",
-        "retransmitted",
-        "nacks",
-        "keyframe_requests",
-        "asked_keyframe_at",
-        "rtx_budget",
-        "sr_sent",
-    )
-
-    def __init__(
-        self,
-        *,
-        mid: str,
-        kind: str,
-        ssrc: int,
-        rtx_ssrc: int | None,
-        send: SendFn,
-        mid_id: int = 0,
-        allowed_ext: frozenset[int] | None = None,
-        rtx_payload_types: dict[int, int] | None = None,
-        cname: str = "meetnow",
-        rng: random.Random | None = None,
-    ) -> None:
-        rng = rng or random
-        self.mid = mid
-        self.kind = kind
-        self.ssrc = ssrc
-        self.rtx_ssrc = rtx_ssrc
-        # media payload type -> RTX payload type, as the viewer negotiated them
-        self.rtx_payload_types = rtx_payload_types or {}
-        self.mid_elem = mid_element(mid_id, mid)
-        self.allowed_ext = allowed_ext
-        self.cname = cname
-        self.send = send
-        # Set by the I/O side once the viewer accepted the m-line and its DTLS is up.
-        self.ready = False
-        self.publication: Publication | None = None
-        video = kind == "video"
-        self.sw = Switcher(90000 if video else 48000, video, rng)
-        self.rtx_seq = rng.randrange(0x8000)
-        self.packets = 0
-        self.octets = 0
-        self.rtx_octets = 0  # payload bytes sent again (NACK answers, probes)
-        self.retransmitted = 0
-        self.nacks = 0
-        self.keyframe_requests = 0
-        self.asked_keyframe_at = float("-inf")
-        self.rtx_budget: ByteBudget | None = None  # the viewer's, shared by its streams
-        self.sr_sent: deque[tuple[int, float]] = deque(maxlen=4)  # (LSR value, when sent)
-
-    @property
-    def anchored(self) -> bool:
-        """Whether it forwards a layer now."""
-        return self.sw.current is not None
-
-    @property
-    def layer(self) -> Layer | None:
-        """The layer it forwards now."""
-        pub = self.publication
-        index = self.sw.current
-        if pub is None or index is None or index >= len(pub.layers):
-            return None
-        return pub.layers[index]
-
-    def sender_report(self, now: float) -> bytes | None:
-        """An SR + SDES compound for this stream, or None until a mapping is known.
-
-        The NTP time is the publisher's, extrapolated to ``now``, and the RTP timestamp
-        is the publisher's moved into this stream's timestamp space, so a viewer that
-        syncs audio and video of one publisher by their SRs lines them up as sent.
-        """
-        pub = self.publication
-        layer = self.layer
-        if pub is None or layer is None or layer.sr_ntp is None:
-            return None
-        elapsed = now - layer.sr_time
-        ntp = layer.sr_ntp + int(elapsed * _NTP_UNIT)
-        rtp_ts = layer.sr_rtp + self.sw.ts_off + int(elapsed * pub.clock_rate)
-        self.sr_sent.append((ntp_middle(ntp), now))
-        return pack_sender_report(self.ssrc, ntp, rtp_ts, self.packets, self.octets) + pack_sdes_cname(
-            self.ssrc, self.cname
-        )
-
-    def round_trip(self, lsr: int, dlsr: int, now: float) -> float | None:
-        """Round-trip time from a report block that echoes one of our sender reports."""
-        if not lsr:
-            return None
-        for value, sent_at in self.sr_sent:
-            if value == lsr:
-                return max(0.0, now - sent_at - dlsr / 65536)
-        return None
-
 
 class Publication:
     """One published stream, its layers, and its fan-out to viewer streams."""
@@ -196,7 +57,7 @@ class Publication:
         participant: str,
         source: str,
         kind: str,
-        upstream: SendFn,
+        upstream: SendNow,
         rtcp_ssrc: int,
         clock_rate: int | None = None,
         codec: str | None = None,
@@ -369,8 +230,8 @@ class Publication:
     def _regroup(self) -> None:
         """Each layer's list of the viewers that forward it or wait for it.
 
-        New lists, never changed in place: a fan-out that is awaiting a send keeps
-        iterating the list it started with. Viewers with the same MID are kept together
+        New lists, never changed in place: a fan-out in progress (a switch regroups in the
+        middle of one) keeps iterating the list it started with. Viewers with the same MID are kept together
         so consecutive ones reuse one extension block.
         """
         viewers = sorted(self.viewers, key=lambda v: v.mid_elem)
@@ -380,7 +241,7 @@ class Publication:
 
     # --- publisher -> server ------------------------------------------------------------
 
-    async def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False,
+    def ingest(self, data: bytes, arrival_ms: int, now: float, is_rtx: bool = False,
                      layer: Layer | None = None) -> None:
         """Handle one decrypted RTP datagram from the publisher (of ``layer``, by default
         the first)."""
@@ -411,7 +272,7 @@ class Publication:
             lost = layer.nack.on_packet(seq, now)  # type: ignore[union-attr]
             if lost:
                 self.nacks_sent += 1
-                await self.upstream(pack_nack(self.rtcp_ssrc, view.ssrc, lost))
+                self.upstream(pack_nack(self.rtcp_ssrc, view.ssrc, lost))
                 layer.deadline = layer.next_deadline()
             if self.codec == "VP8":
                 desc = view.desc = parse_descriptor(view.body)
@@ -431,11 +292,11 @@ class Publication:
         else:
             layer.octets[NO_TID] += view.payload_size
         if now >= layer.deadline:
-            await self._service(layer, now)
+            self._service(layer, now)
         if self.tap is not None and layer.index == self.tap_layer:
             self.tap(view, now)
         if layer.viewers:
-            await self._fan_out(layer, view, desc, now)
+            self._fan_out(layer, view, desc, now)
 
     def _keyframe(self, layer: Layer, view: RtpView, now: float) -> None:
         layer.last_keyframe = now
@@ -447,7 +308,7 @@ class Publication:
             self.tap_layer = layer.index
             self.tap_next = None
 
-    async def _fan_out(self, layer: Layer, view: RtpView, desc: Vp8Descriptor | None, now: float) -> None:
+    def _fan_out(self, layer: Layer, view: RtpView, desc: Vp8Descriptor | None, now: float) -> None:
         b0 = view.b0
         b1 = view.b1
         csrc = view.csrc
@@ -478,7 +339,7 @@ class Publication:
                 last_elem = v.mid_elem
             data = pack_rtp(b0, b1, out[0], out[1], v.ssrc, csrc, block, out[2])
             try:
-                await v.send(data)
+                v.send(data)
             except ConnectionError:
                 v.ready = False
                 continue
@@ -557,19 +418,19 @@ class Publication:
 
     # --- timers (serviced on packet arrival and by the periodic RTCP task) ----------
 
-    async def service(self, now: float) -> None:
+    def service(self, now: float) -> None:
         """Send what timers made due on every layer: repeated NACKs, deferred keyframe requests."""
         for layer in self.layers:
-            await self._service(layer, now)
+            self._service(layer, now)
 
-    async def _service(self, layer: Layer, now: float) -> None:
+    def _service(self, layer: Layer, now: float) -> None:
         if layer.nack is not None and layer.media_ssrc is not None:
             again = layer.nack.due(now)
             if again:
                 self.nacks_sent += 1
-                await self.upstream(pack_nack(self.rtcp_ssrc, layer.media_ssrc, again))
+                self.upstream(pack_nack(self.rtcp_ssrc, layer.media_ssrc, again))
         if layer.keyframes.due(now) and layer.media_ssrc is not None:
-            await self.upstream(pack_pli(self.rtcp_ssrc, layer.media_ssrc))
+            self.upstream(pack_pli(self.rtcp_ssrc, layer.media_ssrc))
         layer.deadline = layer.next_deadline()
 
     # --- viewers -> server -> publisher ----------------------------------------------
@@ -595,7 +456,7 @@ class Publication:
         if index is not None and index < len(self.layers):
             self.request_keyframe(now, self.layers[index])
 
-    async def retransmit(self, viewer: ViewerStream, lost: list[int], now: float) -> None:
+    def retransmit(self, viewer: ViewerStream, lost: list[int], now: float) -> None:
         """Answer a viewer's NACK with what it was sent, as RTX when the viewer has RTX."""
         self.nacks_received += 1
         viewer.nacks += 1
@@ -610,11 +471,11 @@ class Publication:
             if budget is not None and not budget.take(len(entry[2])):
                 self.rtx_refused += 1
                 continue
-            if not await self._send_again(viewer, entry, send_time):
+            if not viewer.resend(entry, send_time):
                 return
             self.retransmitted += 1
 
-    async def probe(self, viewer: ViewerStream, size: int, now: float) -> int:
+    def probe(self, viewer: ViewerStream, size: int, now: float) -> int:
         """Send ``viewer`` about ``size`` bytes of packets it already has, again, as RTX.
 
         Receivers discard them; their bandwidth estimate counts them: this is how a viewer
@@ -627,31 +488,8 @@ class Publication:
         for entry in viewer.sw.recent(64):
             if done >= size:
                 break
-            if not await self._send_again(viewer, entry, send_time):
+            if not viewer.resend(entry, send_time):
                 break
             done += len(entry[2])
             self.probe_packets += 1
         return done
-
-    async def _send_again(self, viewer: ViewerStream, entry: tuple[int, int, bytes, RtpView],
-                          send_time: bytes) -> bool:
-        out_seq, out_ts, body, view = entry
-        block = viewer_extension_block(view, viewer.mid_elem, viewer.allowed_ext, stamped(view, send_time))
-        pad = view.padding_size
-        payload = body[:-pad] if pad else body
-        rtx_pt = viewer.rtx_payload_types.get(view.b1 & 0x7F)
-        if rtx_pt is not None and viewer.rtx_ssrc is not None:
-            # RFC 4588: the original sequence number leads the payload; no padding.
-            data = pack_rtp(view.b0 & ~0x20, (view.b1 & 0x80) | rtx_pt, viewer.rtx_seq, out_ts, viewer.rtx_ssrc,
-                            view.csrc, block, rtx_body(out_seq, payload))
-            viewer.rtx_seq = (viewer.rtx_seq + 1) & 0xFFFF
-        else:
-            data = pack_rtp(view.b0, view.b1, out_seq, out_ts, viewer.ssrc, view.csrc, block, body)
-        try:
-            await viewer.send(data)
-        except ConnectionError:
-            viewer.ready = False
-            return False
-        viewer.retransmitted += 1
-        viewer.rtx_octets += len(payload)
-        return True

@@ -32,10 +32,18 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from meeting import internals
 from meeting.media.adaptation import PausedFn
 from meeting.media.roomview import RoomView
-from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.forwarder import Publication
+from meeting.media.viewer import ViewerStream
 from meeting.media.ice import filter_sdp_candidates, parse_candidate
 from meeting.media.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
-from meeting.media.rtp import ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, REPAIRED_RID_URI, RID_URI, mid_element
+from meeting.media.rtp import (
+    ABS_SEND_TIME_URI,
+    AUDIO_LEVEL_URI,
+    MID_URI,
+    REPAIRED_RID_URI,
+    RID_URI,
+    mid_element,
+)
 from meeting.media.sdpanswer import AnsweredLine, AnswerError, check_answer
 from meeting.media.simulcast import offer_simulcast
 from meeting.media.transport import PeerTransport
@@ -456,10 +464,9 @@ class Peer:
         transport = self.transport
         stream = line.stream
         if stream is None:
-            assert transport.send_rtp is not None, "the transport is installed with the first m-line"
             stream = line.stream = ViewerStream(
                 mid=info.mid, kind=line.kind, ssrc=ssrc, rtx_ssrc=rtx_ssrc,
-                send=transport.send_rtp,  # SRTP-protects and sends; no wrapper on the hot path
+                send=transport.send_now,  # SRTP-protects and sends; no wrapper on the hot path
                 mid_id=mid_id, cname=transport.cname,
             )
             transport.streams[stream.ssrc] = stream

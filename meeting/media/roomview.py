@@ -24,6 +24,7 @@ class RoomView(Protocol):
     rng: random.Random
     dropped: int
     overload_drops: int
+    undecryptable: int
     loop_lag_ms_max: int
 
     def peer_ice_servers(self) -> list[RTCIceServer]:

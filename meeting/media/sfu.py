@@ -164,6 +164,7 @@ class MediaRoom:
         self.rng = sfu.rng
         self.dropped = 0  # packets dropped by the receive-loss test hook
         self.overload_drops = 0  # datagrams dropped because the server fell behind
+        self.undecryptable = 0  # SRTP/SRTCP that failed to decrypt (or to be handled): dropped
         self.loop_lag_ms_max = 0  # worst event-loop lateness seen by the RTCP timers
         self.observer: MediaObserver | None = None  # the room's recorder, while it records
         self._retired: dict[str, int] = {}  # counters of publications that ended
@@ -314,6 +315,7 @@ class MediaRoom:
                 counters[name] += value
         counters["packets_dropped_by_hook"] = self.dropped
         counters["packets_dropped_overload"] = self.overload_drops
+        counters["packets_undecryptable"] = self.undecryptable
         counters["loop_lag_ms_max"] = self.loop_lag_ms_max
         counters["participants"] = len(self.peers)
         counters["publications"] = publications

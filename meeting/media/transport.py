@@ -17,15 +17,17 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Callable
+from typing import Any
 
 from meeting import internals
 from meeting.media.adaptation import PAD_INTERVAL, TICK, Adaptation, PausedFn, upstream_for
 from meeting.media.roomview import RoomView
-from meeting.media.forwarder import Publication, ViewerStream
+from meeting.media.forwarder import Publication
+from meeting.media.viewer import SendNow, ViewerStream
 from meeting.media.ice import CandidatePolicy, apply_ice_policy
 from meeting.media.layer import Layer
-from meeting.media.rtp import (
+from meeting.media.rtp import RtpError, parse_rtp
+from meeting.media.rtcp import (
     PSFB_FIR,
     PSFB_PLI,
     PSFB_REMB,
@@ -34,10 +36,8 @@ from meeting.media.rtp import (
     RTCP_RTPFB,
     RTCP_SR,
     RTPFB_NACK,
-    RtpError,
     iter_rtcp,
     pack_sdes_cname,
-    parse_rtp,
     unpack_fir_fci,
     unpack_nack_fci,
     unpack_remb_fci,
@@ -46,6 +46,11 @@ from meeting.media.rtp import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+def _not_connected(data: bytes) -> None:
+    raise ConnectionError("the transport is not connected yet")
+
 
 # Datagrams a peer connection may have waiting for the event loop (~1 s of one publisher).
 MAX_BACKLOG = 150
@@ -58,7 +63,8 @@ class PeerTransport:
         self.room = room
         self.participant_id = participant_id
         self.dtls: Any = None
-        self.send_rtp: Callable[[bytes], Any] | None = None
+        self.send_now: SendNow = _not_connected  # the forwarder's: RTP to this browser, no await
+        self._send_rtcp: SendNow = _not_connected
         self.connected = False
         self.cname = "meetnow"
         self.publications: dict[str, Publication] = {}  # by source, owned by the peer
@@ -78,7 +84,6 @@ class PeerTransport:
         """Take over the (single, bundled) DTLS transport of the peer's first transceiver."""
         dtls = transceiver.receiver.transport
         self.dtls = dtls
-        self.send_rtp = internals.dtls_sender(dtls)
         connection = internals.ice_connection(dtls)
         apply_ice_policy(connection, announce, policy)
         internals.bound_backlog(connection, MAX_BACKLOG, self._overloaded)
@@ -122,7 +127,7 @@ class PeerTransport:
 
     # --- in: RTP ------------------------------------------------------------------------------
 
-    async def _on_rtp(self, data: bytes, arrival_time_ms: int = 0) -> None:
+    def _on_rtp(self, data: bytes) -> None:
         """Decrypted RTP from this peer's browser (the hot path starts here)."""
         room = self.room
         if room.receive_loss and room.rng.random() < room.receive_loss:
@@ -133,7 +138,7 @@ class PeerTransport:
             entry = self._learn_ssrc(data)
             if entry is None:
                 return
-        await entry[0].ingest(data, arrival_time_ms, time.monotonic(), entry[2], entry[1])
+        entry[0].ingest(data, 0, time.monotonic(), entry[2], entry[1])
 
     def _learn_ssrc(self, data: bytes) -> tuple[Publication, Layer, bool] | None:
         """An SSRC the answer did not list (every simulcast layer's): find its m-line by the
@@ -167,7 +172,7 @@ class PeerTransport:
 
     # --- in: RTCP -----------------------------------------------------------------------------
 
-    async def _on_rtcp(self, data: bytes) -> None:
+    def _on_rtcp(self, data: bytes) -> None:
         """Decrypted RTCP from this peer's browser, as publisher and as viewer."""
         now = time.monotonic()
         for packet_type, count, payload in iter_rtcp(data):
@@ -192,7 +197,7 @@ class PeerTransport:
             if packet_type == RTCP_RTPFB and count == RTPFB_NACK:
                 stream = self.streams.get(media_ssrc)
                 if stream is not None and stream.publication is not None:
-                    await stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]), now)
+                    stream.publication.retransmit(stream, unpack_nack_fci(payload[8:]), now)
             elif packet_type == RTCP_PSFB and count in (PSFB_PLI, PSFB_FIR):
                 targets = [media_ssrc] if count == PSFB_PLI else unpack_fir_fci(payload[8:])
                 for ssrc in targets:
@@ -209,20 +214,26 @@ class PeerTransport:
 
     # --- out ---------------------------------------------------------------------------------
 
-    async def send_rtcp(self, data: bytes) -> None:
-        """Send one RTCP compound to the browser, if the transport is up."""
-        if self.connected and self.send_rtp is not None:
-            try:
-                await self.send_rtp(data)
-            except ConnectionError:
-                pass
+    def send_rtcp(self, data: bytes) -> None:
+        """Send one RTCP compound to the browser now, if the transport is up."""
+        try:
+            self._send_rtcp(data)
+        except ConnectionError:
+            pass
+
+    def _undecryptable(self) -> None:
+        self.room.undecryptable += 1
 
     def _on_dtls_state(self) -> None:
         state = self.dtls.state if self.dtls is not None else "closed"
         if state == "connected" and not self.connected:
             self.connected = True
+            self.send_now = internals.rtp_sender(self.dtls)
+            self._send_rtcp = internals.rtp_sender(self.dtls, rtcp=True)
+            internals.receive_now(self.dtls, self._on_rtp, self._on_rtcp, self._undecryptable)
             now = time.monotonic()
             for stream in self.streams.values():
+                stream.send = self.send_now
                 stream.ready = True
                 stream.rtx_budget = self.adaptation.rtx_budget
                 if stream.publication is not None:
@@ -232,6 +243,7 @@ class PeerTransport:
                 self._media_task = asyncio.ensure_future(self._run_media())
         elif state in ("closed", "failed"):
             self.connected = False
+            self.send_now = self._send_rtcp = _not_connected
             for stream in self.streams.values():
                 stream.ready = False
 
@@ -250,15 +262,15 @@ class PeerTransport:
                 if lag_ms > self.room.loop_lag_ms_max:
                     self.room.loop_lag_ms_max = lag_ms
                 for pub in list(self.publications.values()):
-                    await pub.service(now)
+                    pub.service(now)
                     rr = pub.receiver_report(now)
                     if rr is not None:
-                        await self.send_rtcp(rr + pack_sdes_cname(pub.rtcp_ssrc, self.cname))
+                        self.send_rtcp(rr + pack_sdes_cname(pub.rtcp_ssrc, self.cname))
                 for stream in list(self.streams.values()):
                     if stream.ready and stream.publication is not None:
                         sr = stream.sender_report(now)
                         if sr is not None:
-                            await self.send_rtcp(sr)
+                            self.send_rtcp(sr)
         except asyncio.CancelledError:
             pass
 
@@ -283,7 +295,7 @@ class PeerTransport:
                                 pub.upstream_bitrate = upstream_for(pub, self.room.demands_for(pub), now)
                         self.adaptation.tick(now, self.video_streams())
                     if self.adaptation.probe_rate is not None:
-                        await self.adaptation.pad(now, self.video_streams())
+                        self.adaptation.pad(now, self.video_streams())
                 except Exception:  # a bug here must not end adaptation for the whole call
                     logger.exception("%s: media adaptation failed", self.participant_id[:4])
         except asyncio.CancelledError:

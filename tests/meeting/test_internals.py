@@ -45,6 +45,10 @@ def test_a_moved_attribute_is_named() -> None:
     assert internals.shape_problems(transceiver) == [
         "sender._RTCRtpSender__packet_count is gone",
         "connection._protocols is gone",
+        "connection._nominated is gone",
+        "dtls._tx_srtp is gone",
+        "dtls._rx_srtp is gone",
+        "dtls._state is gone",
     ]
 
 

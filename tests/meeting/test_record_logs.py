@@ -77,7 +77,7 @@ async def test_a_track_that_cannot_be_written_is_logged_without_the_recording_id
     pub.tap = recorder.publication_started(pub)
     media = encoded_media(320, 240, fps=30, bitrate=300_000, seconds=1.0)
     for i, payload in enumerate(media.audio[:40]):
-        await pub.ingest(rtp(i, 960 * i, 2222, payload, True, OPUS_PT), 0, recorder.started + i * 0.02)
+        pub.ingest(rtp(i, 960 * i, 2222, payload, True, OPUS_PT), 0, recorder.started + i * 0.02)
     await _wait_logged(caplog, "track write failed")
     recorder.publication_ended(pub)
     recorder.close()

@@ -40,7 +40,7 @@ def video_packets(frames: list[bytes], ssrc: int = 1111, seq: int = 65500) -> li
     return out
 
 
-async def _noop(data: bytes) -> None:
+def _noop(data: bytes) -> None:
     return None
 
 
@@ -95,7 +95,7 @@ async def test_video_is_written_from_a_keyframe_in_order_and_repaired_after_loss
     assert pub.keyframe_requests_received == 1  # asked as soon as recording starts
     t0 = recorder.started
     for data, index in packets:
-        await pub.ingest(data, 0, t0 + index / 30)
+        pub.ingest(data, 0, t0 + index / 30)
     # The frame with the lost packet and everything up to the next keyframe was dropped, and
     # the writer thread asked the publisher for a keyframe through the event loop.
     await wait_for(lambda: pub.keyframe_requests_received >= 2, what="a keyframe request after the loss")
@@ -122,7 +122,7 @@ async def test_audio_and_its_levels_are_written(folder: Path) -> None:
     pub.tap = recorder.publication_started(pub)
     t0 = recorder.started
     for i, payload in enumerate(media.audio):  # 100 packets, 2 s; loud for the first second
-        await pub.ingest(rtp(i, 960 * i, 2222, payload, True, OPUS_PT, level=20 if i < 50 else 127), 0, t0 + 0.5 + i * 0.02)
+        pub.ingest(rtp(i, 960 * i, 2222, payload, True, OPUS_PT, level=20 if i < 50 else 127), 0, t0 + 0.5 + i * 0.02)
     recorder.publication_ended(pub)
     recorder.close()
     [track] = read_manifest(folder).tracks
@@ -141,7 +141,7 @@ async def test_a_file_cut_short_while_recording_still_plays(folder: Path) -> Non
     pub.tap = recorder.publication_started(pub)
     t0 = recorder.started
     for data, index in video_packets(list(media.video[:75])):
-        await pub.ingest(data, 0, t0 + index / 30)
+        pub.ingest(data, 0, t0 + index / 30)
     path = folder / "t01-camera.webm"
     # Clusters reach the file as they close (every second of media), not at the end.
     await wait_for(lambda: path.exists() and path.stat().st_size > 30_000, what="clusters on disk")

@@ -10,7 +10,7 @@ from aiortc.rtp import HeaderExtensionsMap, RtcpPacket, RtcpPsfbPacket, RtcpRtpf
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meeting.media import rtp
+from meeting.media import rtcp, rtp
 
 EXTENSIONS = [
     RTCRtpHeaderExtensionParameters(id=1, uri=rtp.MID_URI),
@@ -151,48 +151,29 @@ def test_rtx_padding_probe_is_not_media():
     assert not rtp.unwrap_rtx(view, media_ssrc=1, payload_type=97)
 
 
-@pytest.mark.parametrize(
-    "payload, expected",
-    [
-        (b"\x10\x00\x9d\x01\x2a", True),  # S=1, PID=0, P bit clear
-        (b"\x10\x01\x9d", False),  # P bit set: interframe
-        (b"\x00\x00\x9d", False),  # not the start of a partition
-        (b"\x11\x00\x9d", False),  # partition 1
-        (b"\x90\x80\x12\x00", True),  # X, I with a 7-bit picture id
-        (b"\x90\x80\x92\x34\x00", True),  # X, I with a 15-bit picture id
-        (b"\x90\x80\x92\x34\x01", False),
-        (b"\x90\xe0\x12\x05\x40\x00", True),  # X with I, L, T
-        (b"\x90", False),  # truncated
-        (b"", False),
-    ],
-)
-def test_vp8_keyframe_start(payload, expected):
-    assert rtp.vp8_keyframe_start(payload) is expected
-
-
 def test_nack_round_trip_across_the_sequence_wrap():
     lost = [65530, 65534, 0, 3, 40, 41]
-    data = rtp.pack_nack(1, 2, lost)
-    [(packet_type, fmt, payload)] = list(rtp.iter_rtcp(data))
-    assert (packet_type, fmt) == (rtp.RTCP_RTPFB, rtp.RTPFB_NACK)
-    assert sorted(rtp.unpack_nack_fci(payload[8:])) == sorted(lost)
+    data = rtcp.pack_nack(1, 2, lost)
+    [(packet_type, fmt, payload)] = list(rtcp.iter_rtcp(data))
+    assert (packet_type, fmt) == (rtcp.RTCP_RTPFB, rtcp.RTPFB_NACK)
+    assert sorted(rtcp.unpack_nack_fci(payload[8:])) == sorted(lost)
     parsed = RtcpPacket.parse(data)[0]
     assert isinstance(parsed, RtcpRtpfbPacket) and parsed.media_ssrc == 2
 
 
 def test_pli_remb_sr_rr_parse_with_aiortc():
-    pli = RtcpPacket.parse(rtp.pack_pli(5, 6))[0]
+    pli = RtcpPacket.parse(rtcp.pack_pli(5, 6))[0]
     assert isinstance(pli, RtcpPsfbPacket) and (pli.fmt, pli.ssrc, pli.media_ssrc) == (1, 5, 6)
-    remb = RtcpPacket.parse(rtp.pack_remb(5, 1_234_567, [6, 7]))[0]
-    assert rtp.unpack_remb_fci(remb.fci)[1] == [6, 7]
-    assert abs(rtp.unpack_remb_fci(remb.fci)[0] - 1_234_567) < 8
-    sr_data = rtp.pack_sender_report(9, 0x1122334455667788, 4000, 10, 2000) + rtp.pack_sdes_cname(9, "cname")
+    remb = RtcpPacket.parse(rtcp.pack_remb(5, 1_234_567, [6, 7]))[0]
+    assert rtcp.unpack_remb_fci(remb.fci)[1] == [6, 7]
+    assert abs(rtcp.unpack_remb_fci(remb.fci)[0] - 1_234_567) < 8
+    sr_data = rtcp.pack_sender_report(9, 0x1122334455667788, 4000, 10, 2000) + rtcp.pack_sdes_cname(9, "cname")
     sr, sdes = RtcpPacket.parse(sr_data)
     assert (sr.ssrc, sr.sender_info.ntp_timestamp, sr.sender_info.rtp_timestamp) == (9, 0x1122334455667788, 4000)
     assert (sr.sender_info.packet_count, sr.sender_info.octet_count) == (10, 2000)
     assert sdes.chunks[0].items == [(1, b"cname")]
-    block = rtp.pack_report_block(6, 12, 3, 70000, 40, 0xAABBCCDD, 65536)
-    rr = RtcpPacket.parse(rtp.pack_receiver_report(5, [block]))[0]
+    block = rtcp.pack_report_block(6, 12, 3, 70000, 40, 0xAABBCCDD, 65536)
+    rr = RtcpPacket.parse(rtcp.pack_receiver_report(5, [block]))[0]
     report = rr.reports[0]
     assert (report.ssrc, report.fraction_lost, report.packets_lost, report.highest_sequence) == (6, 12, 3, 70000)
     assert (report.jitter, report.lsr, report.dlsr) == (40, 0xAABBCCDD, 65536)
@@ -200,20 +181,20 @@ def test_pli_remb_sr_rr_parse_with_aiortc():
 
 def test_fir_fci_lists_media_ssrcs():
     fci = struct.pack("!IBBH", 77, 1, 0, 0) + struct.pack("!IBBH", 78, 2, 0, 0)
-    assert rtp.unpack_fir_fci(fci) == [77, 78]
+    assert rtcp.unpack_fir_fci(fci) == [77, 78]
 
 
 def test_iter_rtcp_stops_at_a_truncated_packet():
-    good = rtp.pack_pli(1, 2)
-    assert [t for t, _, _ in rtp.iter_rtcp(good + good[:6])] == [rtp.RTCP_PSFB]
-    assert list(rtp.iter_rtcp(b"\x00\x00")) == []
+    good = rtcp.pack_pli(1, 2)
+    assert [t for t, _, _ in rtcp.iter_rtcp(good + good[:6])] == [rtcp.RTCP_PSFB]
+    assert list(rtcp.iter_rtcp(b"\x00\x00")) == []
 
 
 def test_sequence_arithmetic_wraps():
     assert rtp.seq_add(65535, 1) == 0
     assert rtp.seq_diff(2, 65534) == 4
     assert rtp.seq_diff(65534, 2) == -4
-    assert rtp.sorted_seqs([65535, 1, 0, 65534]) == [65534, 65535, 0, 1]
+    assert rtcp.sorted_seqs([65535, 1, 0, 65534]) == [65534, 65535, 0, 1]
     assert rtp.ts_add(0xFFFFFFFF, 2) == 1
 
 
@@ -241,16 +222,16 @@ def test_a_packet_without_send_time_is_left_as_it_is():
 
 
 def test_report_blocks_of_receiver_and_sender_reports():
-    block = rtp.pack_report_block(0xABCD, 51, -3, 70000, 12, 0x11112222, 65536)
-    rr = rtp.pack_receiver_report(0x99, [block, block])
-    [(packet_type, count, payload)] = list(rtp.iter_rtcp(rr))
-    blocks = rtp.unpack_report_blocks(payload, count)
+    block = rtcp.pack_report_block(0xABCD, 51, -3, 70000, 12, 0x11112222, 65536)
+    rr = rtcp.pack_receiver_report(0x99, [block, block])
+    [(packet_type, count, payload)] = list(rtcp.iter_rtcp(rr))
+    blocks = rtcp.unpack_report_blocks(payload, count)
     assert len(blocks) == 2
     b = blocks[0]
     assert (b.ssrc, b.fraction_lost, b.packets_lost, b.highest_seq, b.jitter, b.lsr, b.dlsr) == (
         0xABCD, 51, -3, 70000, 12, 0x11112222, 65536)
-    sr = rtp.pack_rtcp(rtp.RTCP_SR, 1, struct.pack("!IQIII", 7, 1, 2, 3, 4) + block)
-    [(_, count, payload)] = list(rtp.iter_rtcp(sr))
-    assert rtp.unpack_report_blocks(payload, count, sender_report=True)[0].ssrc == 0xABCD
-    assert rtp.unpack_report_blocks(payload[:30], count, sender_report=True) == []  # truncated
-    assert rtp.ntp_middle(0x0123_4567_89AB_CDEF) == 0x4567_89AB
+    sr = rtcp.pack_rtcp(rtcp.RTCP_SR, 1, struct.pack("!IQIII", 7, 1, 2, 3, 4) + block)
+    [(_, count, payload)] = list(rtcp.iter_rtcp(sr))
+    assert rtcp.unpack_report_blocks(payload, count, sender_report=True)[0].ssrc == 0xABCD
+    assert rtcp.unpack_report_blocks(payload[:30], count, sender_report=True) == []  # truncated
+    assert rtcp.ntp_middle(0x0123_4567_89AB_CDEF) == 0x4567_89AB

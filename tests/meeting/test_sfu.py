@@ -16,7 +16,7 @@ import pytest
 
 from meeting.config import MediaConfig
 from meeting.media.forwarder import START_BITRATE
-from meeting.media.rtp import iter_rtcp, unpack_sender_info
+from meeting.media.rtcp import iter_rtcp, unpack_sender_info
 from meeting import internals
 from meeting.media.peer import CandidateError, Offer, SdpError
 from tests.meeting.waiting import wait_for
@@ -440,9 +440,12 @@ async def test_receive_backlog_is_bounded(meeting):
         fake.data_received(b"\x80" * 20, 1)
     assert fake._queue.qsize() == MAX_BACKLOG
     assert meeting.sfu.stats()["rooms"]["room"]["packets_dropped_overload"] == 25
-    # the real connection is wrapped the same way
+    # the real connection's media is taken at once once connected; the rest is bounded
+    await wait_for(lambda: alice.peer.transport.connected, 10, "alice's transport to connect")
     wrapped = internals.ice_connection(alice.peer.transport.dtls).data_received
-    assert wrapped.__qualname__.startswith("bound_backlog")
+    assert wrapped.__qualname__.startswith("receive_now")
+    assert wrapped.__closure__ is not None and any(
+        getattr(cell.cell_contents, "__qualname__", "").startswith("bound_backlog") for cell in wrapped.__closure__)
 
 
 async def test_viewers_bandwidth_reports_reach_their_adaptation_and_publishers_hear_of_it(meeting):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from meeting.media import vp8
 from meeting.media.vp8 import NO_TID
 from tests.meeting.vp8_packets import vp8_payload
@@ -39,3 +41,23 @@ def test_rewrite_changes_only_the_numbering():
     short = vp8_payload(100, short_id=True)
     d = vp8.parse_descriptor(short)
     assert not d.long_id and vp8.parse_descriptor(vp8.rewrite(short, d, 130, -1)).picture_id == 2
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b"\x10\x00\x9d\x01\x2a", True),  # S=1, PID=0, P bit clear
+        (b"\x10\x01\x9d", False),  # P bit set: interframe
+        (b"\x00\x00\x9d", False),  # not the start of a partition
+        (b"\x11\x00\x9d", False),  # partition 1
+        (b"\x90\x80\x12\x00", True),  # X, I with a 7-bit picture id
+        (b"\x90\x80\x92\x34\x00", True),  # X, I with a 15-bit picture id
+        (b"\x90\x80\x92\x34\x01", False),
+        (b"\x90\xe0\x12\x05\x40\x00", True),  # X with I, L, T
+        (b"\x90", False),  # truncated
+        (b"", False),
+    ],
+)
+def test_the_first_packet_of_a_keyframe_is_known(payload: bytes, expected: bool) -> None:
+    d = vp8.parse_descriptor(payload)
+    assert (d is not None and d.start and d.keyframe) is expected

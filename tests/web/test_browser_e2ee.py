@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 import av
 import pytest
@@ -35,11 +34,11 @@ class ServerTap:
         original = PeerTransport._on_rtp
         tap = self
 
-        async def on_rtp(transport: PeerTransport, data: bytes, *args: Any, **kwargs: Any) -> None:
+        def on_rtp(transport: PeerTransport, data: bytes) -> None:
             who = transport.participant_id
             if len(data) > 12 and data[1] & 0x7F == VP8 and len(tap.packets[who]) < 3000:
                 tap.packets[who].append(RtpPacket.parse(data))
-            await original(transport, data, *args, **kwargs)
+            original(transport, data)
 
         monkeypatch.setattr(PeerTransport, "_on_rtp", on_rtp)
 
