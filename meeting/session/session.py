@@ -43,10 +43,6 @@ from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent,
 
 log = logging.getLogger(__name__)
 
-# An open connection must ask to join this soon, and a participant's media must connect this
-# soon after: sockets that never do are closed, so they cannot hold places or memory.
-JOIN_DEADLINE = 10.0
-MEDIA_DEADLINE = 20.0
 # Knocks on a locked meeting, per client address: a person, not a flood of lobby entries.
 KNOCKS_PER_SECOND = 0.2
 KNOCK_BURST = 3.0
@@ -94,7 +90,8 @@ class MeetingSession:
             if self.closed:
                 return False
             conn = self.conns[conn_id] = Conn(conn_id, address, channel)
-            self._deadline(conn, JOIN_DEADLINE, NEW)
+            # A socket that never joins, or never connects media, is closed: it holds no place or memory.
+            self._deadline(conn, self.context.join_deadline, NEW)
             return True
 
     async def receive(self, conn_id: str, message: ClientMessage) -> None:
@@ -254,7 +251,7 @@ class MeetingSession:
             await self._refuse(conn, "meeting-full", f"This meeting is full ({self.room.capacity} people).")
             return
         conn.state, conn.participant = JOINED, participant
-        self._deadline(conn, MEDIA_DEADLINE, JOINED)
+        self._deadline(conn, self.context.media_deadline, JOINED)
         self._joined[participant.id] = conn
         log.info("joined %s", kv(meeting=ids.short(self.id), participant=participant.id[:4],
                                  host=is_host, present=len(self.room.participants)))

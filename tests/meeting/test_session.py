@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -10,7 +11,6 @@ import pytest
 
 from meeting.events import Bus, PresenceChanged
 from meeting.models import Meeting, Origin
-from meeting.session import session as session_module
 from meeting.session.context import SessionContext
 from meeting.session.host import Sessions
 from meeting.session.limits import ServerLimits
@@ -178,8 +178,7 @@ async def test_server_wide_caps_on_meetings_and_people(sessions: Sessions) -> No
 
 async def test_sockets_that_never_join_or_never_connect_media_are_closed(
         sessions: Sessions, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "JOIN_DEADLINE", 0.2)
-    monkeypatch.setattr(session_module, "MEDIA_DEADLINE", 0.3)
+    sessions.context = dataclasses.replace(sessions.context, join_deadline=0.2, media_deadline=0.3)
     m = meeting("j")
     idle = await Person(sessions, m).open()
     await wait_for(lambda: idle.channel.closed is not None, 3, "the join deadline")
