@@ -294,7 +294,11 @@ class MeetingSession:
                 publish=sorted(participant.publishes), on_state=lambda state: self._peer_state(conn, state),
             )
         except Exception:
-            log.exception("media join failed %s", kv(meeting=ids.short(self.id)))
+            if conn.state == JOINED and conn.participant is participant:
+                log.exception("media join failed %s", kv(meeting=ids.short(self.id)))
+            else:
+                # Gone (left, removed) while it was being set up: its peer was closed under it.
+                log.info("media join abandoned %s", kv(meeting=ids.short(self.id)))
             peer = None
         async with self._lock:
             conn.media_pending.set()
