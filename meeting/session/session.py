@@ -24,7 +24,7 @@ from meeting import ids
 from meeting.logcontext import bind_meeting
 from meeting.logfmt import kv
 from meeting.media.peer import CandidateError, Offer, SdpError
-from meeting.media.sfu import MediaRoom
+from meeting.media.sfu import MediaRoom, RoomFullError
 from meeting.models import Meeting
 from meeting.ratelimit import KeyedLimiter
 from meeting.recording.service import (
@@ -240,6 +240,9 @@ class MeetingSession:
         return True
 
     async def _enter(self, conn: Conn, message: Join, is_host: bool) -> None:
+        displaced = self.room.displaced()
+        if displaced is not None and displaced in self._joined:
+            await self._time_out(self._joined[displaced], "media")
         limits = self.context.limits
         if not limits.take_place():
             await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
@@ -279,11 +282,14 @@ class MeetingSession:
             if conn.state != state or (state == JOINED and conn.participant is not None
                                        and conn.participant.id not in self.room.pending):
                 return
-            what = "join" if state == NEW else "media"
-            log.info("connection timed out %s", kv(meeting=ids.short(self.id), waiting_for=what))
-            conn.send(msg.error(f"{what}-timeout", "The connection took too long to set up. Reload to try again."))
-            conn.channel.close(msg.CLOSE_RETRY, f"{what} timeout")
-            await self._drop(conn, barred=False)
+            await self._time_out(conn, "join" if state == NEW else "media")
+
+    async def _time_out(self, conn: Conn, what: str) -> None:
+        """Close a connection that has not joined, or not connected its media, in time."""
+        log.info("connection timed out %s", kv(meeting=ids.short(self.id), waiting_for=what))
+        conn.send(msg.error(f"{what}-timeout", "The connection took too long to set up. Reload to try again."))
+        conn.channel.close(msg.CLOSE_RETRY, f"{what} timeout")
+        await self._drop(conn, barred=False)
 
     async def _connect_media(self, conn: Conn, participant: Participant) -> None:
         """Give a participant who just entered their peer connection (outside the lock)."""
@@ -293,6 +299,9 @@ class MeetingSession:
                 participant.id, lambda offer: self._send_offer(conn, offer),
                 publish=sorted(participant.publishes), on_state=lambda state: self._peer_state(conn, state),
             )
+        except RoomFullError:
+            log.warning("media room full %s", kv(meeting=ids.short(self.id)))
+            peer = None
         except Exception:
             if conn.state == JOINED and conn.participant is participant:
                 log.exception("media join failed %s", kv(meeting=ids.short(self.id)))
