@@ -204,7 +204,8 @@ async def test_a_thousand_ghosts_come_and_go_and_the_server_returns_to_its_footp
         urls = [live.ws_url] + [live.server.socket_url(m["id"]) for m in others]
 
         async def ghosts(first: int, count: int, parallel: int = 8) -> dict[str, int]:
-            """``count`` sockets that join, take their welcome and offer, and vanish."""
+            """``count`` sockets that join and vanish: half once welcomed (their media still being
+            set up), half once they have their offer."""
             outcome: dict[str, int] = {}
             queue = iter(range(first, first + count))
 
@@ -212,7 +213,7 @@ async def test_a_thousand_ghosts_come_and_go_and_the_server_returns_to_its_footp
                 for n in queue:
                     ghost = await live.sockets.join(urls[n % len(urls)], f"Ghost {n}", address(n // 8),
                                                     publish=["mic", "camera"])
-                    first_reply = await ghost.next("offer", "error")
+                    first_reply = await ghost.next("welcome" if n % 2 else "offer", "error")
                     kind = first_reply.get("code", first_reply["type"])
                     outcome[kind] = outcome.get(kind, 0) + 1
                     await ghost.close()
@@ -231,7 +232,7 @@ async def test_a_thousand_ghosts_come_and_go_and_the_server_returns_to_its_footp
         during = live.server.footprint()
         after = await settled_footprint(live, before.fds)
         print(f"1000 ghosts in {took:.1f} s: {outcome}; before {before}, at the end {during}, after {after}")
-        assert outcome.get("offer", 0) >= 900, outcome
+        assert outcome.get("offer", 0) + outcome.get("welcome", 0) >= 900, outcome
         assert after.fds <= before.fds + 4
         assert after.rss_kib <= before.rss_kib + 40 * 1024
 
@@ -302,18 +303,24 @@ async def test_a_knock_flood_costs_the_host_little_and_the_lobby_stays_bounded(
             await asyncio.wait_for(asyncio.gather(*(one_by_one() for _ in range(parallel))), 60)
             return outcome
 
+        started = time.monotonic()
         from_one = await live.through(from_one_address())
+        took = time.monotonic() - started
         # Then knocks from many addresses, past the lobby's size.
         many = await asyncio.gather(*(knock(live.sockets, live.ws_url, f"Crowd {n}", address(n))
                                       for n in range(30)))
         waiting = [c for c in live.sockets.opened if c.kinds() == ["waiting"] and not c.closed]
+        # The page reports frames a little after they arrive.
+        await wait_for(lambda: sum(1 for f in live.host_frames if '"lobby-added"' in f) >= len(waiting), 10)
         host_bytes = sum(len(f.encode()) for f in live.host_frames) - start_bytes
         lobby_messages = sum(1 for f in live.host_frames if '"lobby' in f)
-        print(f"1000 knocks from one address: {from_one}; 30 from others: "
-              f"{sorted(told for _, told in many)}; "
+        print(f"1000 knocks from one address in {took:.1f} s: {from_one}; 30 from others: "
+              f"{ {told: sum(1 for _, t in many if t == told) for _, told in many} }; "
               f"{len(waiting)} waiting; the host received {host_bytes} bytes, {lobby_messages} lobby messages")
         assert len(waiting) == 10  # the lobby's cap
-        assert sum(v for k, v in from_one.items() if k != "rate-limited") <= 10  # one address: a few knocks
+        # One address: a few sockets (10 at once, then one each 2 s), fewer knocks (3, then one each 5 s).
+        assert sum(v for k, v in from_one.items() if k != "rate-limited") <= 10 + took / 2 + 1
+        assert from_one.get("waiting", 0) <= 3 + took / 5 + 1
         assert host_bytes < 20_000
         await live.media_flows()
         await locker.close()
