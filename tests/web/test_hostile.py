@@ -97,9 +97,9 @@ async def live_meeting(tmp_path: Path, browser: Browser, workers: int = 1, **med
     server = MeetnowProcess(tmp_path, workers=workers, **settings)
     async with aiohttp.ClientSession() as http, clients() as sockets:
         await server.start(http)
+        pages: list[Page] = []
         try:
             meeting = await server.mint(http, "Under attack")
-            pages = []
             for _ in range(2):
                 context = await browser.new_context()
                 pages.append(await context.new_page())
@@ -154,6 +154,7 @@ async def lock(live: Live) -> Client:
 
 async def test_resume_tokens_only_take_back_their_own_place(tmp_path: Path, browser: Browser) -> None:
     async with live_meeting(tmp_path, browser, media_deadline=30) as live:
+        await live.media_flows()
         sockets = live.sockets
         other = await live.server.mint(live.http, "Elsewhere")
         elsewhere = await sockets.join(live.server.socket_url(other["id"]), "Mallory")
