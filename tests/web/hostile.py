@@ -20,13 +20,14 @@ from tests.servers import free_port
 
 @dataclass
 class Footprint:
-    """Resident memory and open file descriptors of the server and its worker processes."""
+    """Resident memory, open file descriptors and CPU time so far of the server and its workers."""
 
     rss_kib: int
     fds: int
+    cpu_seconds: float
 
     def __str__(self) -> str:
-        return f"RSS {self.rss_kib / 1024:.1f} MiB, {self.fds} fds"
+        return f"RSS {self.rss_kib / 1024:.1f} MiB, {self.fds} fds, CPU {self.cpu_seconds:.1f} s"
 
 
 class MeetnowProcess:
@@ -91,14 +92,17 @@ class MeetnowProcess:
         return found
 
     def footprint(self) -> Footprint:
-        """Resident memory (VmRSS of /proc/PID/status) and open fds (/proc/PID/fd), summed."""
-        rss = fds = 0
+        """Resident memory (VmRSS of /proc/PID/status), open fds (/proc/PID/fd) and CPU time
+        (utime + stime of /proc/PID/stat), summed."""
+        rss = fds = ticks = 0
         for pid in self.pids():
             with contextlib.suppress(OSError):
                 status = Path(f"/proc/{pid}/status").read_text()
                 rss += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
                 fds += len(os.listdir(f"/proc/{pid}/fd"))
-        return Footprint(rss, fds)
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(stat[11]) + int(stat[12])
+        return Footprint(rss, fds, ticks / os.sysconf("SC_CLK_TCK"))
 
     async def mint(self, http: aiohttp.ClientSession, title: str) -> dict[str, Any]:
         """A new meeting over the API: its id, url and host_url."""
