@@ -240,13 +240,13 @@ class MeetingSession:
         return True
 
     async def _enter(self, conn: Conn, message: Join, is_host: bool) -> None:
-        displaced = self.room.displaced()
-        if displaced is not None and displaced in self._joined:
-            await self._time_out(self._joined[displaced], "media")
         limits = self.context.limits
         if not limits.take_place():
             await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
             return
+        displaced = self.room.displaced()
+        if displaced is not None and displaced in self._joined:
+            await self._time_out(self._joined[displaced], "media")
         try:
             participant, events = self.room.join(message.name, message.publish, is_host=is_host)
         except RoomFull:
