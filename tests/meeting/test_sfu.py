@@ -442,3 +442,16 @@ async def test_receive_backlog_is_bounded(meeting):
     # the real connection is wrapped the same way
     wrapped = internals.ice_connection(alice.peer.transport.dtls).data_received
     assert wrapped.__qualname__.startswith("bound_backlog")
+
+
+async def test_a_peer_connection_closed_by_aiortc_makes_no_offer_and_no_traceback(meeting, caplog):
+    alice = await meeting.join("alice")
+    await meeting.join("bob")
+    await wait_for(lambda: alice.peer.connection_state == "connected", 5, "connection")
+    offers = alice.offers
+    # aiortc closes a connection by itself when ICE consent expires, before the session hears of it.
+    await alice.peer._pc.close()
+    await meeting.sfu.room("room").leave("bob")  # the room changes: alice's peer would offer again
+    await asyncio.sleep(0.2)
+    assert alice.offers == offers
+    assert "could not make an offer" not in caplog.text
