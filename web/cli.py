@@ -19,7 +19,7 @@ from meeting.service import MeetingService, TitleError
 from meeting.store import STORE_ERRORS, make_store
 from meeting.store.base import Store
 
-from meeting import logsetup
+from meeting import eventloop, logsetup
 from .check import run_checks
 from .edge import Edge
 from .fdlimit import raise_open_file_limit
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return asyncio.run(check(config))
     if args.command == "serve":
-        return asyncio.run(serve(config))
+        return eventloop.run(serve(config), config.server.event_loop)
     if args.command == "new":
         return asyncio.run(new(config, args.title, args.e2ee))
     if args.command == "recordings":
