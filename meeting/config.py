@@ -86,6 +86,10 @@ class MediaConfig:
     max_people: int = 500
     # People who may wait at once in one locked meeting's lobby.
     max_waiting: int = 50
+    # Seconds an open signaling socket has to ask to join, and a joined participant to get
+    # its media connected; sockets that miss either are closed and hold no place.
+    join_deadline: int = 10
+    media_deadline: int = 20
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ def _check(config: Config) -> None:
         raise ConfigError("config key 'recordings.compose_workers' must be at least 1")
     if config.media.max_participants < 2:
         raise ConfigError("config key 'media.max_participants' must be at least 2")
-    for key in ("max_meetings", "max_people", "max_waiting"):
+    for key in ("max_meetings", "max_people", "max_waiting", "join_deadline", "media_deadline"):
         if getattr(config.media, key) < 1:
             raise ConfigError(f"config key 'media.{key}' must be at least 1")
     _check_addresses(config.media)

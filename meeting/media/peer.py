@@ -338,7 +338,9 @@ class Peer:
             })
             slots = self._slots()
         except Exception:
-            if self._closed:
+            if self._closed or self.signaling_state == "closed" or self.connection_state in ("failed", "closed"):
+                # Closed under the offer: by leave(), or by aiortc itself once ICE consent
+                # expired (the session then drops this peer on its failed or closed state).
                 return
             logger.exception("%s: could not make an offer", self.participant_id)
             self._negotiation.offer_failed()

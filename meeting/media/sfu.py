@@ -28,8 +28,15 @@ logger = logging.getLogger(__name__)
 _GAUGES = ("participants", "publications", "viewer_streams", "loop_lag_ms_max")
 
 
+# Peers one media room holds at most, per place of ``MediaConfig.max_participants``: the
+# meeting's session lets in that many connected people plus twice as many still setting up
+# their media (meeting/session/room.py), and the media room must not refuse the newcomers
+# it admits.
+PEERS_PER_PLACE = 3
+
+
 class RoomFullError(RuntimeError):
-    """The room already has ``MediaConfig.max_participants`` participants."""
+    """The room already holds ``PEERS_PER_PLACE`` peers per place of ``MediaConfig.max_participants``."""
 
 
 class MediaObserver(Protocol):
@@ -195,7 +202,7 @@ class MediaRoom:
                 raise ValueError(f"unknown source {source!r}")
         if participant_id in self.peers:
             await self.leave(participant_id)
-        if len(self.peers) >= self.sfu.media.max_participants:
+        if len(self.peers) >= PEERS_PER_PLACE * self.sfu.media.max_participants:
             raise RoomFullError("the media room is full")
         peer = Peer(self, participant_id, send_offer, on_state, on_paused)
         self.peers[participant_id] = peer

@@ -34,6 +34,9 @@ class SessionContext:
     clock: Callable[[], datetime]
     limits: ServerLimits  # meetings and people over the whole server
     max_waiting: int = 50  # people in one meeting's lobby
+    # Seconds a connection has to ask to join, then to connect its media (else it is closed).
+    join_deadline: float = 10.0
+    media_deadline: float = 20.0
 
 
 def turn_credentials(config: Config) -> TurnCredentials | None:
@@ -64,4 +67,5 @@ def context_for(config: Config, *, sfu: Sfu, meetings: HostKeys, bus: Bus,
         sfu=sfu, meetings=meetings, bus=bus, recordings=recordings, ice_servers=ice_servers_for(config, sfu.turn),
         capacity=config.media.max_participants, clock=clock,
         limits=ServerLimits(config.media.max_meetings, config.media.max_people),
-        max_waiting=config.media.max_waiting)
+        max_waiting=config.media.max_waiting, join_deadline=config.media.join_deadline,
+        media_deadline=config.media.media_deadline)

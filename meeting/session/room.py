@@ -147,7 +147,7 @@ class Room:
         the places of connected ones (squatters that never connect media cannot fill a
         meeting), and at most twice ``capacity`` of them wait at once (a bound on memory).
         """
-        if len(self.participants) - len(self.pending) >= self.capacity or len(self.pending) >= 2 * self.capacity:
+        if self._connected() >= self.capacity or len(self.pending) >= self.max_pending:
             raise RoomFull(self.meeting_id)
         now = self.clock()
         participant = Participant(
@@ -175,6 +175,25 @@ class Room:
             events.append(Ended(self.started_at, self.clock()))
             self.started_at = None
         return events
+
+    @property
+    def max_pending(self) -> int:
+        """People who may be setting up their media at once."""
+        return 2 * self.capacity
+
+    def _connected(self) -> int:
+        return len(self.participants) - len(self.pending)
+
+    def displaced(self) -> str | None:
+        """Who makes way for a newcomer: when a place is free but as many people as may be
+        setting up at once are, the one who has been setting up longest.
+
+        Sockets that join and never connect media then cannot keep real people out for the
+        length of the media deadline: each newcomer pushes the oldest of them out.
+        """
+        if len(self.pending) < self.max_pending or self._connected() >= self.capacity:
+            return None
+        return next(pid for pid in self.participants if pid in self.pending)
 
     def media_connected(self, participant_id: str) -> None:
         """The participant's media is flowing: they count against the capacity now."""

@@ -23,7 +23,7 @@ from meeting import ids
 from meeting.logcontext import bind_meeting
 from meeting.logfmt import kv
 from meeting.media.peer import CandidateError, Offer, SdpError
-from meeting.media.sfu import MediaRoom
+from meeting.media.sfu import MediaRoom, RoomFullError
 from meeting.models import Meeting
 from meeting.ratelimit import KeyedLimiter
 from meeting.recording.service import STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingStatus
@@ -45,10 +45,6 @@ from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent,
 
 log = logging.getLogger(__name__)
 
-# An open connection must ask to join this soon, and a participant's media must connect this
-# soon after: sockets that never do are closed, so they cannot hold places or memory.
-JOIN_DEADLINE = 10.0
-MEDIA_DEADLINE = 20.0
 # Knocks on a locked meeting, per client address: a person, not a flood of lobby entries.
 KNOCKS_PER_SECOND = 0.2
 KNOCK_BURST = 3.0
@@ -106,7 +102,8 @@ class MeetingSession(MeetingActions):
             if self.closed:
                 return False
             conn = self.conns[conn_id] = Conn(conn_id, address, channel)
-            self._deadline(conn, JOIN_DEADLINE, NEW)
+            # A socket that never joins, or never connects media, is closed: it holds no place or memory.
+            self._deadline(conn, self.context.join_deadline, NEW)
             return True
 
     async def receive(self, conn_id: str, message: ClientMessage) -> None:
@@ -290,6 +287,9 @@ class MeetingSession(MeetingActions):
         if not limits.take_place():
             await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
             return
+        displaced = self.room.displaced()
+        if displaced is not None and displaced in self._joined:
+            await self._time_out(self._joined[displaced], "media")
         try:
             participant, events = self.room.join(
                 message.name, message.publish, is_host=is_host, audio_muted=message.audio_muted,
@@ -299,7 +299,7 @@ class MeetingSession(MeetingActions):
             await self._refuse(conn, "meeting-full", f"This meeting is full ({self.room.capacity} people).")
             return
         conn.state, conn.participant = JOINED, participant
-        self._deadline(conn, MEDIA_DEADLINE, JOINED)
+        self._deadline(conn, self.context.media_deadline, JOINED)
         self._joined[participant.id] = conn
         if handed:
             self._granted.add(participant.id)
@@ -331,11 +331,14 @@ class MeetingSession(MeetingActions):
             if conn.state != state or (state == JOINED and conn.participant is not None
                                        and conn.participant.id not in self.room.pending):
                 return
-            what = "join" if state == NEW else "media"
-            log.info("connection timed out %s", kv(meeting=ids.short(self.id), waiting_for=what))
-            conn.send(msg.error(f"{what}-timeout", "The connection took too long to set up. Reload to try again."))
-            conn.channel.close(msg.CLOSE_RETRY, f"{what} timeout")
-            await self._drop(conn, barred=False)
+            await self._time_out(conn, "join" if state == NEW else "media")
+
+    async def _time_out(self, conn: Conn, what: str) -> None:
+        """Close a connection that has not joined, or not connected its media, in time."""
+        log.info("connection timed out %s", kv(meeting=ids.short(self.id), waiting_for=what))
+        conn.send(msg.error(f"{what}-timeout", "The connection took too long to set up. Reload to try again."))
+        conn.channel.close(msg.CLOSE_RETRY, f"{what} timeout")
+        await self._drop(conn, barred=False)
 
     async def _connect_media(self, conn: Conn, participant: Participant) -> None:
         """Give a participant who just entered their peer connection (outside the lock)."""
@@ -347,8 +350,14 @@ class MeetingSession(MeetingActions):
                 on_paused=lambda who, source, paused: conn.send(
                     reply("video-paused", participant=who, source=source, paused=paused)),
             )
-        except Exception:
-            log.exception("media join failed %s", kv(meeting=ids.short(self.id)))
+        except Exception as exc:
+            gone = conn.state != JOINED or conn.participant is None or conn.participant.id != participant.id
+            # A full media room, or a participant gone while its peer was set up (the peer was
+            # closed under it), is no bug: no traceback.
+            if isinstance(exc, RoomFullError) or gone:
+                log.info("media join refused %s", kv(meeting=ids.short(self.id), why=type(exc).__name__))
+            else:
+                log.exception("media join failed %s", kv(meeting=ids.short(self.id)))
             peer = None
         async with self._lock:
             conn.media_pending.set()

@@ -57,6 +57,7 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("server = 1\n", "config key 'server' must be a table"),
         ("[recordings]\nretention_days = 0\n", "recordings.retention_days"),
         ("[server]\nheader_timeout = 0\n", "'server.header_timeout' must be at least 1"),
+        ("[media]\nmedia_deadline = 0\n", "'media.media_deadline' must be at least 1"),
         ("[server]\nbody_timeout = 2.5\n", "'server.body_timeout' must be an integer, not float"),
         ('[server]\nevent_loop = "trio"\n', "'server.event_loop' must be one of: uvloop, asyncio"),
         ("[server]\nmax_connections = -1\n", "'server.max_connections' must not be negative"),

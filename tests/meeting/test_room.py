@@ -52,6 +52,23 @@ def test_people_whose_media_never_connects_do_not_take_places() -> None:
     assert room.pending == set() and list(room.participants) == [real.id]
 
 
+def test_a_newcomer_displaces_the_longest_pending_when_all_pending_places_are_taken() -> None:
+    room = Room("m", capacity=2, clock=Clock())
+    assert room.displaced() is None
+    squatters = [room.join(f"s{i}")[0] for i in range(4)]
+    assert room.displaced() == squatters[0].id  # the oldest makes way
+    room.leave(squatters[0].id)
+    assert room.displaced() is None
+    real, _ = room.join("real")
+    assert room.displaced() == squatters[1].id
+    for squatter in squatters[1:]:
+        room.leave(squatter.id)
+    room.media_connected(real.id)
+    other, _ = room.join("other")
+    room.media_connected(other.id)
+    assert room.displaced() is None  # full of connected people: nobody is displaced, the next is refused
+
+
 def test_everyone_receives_everyone_elses_publications() -> None:
     room = Room("m", capacity=5, clock=Clock())
     a, _ = room.join("a", frozenset({"mic", "camera"}))

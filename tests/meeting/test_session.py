@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 from typing import Any
@@ -11,7 +12,6 @@ import pytest
 from meeting.events import Bus, PresenceChanged
 from meeting.models import Meeting, Origin
 from meeting.session import resume as resume_module
-from meeting.session import session as session_module
 from meeting.session.context import SessionContext
 from meeting.session.host import Sessions
 from meeting.session.limits import ServerLimits
@@ -218,8 +218,7 @@ async def test_server_wide_caps_on_meetings_and_people(sessions: Sessions) -> No
 
 async def test_sockets_that_never_join_or_never_connect_media_are_closed(
         sessions: Sessions, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(session_module, "JOIN_DEADLINE", 0.2)
-    monkeypatch.setattr(session_module, "MEDIA_DEADLINE", 0.3)
+    sessions.context = dataclasses.replace(sessions.context, join_deadline=0.2, media_deadline=0.3)
     m = meeting("j")
     idle = await Person(sessions, m).open()
     await wait_for(lambda: idle.channel.closed is not None, 3, "the join deadline")
@@ -242,3 +241,27 @@ async def test_sockets_that_never_join_or_never_connect_media_are_closed(
     await wait_for(lambda: all(s.channel.closed for s in squatters), 3, "the media deadline")
     assert {s.channel.of("error")[0]["code"] for s in squatters} == {"media-timeout"}
     assert [p.name for p in sessions.session(m.id).room.participants.values()] == ["Real"]
+
+
+async def test_squatters_at_the_bound_of_people_setting_up_make_way_for_a_newcomer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions = Sessions(SessionContext(
+        sfu=FakeSfu(), meetings=Hosts(), bus=Bus(), recordings=None, ice_servers=lambda: [], capacity=2,
+        clock=lambda: datetime.now(timezone.utc), limits=ServerLimits(max_meetings=2, max_people=10)))
+    sfu = sessions.context.sfu
+    real_join = type(sfu.open("x")).join
+
+    async def join_without_connecting(room: Any, participant_id: str, send_offer: Any, publish: Any = (),
+                                      on_state: Any = None) -> Any:
+        return await real_join(room, participant_id, send_offer, publish, on_state=None)
+
+    monkeypatch.setattr(type(sfu.open("x")), "join", join_without_connecting)
+    m = meeting("k")
+    # Twice the capacity may be setting up at once: four squatters fill that.
+    squatters = [await Person(sessions, m, f"203.0.113.{i}").join(f"S{i}") for i in range(4)]
+    assert all(s.channel.of("welcome") for s in squatters)
+    late = await Person(sessions, m).join("Late")
+    assert late.channel.of("welcome")  # the oldest squatter made way, not the newcomer
+    assert squatters[0].channel.closed == (CLOSE_RETRY, "media timeout")
+    assert squatters[0].channel.of("error")[0]["code"] == "media-timeout"
+    assert not any(s.channel.closed for s in squatters[1:])

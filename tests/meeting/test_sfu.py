@@ -463,3 +463,16 @@ async def test_viewers_bandwidth_reports_reach_their_adaptation_and_publishers_h
     await wait_for(lambda: camera.upstream_bitrate != START_BITRATE, 5, "alice's REMB to follow her viewer")
     assert camera.upstream_bitrate >= adaptation.demands[("alice", "camera")]
     assert not adaptation.paused
+
+
+async def test_a_peer_connection_closed_by_aiortc_makes_no_offer_and_no_traceback(meeting, caplog):
+    alice = await meeting.join("alice")
+    await meeting.join("bob")
+    await wait_for(lambda: alice.peer.connection_state == "connected", 5, "connection")
+    offers = alice.offers
+    # aiortc closes a connection by itself when ICE consent expires, before the session hears of it.
+    await alice.peer._pc.close()
+    await meeting.sfu.room("room").leave("bob")  # the room changes: alice's peer would offer again
+    await asyncio.sleep(0.2)
+    assert alice.offers == offers
+    assert "could not make an offer" not in caplog.text
