@@ -80,11 +80,13 @@ class _Signaling:
     so the receive slots of an offer are renamed before the participant answers it.
     """
 
-    def __init__(self, person: Any, url: str) -> None:
+    def __init__(self, person: Any, url: str, errors: list[str]) -> None:
         self.person = person
         self.url = url
+        self.errors = errors  # where a socket the server closed mid-row is reported
         self.names: dict[str, str] = {}  # participant id -> name
         self.welcomed = asyncio.Event()
+        self.leaving = False
         self.closed_because = ""
         self._http: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -105,8 +107,13 @@ class _Signaling:
 
     async def accept_answer(self, sdp: str) -> None:
         """The participant's answer to the server's latest offer (its ``peer`` in the load)."""
-        if self._ws is not None and not self._ws.closed:
+        if self.leaving or self._ws is None or self._ws.closed:
+            return  # an offer that crossed its goodbye: nobody waits for this answer
+        try:
             await self._ws.send_json({"type": "answer", "sdp": sdp})
+        except ConnectionError:
+            if not self.leaving:
+                raise
 
     async def _read(self) -> None:
         assert self._ws is not None
@@ -130,9 +137,12 @@ class _Signaling:
                 self.closed_because = f"{message['code']}: {message['message']}"
         if not self.closed_because:
             self.closed_because = f"socket closed ({self._ws.close_code})"
+        if not self.leaving:  # the server ended it (a timeout, a missed websocket pong on a busy machine)
+            self.errors.append(f"{self.person.name}: the server closed its signaling socket: {self.closed_because}")
 
     async def leave(self) -> None:
         """Say goodbye and close the socket."""
+        self.leaving = True
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(Exception):
                 await self._ws.send_json({"type": "leave"})
@@ -204,7 +214,12 @@ class ServeBackend:
         return None  # the SFU's own counters are inside the workers; /proc says what they cost
 
     def errors(self) -> list[str]:
+        """What went wrong since the last call: sockets the server closed, offers not answered."""
         errors, self._errors = self._errors, []
+        for joined in self._signaling.values():
+            for signaling in joined:
+                errors += [f"{signaling.person.name}: answering: {e!r}" for e in signaling.person.errors]
+                signaling.person.errors.clear()
         return errors
 
     async def _mint(self) -> str:
@@ -222,7 +237,8 @@ class ServeBackend:
         """A meeting of its own for ``room``: publishers p0.. publish mic and camera, viewers
         v.. only watch; all see everyone. When one cannot join, those who did leave."""
         gathering = Gathering()
-        joined = self._signaling[room] = []
+        joined: list[_Signaling] = []
+        self._signaling[room] = joined
         try:
             url = await self._mint()
             for i in range(publishers + viewers):
@@ -231,7 +247,7 @@ class ServeBackend:
                 gathering.everyone.append(person)
                 if publishing:
                     gathering.publishers.append(person)
-                signaling = _Signaling(person, url)
+                signaling = _Signaling(person, url, self._errors)
                 person.peer = signaling
                 joined.append(signaling)
                 await signaling.join(["mic", "camera"] if publishing else [])
@@ -244,9 +260,10 @@ class ServeBackend:
 
     async def disperse(self, room: str, gathering: Gathering) -> None:
         """Everyone leaves and closes."""
-        for signaling in self._signaling.pop(room, []):
+        leaving = self._signaling.pop(room, [])
+        for signaling in leaving:  # before anyone goes, so that the offers others get go unanswered
+            signaling.leaving = True
+        for signaling in leaving:
             await signaling.leave()
         for person in gathering.everyone:
-            if person.errors:
-                self._errors.append(f"{person.name}: {person.errors[0]!r}")
             await person.close()
