@@ -200,10 +200,15 @@ class ServeBackend:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(meetnow_command() + ["serve", "--config", str(config)], cwd=str(ROOT),
                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        await wait_for_http(self.origin + "/healthz", self.process, "meetnow serve", self.log, timeout)
-        # /healthz answers once the front serves, which is after every worker said it is ready.
-        if self.workers > 1 and len(worker_pids(self.pid)) != self.workers:
-            raise RuntimeError(f"meetnow serve runs {len(worker_pids(self.pid))} media workers, not {self.workers}")
+        try:
+            await wait_for_http(self.origin + "/healthz", self.process, "meetnow serve", self.log, timeout)
+            # /healthz answers once the front serves, which is after every worker said it is ready.
+            running = len(worker_pids(self.pid))
+            if self.workers > 1 and running != self.workers:
+                raise RuntimeError(f"meetnow serve runs {running} media workers, not {self.workers}")
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self.process is not None:

@@ -98,32 +98,38 @@ class MeetnowBackend:
             raise failed
 
 
+def _configured(name: str, args: argparse.Namespace, address: str, skipped: dict[str, str]) -> list[Any]:
+    """The servers ``--servers`` ``name`` stands for here, not started yet."""
+    if name == "meetnow" and args.workers:  # meetnow serve, once per number of media workers
+        return [ServeBackend(address, count, args.output.with_suffix(f".meetnow-{count}w.log"))
+                for count in args.workers]
+    if name == "meetnow":
+        log = args.output.with_suffix(".meetnow.log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return [MeetnowBackend(address, args.receive_loss, args.profile, log)]
+    label, loops = JANUS_CONFIGS[name]
+    if netns.inside() != "veth":
+        skipped[label] = "no private network namespace (needs root): Janus cannot run on loopback"
+        return []
+    if janus.janus_binary() is None:
+        skipped[label] = "janus is not installed (apt-get install -y janus)"
+        return []
+    return [janus.JanusBackend(label, event_loops=loops, enforce=netns.VETH_NAME, address=address)]
+
+
 async def start_backends(args: argparse.Namespace, address: str, skipped: dict[str, str]) -> list[Any]:
     """meetnow and the Janus configurations of ``args.servers`` that can run here; why
     the others cannot goes into ``skipped`` (label -> reason)."""
     backends: list[Any] = []
-    for name in args.servers:
-        if name == "meetnow" and args.workers:
-            for count in args.workers:  # meetnow serve, once per number of media workers
-                serve = ServeBackend(address, count, args.output.with_suffix(f".meetnow-{count}w.log"))
-                await serve.start()
-                backends.append(serve)
-            continue
-        if name == "meetnow":
-            log = args.output.with_suffix(".meetnow.log")
-            log.parent.mkdir(parents=True, exist_ok=True)
-            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile, log)
-        else:
-            label, loops = JANUS_CONFIGS[name]
-            if netns.inside() != "veth":
-                skipped[label] = "no private network namespace (needs root): Janus cannot run on loopback"
-                continue
-            if janus.janus_binary() is None:
-                skipped[label] = "janus is not installed (apt-get install -y janus)"
-                continue
-            backend = janus.JanusBackend(label, event_loops=loops, enforce=netns.VETH_NAME, address=address)
-        await backend.start()
-        backends.append(backend)
+    try:
+        for name in args.servers:
+            for backend in _configured(name, args, address, skipped):
+                await backend.start()
+                backends.append(backend)
+    except BaseException:
+        for backend in backends:  # no server left running when one cannot start
+            await backend.close()
+        raise
     for label, why in skipped.items():
         print(f"  skipping {label}: {why}", file=sys.stderr, flush=True)
     return backends
