@@ -138,6 +138,9 @@ async def run_room(
             out = {}
             for v, p in legs:
                 camera, mic = v.stream_from(p, "camera"), v.stream_from(p, "mic")
+                if camera is None or mic is None:  # the server dropped one of them: counted as nothing
+                    out[(id(v), p)] = (0, 0, 0, 0)
+                    continue
                 out[(id(v), p)] = (
                     camera.frames,
                     camera.packets + mic.packets,

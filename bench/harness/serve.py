@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -80,10 +80,10 @@ class _Signaling:
     so the receive slots of an offer are renamed before the participant answers it.
     """
 
-    def __init__(self, person: Any, url: str, errors: list[str]) -> None:
+    def __init__(self, person: Any, url: str, report: Callable[[str], None]) -> None:
         self.person = person
         self.url = url
-        self.errors = errors  # where a socket the server closed mid-row is reported
+        self.report = report  # where a socket the server closed mid-row is reported
         self.names: dict[str, str] = {}  # participant id -> name
         self.welcomed = asyncio.Event()
         self.leaving = False
@@ -138,7 +138,7 @@ class _Signaling:
         if not self.closed_because:
             self.closed_because = f"socket closed ({self._ws.close_code})"
         if not self.leaving:  # the server ended it (a timeout, a missed websocket pong on a busy machine)
-            self.errors.append(f"{self.person.name}: the server closed its signaling socket: {self.closed_because}")
+            self.report(f"{self.person.name}: the server closed its signaling socket: {self.closed_because}")
 
     async def leave(self) -> None:
         """Say goodbye and close the socket."""
@@ -252,7 +252,7 @@ class ServeBackend:
                 gathering.everyone.append(person)
                 if publishing:
                     gathering.publishers.append(person)
-                signaling = _Signaling(person, url, self._errors)
+                signaling = _Signaling(person, url, lambda error: self._errors.append(error))
                 person.peer = signaling
                 joined.append(signaling)
                 await signaling.join(["mic", "camera"] if publishing else [])
