@@ -138,8 +138,8 @@ async def run_room(
             out = {}
             for v, p in legs:
                 camera, mic = v.stream_from(p, "camera"), v.stream_from(p, "mic")
-                if camera is None or mic is None:  # the server dropped one of them: counted as nothing
-                    out[(id(v), p)] = (0, 0, 0, 0)
+                if camera is None or mic is None:  # the server dropped one of them
+                    out[(id(v), p)] = None
                     continue
                 out[(id(v), p)] = (
                     camera.frames,
@@ -206,14 +206,19 @@ async def run_room(
             }
             row.server["loop_lag_ms_max"] = totals_after["loop_lag_ms_max"]
         if legs:
-            fps = [(frames_after[k][0] - frames_before[k][0]) / elapsed for k in frames_after]
+            def delta(k: Any, i: int) -> int:
+                # a leg the server dropped at either end of the window received nothing in it
+                before, after = frames_before[k], frames_after[k]
+                return after[i] - before[i] if before is not None and after is not None else 0
+
+            fps = [delta(k, 0) / elapsed for k in frames_after]
             row.fps = statistics.mean(fps)
             row.fps_worst_leg = min(fps)
-            row.packets_forwarded = sum(frames_after[k][1] - frames_before[k][1] for k in frames_after)
+            row.packets_forwarded = sum(delta(k, 1) for k in frames_after)
             # Sequence numbers seen by the viewers: robust to counting windows that start
             # and end a few packets apart on the two sides of the server.
-            expected = sum(frames_after[k][2] - frames_before[k][2] for k in frames_after)
-            got = sum(frames_after[k][3] - frames_before[k][3] for k in frames_after)
+            expected = sum(delta(k, 2) for k in frames_after)
+            got = sum(delta(k, 3) for k in frames_after)
             row.loss_percent = max(0.0, 100 * (1 - got / expected)) if expected else 0.0
         if row.packets_forwarded:
             row.us_per_packet = 1e6 * server_cpu / row.packets_forwarded
