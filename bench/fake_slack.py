@@ -1,4 +1,4 @@
-"""A small stand-in for Slack on 127.0.0.1: Web API, response_url, and a Socket Mode websocket.
+"""A small stand-in for Slack on 127.0.0.1 (or ``host``): Web API, response_url, and a Socket Mode websocket.
 
 It speaks just enough of Slack for the real slack-bolt and slack_sdk to run unmodified:
 Bearer-token checks, ``{"ok": ...}`` bodies, HTTP 429 with Retry-After, and Socket Mode
@@ -58,6 +58,7 @@ class FakeSlack:
     responses: list[dict[str, Any]] = field(default_factory=list)  # bodies posted to response_urls
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)  # Socket Mode: envelope_id -> ack
     failures: dict[str, list[Failure]] = field(default_factory=dict)
+    host: str = "127.0.0.1"  # the address it listens on (another, for servers in other namespaces)
 
     def __post_init__(self) -> None:
         self._ts = itertools.count(1)
@@ -77,7 +78,7 @@ class FakeSlack:
         app.router.add_get("/stats", self._stats)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -90,10 +91,10 @@ class FakeSlack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/"
+        return f"http://{self.host}:{self.port}/api/"
 
     def response_url(self, name: str = "r1") -> str:
-        return f"http://127.0.0.1:{self.port}/response/{name}"
+        return f"http://{self.host}:{self.port}/response/{name}"
 
     # -- scripting and inspection -------------------------------------------------------
 
@@ -155,7 +156,7 @@ class FakeSlack:
         if method == "calls.add":
             return {"call": {"id": f"R{next(self._ids):05d}", "join_url": args.get("join_url", "")}}
         if method == "apps.connections.open":
-            return {"url": f"ws://127.0.0.1:{self.port}/socket"}
+            return {"url": f"ws://{self.host}:{self.port}/socket"}
         return {}
 
     async def _stats(self, request: web.Request) -> web.Response:

@@ -44,6 +44,9 @@ class ServerConfig:
     # Media worker processes, each hosting whole meetings on its own core: 0 means one per
     # core; 1 keeps everything in one process.
     workers: int = 0
+    # "uvloop" (libuv's event loop: cheaper sockets and callbacks on the media path) or
+    # "asyncio" (the standard library's).
+    event_loop: str = "uvloop"
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ SECRET_ENV = {
 }
 
 LOG_FORMATS = ("kv", "json")
+EVENT_LOOPS = ("uvloop", "asyncio")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -270,6 +274,8 @@ def _check(config: Config) -> None:
     for key in ("header_timeout", "body_timeout"):
         if getattr(config.server, key) < 1:
             raise ConfigError(f"config key 'server.{key}' must be at least 1 (seconds)")
+    if config.server.event_loop not in EVENT_LOOPS:
+        raise ConfigError("config key 'server.event_loop' must be one of: " + ", ".join(EVENT_LOOPS))
     if config.server.workers < 0:
         raise ConfigError("config key 'server.workers' must not be negative (0: one per core)")
     if config.server.max_connections < 0:

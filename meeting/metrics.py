@@ -67,6 +67,11 @@ SERVER_GAUGES = (
     ("recording", "meetnow_recordings_active", "Meetings being recorded."),
     ("composing", "meetnow_compose_running", "Recordings being composed now."),
     ("queued", "meetnow_compose_queued", "Recordings waiting to be composed."),
+    ("nodes_alive", "meetnow_cluster_nodes", "Nodes of the cluster this node takes for alive, itself included."),
+    ("relayed_out", "meetnow_cluster_relayed_out",
+     "Signaling websockets held here for meetings hosted by another node (a cluster)."),
+    ("relayed_in", "meetnow_cluster_relayed_in",
+     "Signaling websockets held by another node for meetings hosted here (a cluster)."),
 )
 SERVER_COUNTERS = (
     ("deleted_by_retention", "meetnow_recordings_deleted_by_retention",

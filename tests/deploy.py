@@ -25,12 +25,12 @@ def fitted(name: str, replacements: list[tuple[str, str]]) -> str:
     return text
 
 
-def self_signed(folder: Path, name: str = "meet.example.org") -> tuple[Path, Path]:
-    """A certificate for ``name`` and 127.0.0.1, and its key (made with openssl)."""
+def self_signed(folder: Path, name: str = "meet.example.org", address: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for ``name`` and ``address``, and its key (made with openssl)."""
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
-                    "-addext", f"subjectAltName=DNS:{name},IP:127.0.0.1"],
+                    "-addext", f"subjectAltName=DNS:{name},IP:{address}"],
                    check=True, capture_output=True)
     return cert, key
 
@@ -60,8 +60,12 @@ async def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @asynccontextmanager
-async def nginx(folder: Path, site: str, wait_port: int) -> AsyncIterator[Path]:
-    """Debian's nginx in the foreground with ``site`` as its only site; yields its error log."""
+async def nginx(folder: Path, site: str, wait_port: int, wait_host: str = "127.0.0.1",
+                inside: tuple[str, ...] = ()) -> AsyncIterator[Path]:
+    """Debian's nginx in the foreground with ``site`` as its only site; yields its error log.
+
+    ``inside``: a command prefix that runs it elsewhere (``nsenter --net=...``), where it is
+    reached on ``wait_host``."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "site.conf").write_text(site)
     error_log = folder / "error.log"
@@ -80,10 +84,10 @@ http {{
     include {folder / 'site.conf'};
 }}
 """)
-    process = subprocess.Popen([NGINX, "-e", str(error_log), "-p", str(folder), "-c", str(folder / "nginx.conf"),
+    process = subprocess.Popen([*inside, NGINX, "-e", str(error_log), "-p", str(folder), "-c", str(folder / "nginx.conf"),
                                 "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        await until_listening("127.0.0.1", wait_port, process, "nginx")
+        await until_listening(wait_host, wait_port, process, "nginx")
         yield error_log
     finally:
         await stop(process)

@@ -53,8 +53,12 @@ def _free_port() -> int:
 class PostgresServer:
     """A private PostgreSQL server: superuser ``meetnow``, password auth on 127.0.0.1."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = "127.0.0.1", clients: str = "") -> None:
+        """``host``: the address it listens on; ``clients``: a network (CIDR) allowed to log in
+        from elsewhere than 127.0.0.1 (servers in other namespaces)."""
         self.root = root
+        self.host = host
+        self.clients = clients
         self.data = root / "data"
         self.log = root / "server.log"
         self.password = secrets.token_urlsafe(12)
@@ -66,7 +70,7 @@ class PostgresServer:
 
     def url(self, database: str = "postgres", password: str | None = None) -> str:
         """A URL for ``database``, with the server's password unless another is given."""
-        return f"postgresql://{USER}:{password or self.password}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{USER}:{password or self.password}@{self.host}:{self.port}/{database}"
 
     def start(self) -> None:
         """initdb, then start the server and wait until it takes connections."""
@@ -82,6 +86,9 @@ class PostgresServer:
              "-E", "UTF8", "--locale=C"],
             check=True, cwd=self.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         pwfile.unlink()
+        if self.clients:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.clients} scram-sha-256\n")
         for _ in range(3):  # another process may take the free port first
             self.port = _free_port()
             if self._run():
@@ -92,7 +99,7 @@ class PostgresServer:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 ["setpriv", *self.as_user, "--pdeathsig=INT", "--", str(self.bin / "postgres"),
-                 "-D", str(self.data), "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
+                 "-D", str(self.data), "-p", str(self.port), "-c", f"listen_addresses={self.host}",
                  "-c", f"unix_socket_directories={self.root}",
                  # Test data need not survive a power cut: skip the disk flushes.
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
@@ -101,7 +108,7 @@ class PostgresServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 return False
-            ready = subprocess.run([str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)])
+            ready = subprocess.run([str(self.bin / "pg_isready"), "-q", "-h", self.host, "-p", str(self.port)])
             if ready.returncode == 0:
                 return True
             time.sleep(0.1)  # polling a starting server, bounded by the deadline above

@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from meeting.config import Config, ConfigError, load_config
@@ -15,11 +16,12 @@ from meeting import ids
 from meeting.logfmt import kv, printable
 from meeting.models import Origin
 from meeting.recording.model import COMPOSING, DELETED, FAILED, Recording
+from meeting.recording.worker import LOCK_NAME
 from meeting.service import MeetingService, TitleError
 from meeting.store import STORE_ERRORS, make_store
 from meeting.store.base import Store
 
-from meeting import logsetup
+from meeting import eventloop, logsetup
 from .check import run_checks
 from .edge import Edge
 from .fdlimit import raise_open_file_limit
@@ -42,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return asyncio.run(check(config))
     if args.command == "serve":
-        return asyncio.run(serve(config))
+        return eventloop.run(serve(config), config.server.event_loop)
     if args.command == "new":
         return asyncio.run(new(config, args.title, args.e2ee))
     if args.command == "recordings":
@@ -127,7 +129,10 @@ async def list_recordings(config: Config, include_deleted: bool) -> int:
     for recording, title in shown:
         length = format_length(recording.duration) if recording.duration else "-"
         until = (recording.deleted_at or recording.expires_at).date().isoformat()
-        print(f"{recording.state:<10} {recording.started_at.strftime('%Y-%m-%d %H:%M'):<17} {length:>9} "
+        state = recording.state
+        if state == COMPOSING and not await _compose_started(config, recording):
+            state = "queued"
+        print(f"{state:<10} {recording.started_at.strftime('%Y-%m-%d %H:%M'):<17} {length:>9} "
               f"{until:<11} {printable(title)}")
         if recording.state != DELETED:
             print(f"{'':<10} {base}/r/{recording.id}")
@@ -135,6 +140,12 @@ async def list_recordings(config: Config, include_deleted: bool) -> int:
             print(f"{'':<10} {recording.error[:200]}")
             print(f"{'':<10} to try again: meetnow recordings --retry {ids.short(recording.id)}")
     return 0
+
+
+async def _compose_started(config: Config, recording: Recording) -> bool:
+    """Whether composing ``recording`` has begun: its first attempt leaves the folder's lock file."""
+    lock = Path(config.recordings.folder) / recording.id / LOCK_NAME
+    return await asyncio.to_thread(lock.exists)
 
 
 async def retry_recording(config: Config, token: str) -> int:

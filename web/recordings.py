@@ -25,6 +25,7 @@ from aiohttp import web
 from meeting import ids
 from meeting.recording.model import DELETED, FAILED, READY, Recording
 from meeting.recording.service import RecordingRefused, RecordingService
+from meeting.recording.timeline import one_row_per_name
 
 from .api import BadRequest, read_json_object
 from .errors import json_error
@@ -98,6 +99,7 @@ async def recording_page(request: web.Request) -> web.Response:
     recording, service = await _find(request)
     meeting = await request.app[MEETINGS].store.get_meeting(recording.meeting_id)
     title = meeting.title if meeting is not None else "Meeting"
+    timeline = one_row_per_name(recording.timeline)
     return render(
         "recording.html",
         status=410 if recording.state == DELETED else 200,
@@ -114,8 +116,8 @@ async def recording_page(request: web.Request) -> web.Response:
         meeting_url=f"/m/{meeting.id}" if meeting is not None else "",
         video_url=f"/r/{recording.id}/video",
         poster_url=f"/r/{recording.id}/poster.jpg",
-        timeline=recording.timeline,
-        timeline_json=json.dumps({"duration": recording.duration or 0, "speakers": recording.timeline}),
+        timeline=timeline,
+        timeline_json=json.dumps({"duration": recording.duration or 0, "speakers": timeline}),
         format_time=format_time,
         failed=recording.state == FAILED,
     )
@@ -163,8 +165,8 @@ async def _is_file(path: Path) -> bool:
 
 
 def format_length(seconds: float) -> str:
-    """``1 h 02 min``, ``12 min 05 s`` or ``8 s``."""
-    total = int(round(seconds))
+    """``1 h 02 min``, ``12 min 05 s`` or ``8 s``: whole seconds cut, as players show them."""
+    total = int(seconds)
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:

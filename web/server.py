@@ -132,9 +132,6 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
         sfu = sfu or Sfu(config.media, turn=turn_credentials(config))
         sessions = Sessions(context_for(config, sfu=sfu, meetings=meetings, bus=bus, recordings=recordings,
                                         clock=clock))
-    metrics = ServerMetrics(sessions, sfu, outbox, recordings)
-    if pool is not None:
-        metrics.workers.append(pool.process_stats)
     shared: dict[str, object] = {}
     seen = None
     if redis is not None:
@@ -142,6 +139,10 @@ def build_server(config: Config, store: Store, *, sfu: Sfu | None = None,
         shared = {"mint_limit": SharedLimiter(redis, "mint", MINTS_PER_SECOND, MINT_BURST),
                   "socket_limits": SocketLimits(connects=SharedLimiter(redis, "join", JOINS_PER_SECOND, JOIN_BURST))}
         seen = SharedSeenSignatures(redis)
+    # Counted as the cluster sees them (its relayed sockets too), where there is one.
+    metrics = ServerMetrics(sessions, sfu, outbox, recordings)
+    if pool is not None:
+        metrics.workers.append(pool.process_stats)
     app = create_app(config, meetings, sessions, recordings, **shared)  # type: ignore[arg-type]
     if config.metrics.enabled and not config.metrics.listen:
         add_metrics_route(app, metrics, config.metrics.token)

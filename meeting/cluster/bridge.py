@@ -90,7 +90,7 @@ class ClusterMeetings:
         self.local = local
         self.redis = redis
         self.node_id = node_id
-        self.nodes = Nodes(redis, node_id)
+        self.nodes = Nodes(redis, node_id, CHANNEL)
         self.directory = Directory(redis, node_id)
         self.relayed = RelayedConnections(local, lookup, self._channel_back)
         self._relayed_from: dict[str, tuple[str, str]] = {}  # served here -> (node with its socket, meeting)
@@ -164,7 +164,7 @@ class ClusterMeetings:
 
     async def connect(self, meeting: Meeting, conn_id: str, address: str, channel: Channel) -> None:
         try:
-            owner = await self.directory.claim(meeting.id, self.nodes.least_loaded(), set(self.nodes.alive))
+            owner = await self._claim(meeting)
         except RedisError:
             channel.send(error("server-restarted", "The server cannot reach its coordinator; reconnecting."))
             channel.close(CLOSE_RETRY, "no coordinator")
@@ -177,6 +177,22 @@ class ClusterMeetings:
         self._remote[conn_id] = _Remote(owner, channel, meeting.id)
         self._to(owner).put({"op": "connect", "conn": conn_id, "meeting": meeting.id, "address": address,
                              "from": self.node_id})
+
+    async def _claim(self, meeting: Meeting) -> str:
+        """The node to host ``meeting``: its live host, else the least loaded node."""
+        alive = set(self.nodes.alive)
+        current = await self.directory.owner(meeting.id)
+        if current is not None and current != self.node_id:
+            if await self.nodes.gone(current):
+                # Died since the last look (its browsers are rejoining now): move the meeting at once.
+                if current in alive:
+                    log.warning("cluster nodes gone %s", kv(nodes=current))
+                    self.nodes.forget(current)
+                    self._bury({current})
+                alive.discard(current)
+            elif current not in alive and not self.nodes.buried(current):
+                alive.add(current)  # it started since this node's last look: not to be robbed
+        return await self.directory.claim(meeting.id, self.nodes.least_loaded(), alive)
 
     async def receive(self, conn_id: str, text: str | bytes) -> None:
         if conn_id in self._local:
@@ -317,4 +333,5 @@ class ClusterMeetings:
 
     def stats(self) -> dict[str, Any]:
         return {**self.local.stats(), "node": self.node_id, "nodes": sorted(self.nodes.alive),
+                "nodes_alive": len(self.nodes.alive),
                 "relayed_out": len(self._remote), "relayed_in": len(self._relayed_from)}

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-# Extend or end the lease only while it still names the owner.
+# Extend the lease while it still names the owner, or make it again if nobody holds it
+# (Redis restarted and forgot it: the holder keeps it rather than dropping what it does).
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if current == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
 return 0
 """
+# End the lease only while it still names the owner.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -31,7 +38,7 @@ class Lease:
         return bool(await self.redis.set(self.key, self.owner, px=self.ttl_ms, nx=True))
 
     async def renew(self) -> bool:
-        """True while it is still this owner's."""
+        """True while it is still this owner's (re-made if Redis had lost it)."""
         return bool(await self._renew(keys=[self.key], args=[self.owner, self.ttl_ms]))
 
     async def release(self) -> None:

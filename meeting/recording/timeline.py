@@ -21,7 +21,7 @@ def speaker_timeline(audio: list[AudioSource], span: float) -> list[dict[str, An
     Levels gathered while recording (RFC 6464, in ``*.levels``) are used when a track has
     them; otherwise the levels measured while decoding it.
     """
-    # By participant, not by name: two people called "Guest" are two rows.
+    # Levels by participant (one connection each); rows by name at the end.
     bins: dict[str, dict[int, int]] = {}
     names: dict[str, str] = {}
     for source in audio:
@@ -49,6 +49,27 @@ def speaker_timeline(audio: list[AudioSource], span: float) -> list[dict[str, An
                 "segments": [[round(a / 1000, 1), round(e / 1000, 1)] for a, e in segments],
                 "total": round(sum(e - a for a, e in segments) / 1000, 1),
             })
-    timeline.sort(key=lambda entry: entry["segments"][0][0])
-    return timeline
+    return one_row_per_name(timeline)
+
+
+def one_row_per_name(timeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same timeline with one row per name as recorded: someone whose page reconnected
+    came back as another participant, and is still one person to whoever reads it. Rows
+    stored before this merge are read through it too."""
+    spans: dict[str, list[list[float]]] = {}
+    for row in timeline:
+        spans.setdefault(row["name"], []).extend([float(a), float(e)] for a, e in row["segments"])
+    merged = []
+    for name, segments in spans.items():
+        joined: list[list[float]] = []
+        for start, end in sorted(segments):
+            if joined and start - joined[-1][1] <= MERGE_GAP_MS / 1000:
+                joined[-1][1] = max(joined[-1][1], end)
+            else:
+                joined.append([start, end])
+        if joined:
+            merged.append({"name": name, "segments": [[round(a, 1), round(e, 1)] for a, e in joined],
+                           "total": round(sum(e - a for a, e in joined), 1)})
+    merged.sort(key=lambda entry: entry["segments"][0][0])
+    return merged
 

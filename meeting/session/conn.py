@@ -14,8 +14,15 @@ from meeting.session.room import Participant
 # Chat, per participant: a conversation, not a flood.
 CHAT_PER_SECOND = 1.0
 CHAT_BURST = 5.0
+# Reactions and hand raises, per participant: each one is shown to everyone.
+GESTURES_PER_SECOND = 1.0
+GESTURE_BURST = 6.0
+# "Mute all", per host: it sends a message to everyone at once.
+MUTE_ALL_PER_SECOND = 0.2
+MUTE_ALL_BURST = 2.0
 
-NEW, WAITING, JOINED, CLOSED = "new", "waiting", "joined", "closed"
+# A watching connection has not joined: it is told the meeting's status until it does.
+NEW, WATCHING, WAITING, JOINED, CLOSED = "new", "watching", "waiting", "joined", "closed"
 
 
 class Channel(Protocol):
@@ -43,6 +50,8 @@ class Conn:
     media_pending: asyncio.Event | None = None  # set once its peer connection is made (or not)
     timer: asyncio.TimerHandle | None = None  # the deadline it must meet next (join, media)
     chat_budget: TokenBucket = field(default_factory=lambda: TokenBucket(CHAT_PER_SECOND, CHAT_BURST))
+    gesture_budget: TokenBucket = field(default_factory=lambda: TokenBucket(GESTURES_PER_SECOND, GESTURE_BURST))
+    mute_all_budget: TokenBucket = field(default_factory=lambda: TokenBucket(MUTE_ALL_PER_SECOND, MUTE_ALL_BURST))
 
     def send(self, message: dict[str, Any]) -> None:
         if self.state != CLOSED:

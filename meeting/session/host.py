@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 from meeting.events import RecordingReady
@@ -19,6 +20,7 @@ from meeting.recording.service import STOP_DISK, STOP_HOST, RecordingRefused, Re
 from meeting.session.context import SessionContext
 from meeting.session.messages import CLOSE_FINAL, CLOSE_GOING_AWAY, SignalingError, error, parse_message, reply
 from meeting.session.conn import Channel
+from meeting.session.resume import LeftBehind
 from meeting.session.session import MeetingSession
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Sessions:
         self.disk_check_interval = DISK_CHECK_INTERVAL
         self._sessions: dict[str, MeetingSession] = {}
         self._by_conn: dict[str, MeetingSession] = {}
+        # Ended sessions' lock and resume tokens, for pages coming back after everyone dropped.
+        self._left_behind: dict[str, LeftBehind] = {}
         self._closed = False
         context.bus.subscribe(RecordingReady, self._recording_ready)
 
@@ -83,15 +87,15 @@ class Sessions:
             if session is not None and session.closed:
                 # The last person just left: its media closes before the next session opens.
                 await session.finished.wait()
-                if self._sessions.get(meeting.id) is session:
-                    del self._sessions[meeting.id]
+                self._retire(session)
                 continue
             if session is None:
                 if len(self._sessions) >= self.context.limits.max_meetings:
                     channel.send(error("server-full", "This server is full right now. Try again in a few minutes."))
                     channel.close(CLOSE_FINAL, "server full")
                     return
-                session = self._sessions[meeting.id] = MeetingSession(meeting, self.context)
+                session = self._sessions[meeting.id] = MeetingSession(
+                    meeting, self.context, self._carried(meeting.id))
             if await session.connect(conn_id, address, channel):
                 self._by_conn[conn_id] = session
                 return
@@ -126,8 +130,23 @@ class Sessions:
     def _forget(self, conn_id: str, session: MeetingSession) -> None:
         if conn_id not in session.conns:
             self._by_conn.pop(conn_id, None)
-        if session.closed and self._sessions.get(session.id) is session:
+        if session.closed:
+            self._retire(session)
+
+    def _retire(self, session: MeetingSession) -> None:
+        """Forget an ended session, keeping what it left for pages coming back."""
+        if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
+            if session.left_behind is not None:
+                self._left_behind[session.id] = session.left_behind
+
+    def _carried(self, meeting_id: str) -> LeftBehind | None:
+        """What the meeting's last session left for pages coming back, while still good."""
+        now = time.monotonic()
+        for other, left in list(self._left_behind.items()):
+            if left.until <= now:
+                del self._left_behind[other]
+        return self._left_behind.pop(meeting_id, None)
 
     # --- commands from the server --------------------------------------------------------
 

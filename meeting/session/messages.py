@@ -9,6 +9,7 @@ which refuses a message that does not fit it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -20,12 +21,25 @@ MAX_CANDIDATE_BYTES = 1024
 MAX_CHAT_CHARS = 1000
 # E2EE chat carries base64 AES-GCM of up to MAX_CHAT_CHARS characters (4 bytes each at most).
 MAX_CHAT_CIPHERTEXT = 6000
+# Reactions: a fixed set, so a reaction says nothing but which of these it is. In encrypted
+# meetings they travel sealed like chat (base64 of a 12-byte IV, the emoji, a 16-byte tag).
+REACTIONS = ("\U0001F44D", "\U0001F44F", "\u2764\uFE0F", "\U0001F602", "\U0001F62E", "\U0001F389",
+             "\U0001F914", "\U0001F44B")
+MAX_REACTION_CIPHERTEXT = 128
+# The end-to-end key check in a join: the first 8 bytes of HMAC-SHA256(key, "meetnow key
+# check"), in hex. Pages compare them to see who holds another key; it is never the key.
+KEY_CHECK = re.compile(r"[0-9a-f]{16}")
+MUTE_ANSWERS = ("accepted", "declined")
+MAX_REQUEST_ID = 64
 ID_FIELD: dict[str, tuple[type | tuple[type, ...], bool]] = {"id": (str, True)}
 
 # type -> field -> (python type, required)
 SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "join": {"name": (str, True), "publish": (list, False), "resume": (str, False),
-             "host_key": (str, False)},
+             "host_key": (str, False), "audio_muted": (bool, False), "video_muted": (bool, False),
+             "key_check": (str, False)},
+    # Before joining: be told whether the meeting records, is locked, has a host (pre-join).
+    "watch": {},
     "answer": {"sdp": (str, True)},
     "candidate": {"candidate": (str, True), "sdpMid": ((str, type(None)), False),
                   "sdpMLineIndex": ((int, type(None)), False)},
@@ -35,17 +49,24 @@ SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "chat": {"text": (str, False), "ciphertext": (str, False)},
     "publish": {"source": (str, True)},
     "unpublish": {"source": (str, True)},
+    "hand": {"raised": (bool, True)},
+    "react": {"emoji": (str, False), "ciphertext": (str, False)},
+    "mute-answer": {"request": (str, True), "answer": (str, True)},
     # host actions
     "lock": {"locked": (bool, True)},
     "admit": ID_FIELD,
     "deny": ID_FIELD,
     "remove": ID_FIELD,
     "ask-mute": ID_FIELD,
+    "mute-all": {},
+    "lower-hand": ID_FIELD,
+    "make-host": ID_FIELD,
     "end-meeting": {},
     "start-recording": {},
     "stop-recording": {},
 }
-HOST_ACTIONS = ("lock", "admit", "deny", "remove", "ask-mute", "end-meeting", "start-recording", "stop-recording")
+HOST_ACTIONS = ("lock", "admit", "deny", "remove", "ask-mute", "mute-all", "lower-hand", "make-host",
+                "end-meeting", "start-recording", "stop-recording")
 
 
 # What the server sends: type -> field -> (python type, required).
@@ -65,7 +86,14 @@ SERVER_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool]]] = {
     "lobby-added": {"waiting": (dict, True)},
     "lobby-removed": {"id": (str, True)},
     "waiting": {"message": (str, True), "hosts_present": (bool, False)},
-    "mute-request": {"by": (str, True)},
+    "mute-request": {"by": (str, True), "request": (str, True)},
+    "mute-answer": {"request": (str, True), "id": (str, True), "name": (str, True), "answer": (str, True)},
+    "muted": {"by": (str, True)},
+    "hand-lowered": {"by": (str, True)},
+    "reaction": {"from": (str, True), "emoji": (str, False), "ciphertext": (str, False)},
+    "made-host": {"by": (str, True), "recordings": (list, False)},
+    "status": {"recording": (bool, True), "locked": (bool, True), "hosts_present": (bool, True)},
+    "knocking": {"count": (int, True)},
     "recording": {"active": (bool, True), "available": (bool, True), "since": (str, False),
                   "reason": (str, False), "message": (str, False)},
     "recording-ready": {"id": (str, True), "url": (str, True), "started_at": (str, True),
@@ -120,6 +148,14 @@ class Join:
     publish: frozenset[str]
     resume: str | None
     host_key: str | None = None
+    audio_muted: bool = False
+    video_muted: bool = False
+    key_check: str | None = None  # end-to-end encrypted meetings only
+
+
+@dataclass(frozen=True)
+class Watch:
+    pass
 
 
 @dataclass(frozen=True)
@@ -163,6 +199,23 @@ class Publish:
 
 
 @dataclass(frozen=True)
+class Hand:
+    raised: bool
+
+
+@dataclass(frozen=True)
+class React:
+    emoji: str | None  # plain meetings: one of REACTIONS
+    ciphertext: str | None  # end-to-end encrypted meetings
+
+
+@dataclass(frozen=True)
+class MuteAnswer:
+    request: str
+    accepted: bool
+
+
+@dataclass(frozen=True)
 class HostAction:
     """A host's command: ``action`` is one of HOST_ACTIONS; ``target`` a participant or lobby id."""
 
@@ -171,7 +224,8 @@ class HostAction:
     locked: bool | None = None
 
 
-ClientMessage = Union[Join, Answer, Candidate, MediaState, Ping, Leave, Chat, Publish, HostAction]
+ClientMessage = Union[Join, Watch, Answer, Candidate, MediaState, Ping, Leave, Chat, Publish, Hand, React,
+                      MuteAnswer, HostAction]
 
 
 def parse_message(text: str | bytes) -> ClientMessage:
@@ -211,7 +265,13 @@ def _build(kind: str, data: dict[str, Any]) -> ClientMessage:
         publish = data.get("publish", ["mic", "camera"])
         if not all(isinstance(s, str) and s in ("mic", "camera") for s in publish):
             raise SignalingError("bad-message", "join: publish lists only mic and camera")
-        return Join(data["name"], frozenset(publish), data.get("resume"), data.get("host_key"))
+        key_check = data.get("key_check")
+        if key_check is not None and not KEY_CHECK.fullmatch(key_check):
+            raise SignalingError("bad-message", "join: key_check is 16 hexadecimal digits")
+        return Join(data["name"], frozenset(publish), data.get("resume"), data.get("host_key"),
+                    data.get("audio_muted", False), data.get("video_muted", False), key_check)
+    if kind == "watch":
+        return Watch()
     if kind == "answer":
         if len(data["sdp"]) > MAX_SDP_BYTES or not data["sdp"].startswith("v=0"):
             raise SignalingError("bad-sdp", "answer: not a session description")
@@ -232,6 +292,14 @@ def _build(kind: str, data: dict[str, Any]) -> ClientMessage:
         if data["source"] != "screen":
             raise SignalingError("bad-message", f"{kind}: only screen can be added or removed")
         return Publish("screen", kind == "publish")
+    if kind == "hand":
+        return Hand(data["raised"])
+    if kind == "react":
+        return _react(data)
+    if kind == "mute-answer":
+        if data["answer"] not in MUTE_ANSWERS or len(data["request"]) > MAX_REQUEST_ID:
+            raise SignalingError("bad-message", "mute-answer: answer is accepted or declined, to a request")
+        return MuteAnswer(data["request"], data["answer"] == "accepted")
     if kind == "lock":
         return HostAction("lock", locked=data["locked"])
     return HostAction(kind, target=data.get("id"))
@@ -250,3 +318,14 @@ def _chat(data: dict[str, Any]) -> Chat:
     elif len(ciphertext) > MAX_CHAT_CIPHERTEXT:  # type: ignore[arg-type]
         raise SignalingError("chat-too-long", f"messages are limited to {MAX_CHAT_CHARS} characters")
     return Chat(text, ciphertext)
+
+
+def _react(data: dict[str, Any]) -> React:
+    emoji, ciphertext = data.get("emoji"), data.get("ciphertext")
+    if (emoji is None) == (ciphertext is None):
+        raise SignalingError("bad-message", "react: send emoji or ciphertext")
+    if emoji is not None and emoji not in REACTIONS:
+        raise SignalingError("bad-message", "react: not one of the reactions")
+    if ciphertext is not None and not 0 < len(ciphertext) <= MAX_REACTION_CIPHERTEXT:
+        raise SignalingError("bad-message", "react: ciphertext of the wrong size")
+    return React(emoji, ciphertext)

@@ -13,7 +13,7 @@ from meeting.events import PresenceChanged
 from meeting.recording.service import E2EE_MESSAGE, RecordingStatus
 from meeting.session.messages import reply
 from meeting.session.room import (
-    Ended, Joined, Knocked, Left, LockChanged, Room, RoomEvent, Unknocked, Updated, Waiting,
+    Ended, Joined, Knocked, Left, LockChanged, Participant, Room, RoomEvent, Unknocked, Updated, Waiting,
 )
 
 EVERYONE, HOSTS = "everyone", "hosts"
@@ -56,9 +56,54 @@ def _waiting(waiting: Waiting) -> dict[str, str]:
     return {"id": waiting.id, "name": waiting.name}
 
 
+def welcome_message(
+    participant: Participant, room: Room, resume: str, ice_servers: list[dict[str, Any]], e2ee: bool,
+    recording: RecordingStatus | None, recording_links: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """What a participant who just entered is told: who is here, how to connect, how to come back.
+
+    ``recording`` is None on a server that does not record; ``recording_links`` go to hosts only.
+    """
+    welcome: dict[str, Any] = {
+        "you": participant.public(),
+        "participants": [p.public() for p in room.others(participant.id)],
+        "ice_servers": ice_servers,
+        "resume": resume,
+        "locked": room.locked,
+        "e2ee": e2ee,
+    }
+    if recording is not None:
+        # Everyone is told on arrival whether the meeting is being recorded.
+        welcome["recording"] = recording_message(recording, with_reason=False)
+    if recording_links is not None:
+        welcome["recordings"] = recording_links
+    return reply("welcome", **welcome)
+
+
+def waiting_message(hosts_present: bool) -> dict[str, Any]:
+    """What a guest in a locked meeting's lobby is told: whether anyone can let them in."""
+    text = ("This meeting is locked. A host will let you in shortly." if hosts_present else
+            "This meeting is locked and no host is in it right now. You will be let in when a host arrives.")
+    return reply("waiting", message=text, hosts_present=hosts_present)
+
+
 def lobby_message(room: Room) -> dict[str, Any]:
     """Everyone waiting in the lobby, for a host who just arrived."""
     return reply("lobby", waiting=[_waiting(w) for w in room.lobby.values()])
+
+
+def status_message(room: Room, recording: RecordingStatus) -> dict[str, Any]:
+    """What someone deciding whether to join (pre-join, lobby) is told, and told again on change.
+
+    No names and no head count: people who have not been let in learn only what bears on
+    joining (they will be recorded, they will wait, somebody can let them in).
+    """
+    return reply("status", recording=recording.active, locked=room.locked, hosts_present=room.hosts_present())
+
+
+def knocking_message(count: int) -> dict[str, Any]:
+    """How many people wait in the lobby with no host present to let them in (0: none)."""
+    return reply("knocking", count=count)
 
 
 def recording_message(status: RecordingStatus, with_reason: bool = True) -> dict[str, Any]:

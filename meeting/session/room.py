@@ -39,6 +39,8 @@ class Participant:
     audio_muted: bool = False
     video_muted: bool = False
     is_host: bool = False
+    hand: int | None = None  # raised: the room's count of raises when it went up (its order)
+    key_check: str | None = None  # end-to-end encrypted meetings: which key the page holds
 
     def public(self) -> dict[str, object]:
         """What other participants are told about this one."""
@@ -49,6 +51,8 @@ class Participant:
             "audio_muted": self.audio_muted,
             "video_muted": self.video_muted,
             "host": self.is_host,
+            "hand": self.hand,
+            "key_check": self.key_check,
         }
 
 
@@ -131,10 +135,13 @@ class Room:
     locked: bool = False
     lobby: dict[str, Waiting] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # joined, media not connected yet
+    raises: int = 0  # hands raised so far: each raise takes the next number, so hands keep their order
 
-    def join(self, name: str, publishes: frozenset[str] = frozenset(),
-             is_host: bool = False) -> tuple[Participant, list[RoomEvent]]:
-        """Admit a participant; raises RoomFull at capacity.
+    def join(self, name: str, publishes: frozenset[str] = frozenset(), is_host: bool = False,
+             audio_muted: bool = False, video_muted: bool = False,
+             key_check: str | None = None, hand: int | None = None) -> tuple[Participant, list[RoomEvent]]:
+        """Admit a participant; raises RoomFull at capacity. ``hand``: the place in the queue of
+        raised hands of someone coming back from a blip.
 
         Until :meth:`media_connected`, a participant is pending: pending people do not take
         the places of connected ones (squatters that never connect media cannot fill a
@@ -146,6 +153,7 @@ class Room:
         participant = Participant(
             id=secrets.token_urlsafe(9), name=clean_name(name), joined_at=now,
             publishes=publishes & frozenset(SOURCES), is_host=is_host,
+            audio_muted=audio_muted, video_muted=video_muted, key_check=key_check, hand=hand,
         )
         self.participants[participant.id] = participant
         self.pending.add(participant.id)
@@ -186,6 +194,34 @@ class Room:
             return []
         self.participants[participant_id] = updated
         return [Updated(updated)]
+
+    def raise_hand(self, participant_id: str, raised: bool) -> list[RoomEvent]:
+        """Raise a hand (it goes after every hand up now) or lower it; no change, no event."""
+        current = self.participants.get(participant_id)
+        if current is None:
+            raise NotInRoom(participant_id)
+        if raised == (current.hand is not None):
+            return []
+        if raised:
+            self.raises += 1
+        return self.update(participant_id, hand=self.raises if raised else None)
+
+    def hands(self) -> list[Participant]:
+        """Everyone with a hand up, in the order they raised it."""
+        return sorted((p for p in self.participants.values() if p.hand is not None), key=lambda p: p.hand or 0)
+
+    def hand_over(self, from_id: str, to_id: str) -> list[RoomEvent]:
+        """The host ``from_id`` makes ``to_id`` host in their place (they become a guest)."""
+        if from_id not in self.participants:
+            raise NotInRoom(from_id)
+        if to_id not in self.participants:
+            raise NotInRoom(to_id)
+        # The new host first: the meeting is never without one on the way.
+        return self.update(to_id, is_host=True) + self.update(from_id, is_host=False)
+
+    def unattended(self) -> int:
+        """People waiting in the lobby whom nobody present can let in."""
+        return 0 if self.hosts_present() else len(self.lobby)
 
     def lock(self, locked: bool) -> list[RoomEvent]:
         """Lock (newcomers wait in the lobby) or unlock the meeting."""

@@ -17,8 +17,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from meeting import ids
 from meeting.logcontext import bind_meeting
@@ -27,18 +26,21 @@ from meeting.media.peer import CandidateError, Offer, SdpError
 from meeting.media.sfu import MediaRoom
 from meeting.models import Meeting
 from meeting.ratelimit import KeyedLimiter
-from meeting.recording.service import (
-    STOP_DISK, STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingRefused, RecordingStatus,
-)
+from meeting.recording.service import STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingStatus
 from meeting.session import messages as msg
-from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, Channel, Conn
+from meeting.session.actions import MeetingActions
+from meeting.session.asks import MuteAsks
+from meeting.session.audience import Audience
+from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, WATCHING, Channel, Conn
 from meeting.session.context import SessionContext
 from meeting.session.messages import (
-    Answer, Candidate, Chat, ClientMessage, HostAction, Join, Leave, MediaState, Ping, Publish,
-    SignalingError, reply,
+    Answer, Candidate, Chat, ClientMessage, Hand, HostAction, Join, Leave, MediaState, MuteAnswer, Ping,
+    Publish, React, SignalingError, Watch, reply,
 )
-from meeting.session.notices import HOSTS, lobby_message, notices, presence, recording_message
-from meeting.session.resume import ResumeTokens
+from meeting.session.notices import (
+    knocking_message, lobby_message, presence, status_message, waiting_message, welcome_message,
+)
+from meeting.session.resume import LeftBehind, ResumeTokens
 from meeting.session.room import Ended, LobbyFull, Participant, Room, RoomEvent, RoomFull
 
 log = logging.getLogger(__name__)
@@ -50,28 +52,38 @@ MEDIA_DEADLINE = 20.0
 # Knocks on a locked meeting, per client address: a person, not a flood of lobby entries.
 KNOCKS_PER_SECOND = 0.2
 KNOCK_BURST = 3.0
+# People looking at the pre-join screen of one meeting, told its status as it changes.
+MAX_WATCHERS = 100
 
-class MeetingSession:
+class MeetingSession(MeetingActions):
     """The live state of one meeting, and everything that changes it."""
 
-    def __init__(self, meeting: Meeting, context: SessionContext) -> None:
+    def __init__(self, meeting: Meeting, context: SessionContext, carried: LeftBehind | None = None) -> None:
         self.meeting = meeting
         self.id = meeting.id
         self.context = context
         self.room = Room(meeting.id, context.capacity, context.clock, lobby_capacity=context.max_waiting)
         self.media: MediaRoom = context.sfu.open(meeting.id)
-        self.conns: dict[str, Conn] = {}
-        self._joined: dict[str, Conn] = {}  # participant id -> connection
-        self._lobby: dict[str, Conn] = {}  # waiting id -> connection
+        self.people = Audience()
+        self.conns = self.people.conns
+        self._joined = self.people.joined
+        self._lobby = self.people.lobby
         self._resume = ResumeTokens()
         self._entered: list[tuple[Conn, Participant]] = []  # let in; media set up after the lock
         self._knocks = KeyedLimiter(KNOCKS_PER_SECOND, KNOCK_BURST)
-        self._hosts_present = False
+        self._asks = MuteAsks()
+        # Participants made host by another host (no host key): the role survives a resume.
+        self._granted: set[str] = set()
+        self._hands_left: dict[str, int] = {}  # raised hands of people who dropped, for their return
         self.recording = RecordingStatus(meeting.id, False, not meeting.e2ee)
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
         self.finished = asyncio.Event()  # set once its media is closed
+        self.left_behind: LeftBehind | None = None  # set when it ends with pages able to come back
+        self._unlock_timer: asyncio.TimerHandle | None = None
+        if carried is not None:
+            self._carry_over(carried)
 
     @property
     def empty(self) -> bool:
@@ -154,7 +166,7 @@ class MeetingSession:
     async def tell_hosts(self, message: dict[str, Any]) -> None:
         """Send a message to every host present (a recording became ready)."""
         async with self._lock:
-            self._to_hosts(message)
+            self.people.to_hosts(message)
 
     async def end(self, code: int, reason: str) -> None:
         """Close every connection (the server is shutting down); the session is over."""
@@ -173,9 +185,11 @@ class MeetingSession:
             conn.send(reply("pong"))
         elif isinstance(message, Join):
             await self._join(conn, message)
+        elif isinstance(message, Watch):
+            self._watch(conn)
         elif isinstance(message, Leave):
             conn.channel.close(msg.CLOSE_FINAL, "left")
-            await self._drop(conn, barred=False)
+            await self._drop(conn, barred=True)  # left on purpose: nothing to come back to
         elif conn.state != JOINED or conn.participant is None or conn.peer is None:
             raise SignalingError("not-joined", "join first")
         elif isinstance(message, Answer):
@@ -188,21 +202,45 @@ class MeetingSession:
             self._chat(conn, message)
         elif isinstance(message, Publish):
             await self._publish(conn, message)
+        elif isinstance(message, Hand):
+            self._hand(conn, message)
+        elif isinstance(message, React):
+            self._react(conn, message)
+        elif isinstance(message, MuteAnswer):
+            self._mute_answer(conn, message)
         elif isinstance(message, HostAction):
             await self._host_action(conn, message)
 
     # --- joining -------------------------------------------------------------------------
 
     async def _join(self, conn: Conn, message: Join) -> None:
-        if conn.state != NEW:
+        if conn.state not in (NEW, WATCHING):
             raise SignalingError("already-joined", "this connection has joined already")
+        if message.key_check is not None and not self.meeting.e2ee:
+            raise SignalingError("bad-message", "join: key_check is for end-to-end encrypted meetings")
         is_host = await self._check_host_key(conn, message.host_key)
-        resumed = await self._take_back_place(message.resume)
+        previous = await self._take_back_place(message.resume)
+        # Someone a host handed the role to keeps it when their page comes back from a blip.
+        handed = previous is not None and previous in self._granted
+        self._granted.discard(previous or "")
+        hand = self._hands_left.pop(previous or "", None)  # their place among raised hands
         # A page back from a blip was admitted before: it does not queue in the lobby again.
-        if self.room.locked and not is_host and not resumed:
+        if self.room.locked and not (is_host or handed) and previous is None:
             await self._knock(conn, message)
             return
-        await self._enter(conn, message, is_host)
+        await self._enter(conn, message, is_host or handed, handed, hand)
+
+    def _watch(self, conn: Conn) -> None:
+        """Someone on the pre-join screen: told the status now and whenever it changes."""
+        if conn.state != NEW:
+            raise SignalingError("already-joined", "watch before joining, once")
+        if self.people.watching() >= MAX_WATCHERS:
+            raise SignalingError("watchers-full", "Too many people are looking at this meeting right now.")
+        conn.state = WATCHING
+        if conn.timer is not None:  # no deadline: people read the pre-join screen at their pace
+            conn.timer.cancel()
+            conn.timer = None
+        conn.send(self.people.status_for_newcomer(self.room, self.recording))
 
     async def _knock(self, conn: Conn, message: Join) -> None:
         """Wait in the lobby of a locked meeting until a host decides."""
@@ -215,7 +253,8 @@ class MeetingSession:
             return
         conn.state, conn.waiting_id, conn.pending = WAITING, waiting.id, message
         self._lobby[waiting.id] = conn
-        conn.send(_waiting_message(self.room.hosts_present()))
+        conn.send(waiting_message(self.room.hosts_present()))
+        conn.send(status_message(self.room, self.recording))
         await self._publish_events(events)
 
     async def _check_host_key(self, conn: Conn, host_key: str | None) -> bool:
@@ -227,28 +266,32 @@ class MeetingSession:
         conn.send(reply("notice", text="This host link is not valid for this meeting. You join as a guest."))
         return False
 
-    async def _take_back_place(self, token: str | None) -> bool:
-        """A reconnecting page's resume token: True when it was issued here and is still good.
+    async def _take_back_place(self, token: str | None) -> str | None:
+        """A reconnecting page's resume token: the participant id it held, when the token was
+        issued here and is still good.
 
         Tokens live in this session, so one from another meeting is never good here; each
         works once. The page's old connection, if the server has not noticed it died, goes.
         """
         pid = self._resume.take(token, time.monotonic())
         if pid is None:
-            return False
+            return None
         previous = self._joined.get(pid)
         if previous is not None:
             previous.channel.close(msg.CLOSE_FINAL, "replaced")
             await self._drop(previous, barred=False)
-        return True
+        return pid
 
-    async def _enter(self, conn: Conn, message: Join, is_host: bool) -> None:
+    async def _enter(self, conn: Conn, message: Join, is_host: bool, handed: bool = False,
+                     hand: int | None = None) -> None:
         limits = self.context.limits
         if not limits.take_place():
             await self._refuse(conn, "server-full", "This server is full right now. Try again in a few minutes.")
             return
         try:
-            participant, events = self.room.join(message.name, message.publish, is_host=is_host)
+            participant, events = self.room.join(
+                message.name, message.publish, is_host=is_host, audio_muted=message.audio_muted,
+                video_muted=message.video_muted, key_check=message.key_check, hand=hand)
         except RoomFull:
             limits.free_place()
             await self._refuse(conn, "meeting-full", f"This meeting is full ({self.room.capacity} people).")
@@ -256,11 +299,15 @@ class MeetingSession:
         conn.state, conn.participant = JOINED, participant
         self._deadline(conn, MEDIA_DEADLINE, JOINED)
         self._joined[participant.id] = conn
+        if handed:
+            self._granted.add(participant.id)
         log.info("joined %s", kv(meeting=ids.short(self.id), participant=participant.id[:4],
                                  host=is_host, present=len(self.room.participants)))
         conn.send(await self._welcome(participant, is_host))
         if is_host and self.room.lobby:
             conn.send(lobby_message(self.room))
+        elif self.room.unattended():
+            conn.send(knocking_message(self.room.unattended()))
         await self._publish_events(events)
         conn.media_pending = asyncio.Event()
         self._entered.append((conn, participant))
@@ -302,7 +349,8 @@ class MeetingSession:
         async with self._lock:
             conn.media_pending.set()
             conn.media_pending = None
-            if conn.state != JOINED or conn.participant is not participant:
+            # By id: the participant's record is replaced whenever it changes (mute, hand...).
+            if conn.state != JOINED or conn.participant is None or conn.participant.id != participant.id:
                 # Removed, or gone, while the media was being set up: no orphan peer.
                 await self.media.leave(participant.id)
             elif peer is None:
@@ -313,22 +361,11 @@ class MeetingSession:
                 conn.peer = peer
 
     async def _welcome(self, participant: Participant, is_host: bool) -> dict[str, Any]:
-        token = self._resume.issue(participant.id)
-        welcome: dict[str, Any] = {
-            "you": participant.public(),
-            "participants": [p.public() for p in self.room.others(participant.id)],
-            "ice_servers": self.context.ice_servers(),
-            "resume": token,
-            "locked": self.room.locked,
-            "e2ee": self.meeting.e2ee,
-        }
         recordings = self.context.recordings
-        if recordings is not None:
-            # Everyone is told on arrival whether the meeting is being recorded.
-            welcome["recording"] = recording_message(self.recording, with_reason=False)
-            if is_host:
-                welcome["recordings"] = await recordings.links(self.id)
-        return reply("welcome", **welcome)
+        links = await recordings.links(self.id) if recordings is not None and is_host else None
+        return welcome_message(
+            participant, self.room, self._resume.issue(participant.id), self.context.ice_servers(),
+            self.meeting.e2ee, self.recording if recordings is not None else None, links)
 
     async def _send_offer(self, conn: Conn, offer: Offer) -> None:
         conn.send(reply("offer", sdp=offer.sdp, slots=[
@@ -364,103 +401,11 @@ class MeetingSession:
 
     # --- in the meeting ----------------------------------------------------------------------
 
-    def _update(self, conn: Conn, **changes: Any) -> None:
-        assert conn.participant is not None
-        events = self.room.update(conn.participant.id, **changes)
-        conn.participant = self.room.participants[conn.participant.id]
-        self._tell(events)
-
-    def _chat(self, conn: Conn, message: Chat) -> None:
-        assert conn.participant is not None
-        if self.meeting.e2ee != (message.ciphertext is not None):
-            raise SignalingError("bad-message", "this meeting's chat is "
-                                 + ("end-to-end encrypted" if self.meeting.e2ee else "not encrypted"))
-        if not conn.chat_budget.take():
-            raise SignalingError("chat-rate-limited", "You are sending messages too fast.")
-        body = {"text": message.text} if message.text is not None else {"ciphertext": message.ciphertext}
-        self._broadcast(reply("chat", **{
-            "from": conn.participant.id, "name": conn.participant.name,
-            "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **body,
-        }))
-
-    async def _publish(self, conn: Conn, message: Publish) -> None:
-        assert conn.participant is not None and conn.peer is not None
-        if message.on:
-            await conn.peer.publish(message.source)
-            publishes = conn.participant.publishes | {message.source}
-        else:
-            await conn.peer.unpublish(message.source)
-            publishes = conn.participant.publishes - {message.source}
-        self._update(conn, publishes=frozenset(publishes))
-
-    # --- host actions --------------------------------------------------------------------
-
-    async def _host_action(self, conn: Conn, message: HostAction) -> None:
-        assert conn.participant is not None
-        if not conn.participant.is_host:
-            log.warning("host action refused %s", kv(meeting=ids.short(self.id), action=message.action))
-            raise SignalingError("not-host", "only hosts can do that")
-        action, target = message.action, message.target or ""
-        if action == "lock":
-            await self._publish_events(self.room.lock(bool(message.locked)))
-            if not message.locked:  # unlocking lets everyone waiting in
-                for waiting in list(self._lobby.values()):
-                    await self._admit(waiting)
-        elif action == "admit" and target in self._lobby:
-            await self._admit(self._lobby[target])
-        elif action == "deny" and target in self._lobby:
-            await self._close_with(self._lobby[target], "denied", "A host did not let you in.", barred=True)
-        elif action == "remove" and target in self._joined and self._joined[target] is not conn:
-            await self._close_with(self._joined[target], "removed", "A host removed you from the meeting.",
-                                   barred=True)
-        elif action == "ask-mute" and target in self._joined:
-            self._joined[target].send(reply("mute-request", by=conn.participant.name))
-        elif action == "end-meeting":
-            log.info("meeting ended by a host %s", kv(meeting=ids.short(self.id)))
-            for other in list(self._lobby.values()) + list(self._joined.values()):
-                await self._close_with(other, "meeting-ended", "The host ended the meeting.", barred=True)
-        elif action == "start-recording":
-            try:
-                await self._start_recording()
-            except RecordingRefused as exc:
-                raise SignalingError("recording-refused", str(exc)) from None
-        elif action == "stop-recording":
-            await self._stop_recording(STOP_HOST)
-
     async def _close_with(self, conn: Conn, kind: str, text: str, barred: bool) -> None:
         """Tell the browser why, then close its connection for good and drop it."""
         conn.send(reply(kind, message=text))
         conn.channel.close(msg.CLOSE_FINAL, kind)
         await self._drop(conn, barred=barred)
-
-    # --- recording -----------------------------------------------------------------------
-
-    async def _start_recording(self) -> RecordingStatus:
-        recordings = self.context.recordings
-        if recordings is None:
-            raise RecordingRefused("unavailable", "Recording is not available on this server.")
-        if not self.room.participants:
-            raise RecordingRefused("empty", "Nobody is in the meeting: recording starts once people have joined.")
-        status = await recordings.start_recording(self.meeting, self.media, self.participant_name)
-        self._recording_changed(status)
-        return status
-
-    async def _stop_recording(self, reason: str) -> RecordingStatus:
-        recordings = self.context.recordings
-        if recordings is None or not self.recording.active:
-            return RecordingStatus(self.id, False, not self.meeting.e2ee)
-        status = await recordings.stop_recording(self.id, reason)
-        self._recording_changed(status)
-        return status
-
-    def _recording_changed(self, status: RecordingStatus) -> None:
-        if status.active == self.recording.active and status.reason == self.recording.reason:
-            return
-        self.recording = status
-        self._broadcast(recording_message(status))
-        if status.reason == STOP_DISK:
-            self._to_hosts(reply("notice", text="Recording stopped: the server is low on disk space. "
-                                                "What was recorded so far is kept."))
 
     # --- leaving -------------------------------------------------------------------------
 
@@ -473,8 +418,8 @@ class MeetingSession:
     async def _drop(self, conn: Conn, barred: bool) -> None:
         """Take a connection out of the lobby, the room and the media; safe to repeat.
 
-        ``barred`` (removed by a host, the meeting ended) forgets the participant's resume
-        token; a dropped page keeps it for a grace period (see resume.py).
+        ``barred`` (removed by a host, the meeting ended, left on purpose) forgets the
+        participant's resume token; a dropped page keeps it for a grace period (resume.py).
         """
         state, conn.state = conn.state, CLOSED
         self.conns.pop(conn.id, None)
@@ -491,6 +436,13 @@ class MeetingSession:
                 del self._joined[pid]
             self.context.limits.free_place()
             self._resume.left(pid, time.monotonic(), barred)
+            if participant.hand is not None and not barred:
+                self._hands_left[pid] = participant.hand
+            self._hands_left = {p: h for p, h in self._hands_left.items() if self._resume.knows(p)}
+            if barred:
+                self._granted.discard(pid)
+            for ask in self._asks.gone(pid):
+                self._close_ask(ask, "no-answer")
             # The room is told first: whatever the media plane does, nobody stays as a ghost.
             events = self.room.leave(pid)
             try:
@@ -506,8 +458,15 @@ class MeetingSession:
         if self.closed:
             return
         self.closed = True
+        now = time.monotonic()
+        until = self._resume.good_until(now)
+        if until is not None and (self.room.locked or self._granted):
+            self.left_behind = LeftBehind(self.room.locked, self._resume, frozenset(self._granted), until)
+        if self._unlock_timer is not None:
+            self._unlock_timer.cancel()
         await self._stop_recording(STOP_EMPTY)
         await self.media.close()
+        self._asks.close()
         current = asyncio.current_task()
         for task in [t for t in self._tasks if t is not current]:
             task.cancel()
@@ -515,41 +474,25 @@ class MeetingSession:
 
     # --- telling people ------------------------------------------------------------------
 
-    def _broadcast(self, message: dict[str, Any], skip: str | None = None) -> None:
-        for pid, conn in self._joined.items():
-            if pid != skip:
-                conn.send(message)
-
-    def _to_hosts(self, message: dict[str, Any]) -> None:
-        for conn in self._joined.values():
-            if conn.participant is not None and conn.participant.is_host:
-                conn.send(message)
-
     async def _publish_events(self, events: list[RoomEvent]) -> None:
-        """Tell the room what changed, then the bus who is present now."""
+        """Tell the room what changed, the lobby whether a host is here, the bus who is present."""
         self._tell(events)
-        hosts_present = self.room.hosts_present()
-        if hosts_present != self._hosts_present:
-            # Whoever waits in the lobby learns whether anyone can let them in.
-            self._hosts_present = hosts_present
-            for waiting in self._lobby.values():
-                waiting.send(_waiting_message(hosts_present))
+        self.people.hosts_now(self.room.hosts_present())
         presence_now = presence(self.id, self.room, events)
         if presence_now is not None:
             await self.context.bus.publish(presence_now)
-        if any(isinstance(e, Ended) for e in events):
-            await self._stop_recording(STOP_EMPTY)
-
-    def _tell(self, events: list[RoomEvent]) -> None:
-        for notice in notices(events):
-            if notice.audience == HOSTS:
-                self._to_hosts(notice.message)
-            else:
-                self._broadcast(notice.message, skip=notice.skip)
         for event in events:
             if isinstance(event, Ended):
                 log.info("meeting ended %s", kv(meeting=ids.short(self.id),
                                                  minutes=round(event.duration.total_seconds() / 60, 1)))
+                await self._stop_recording(STOP_EMPTY)
+                self._everyone_left()
+
+    def _tell(self, events: list[RoomEvent]) -> None:
+        self.people.tell(events, self.room, self.recording)
+
+    def _refresh(self) -> None:
+        self.people.refresh(self.room, self.recording)
 
     def _spawn(self, coroutine: Any) -> None:
         """Run work that must take the lock later (a peer's state callback), holding its task."""
@@ -560,8 +503,3 @@ class MeetingSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-def _waiting_message(hosts_present: bool) -> dict[str, Any]:
-    text = ("This meeting is locked. A host will let you in shortly." if hosts_present else
-            "This meeting is locked and no host is in it right now. You will be let in when a host arrives.")
-    return reply("waiting", message=text, hosts_present=hosts_present)

@@ -204,6 +204,11 @@ class PostgresStore:
             " AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until < clock_timestamp())",
             platforms, self.node)
 
+    async def outbox_backlog(self) -> dict[str, tuple[int, float]]:
+        rows = await self.pool.fetch(
+            "SELECT platform, COUNT(*), MIN(created_at) FROM outbox WHERE state = 'pending' GROUP BY platform")
+        return {row[0]: (int(row[1]), float(row[2])) for row in rows}
+
     async def outbox_pending_announce(self, meeting_id: str) -> bool:
         found = await self.pool.fetchval(
             "SELECT 1 FROM outbox WHERE meeting_id = $1 AND kind = $2 AND state = 'pending' LIMIT 1",

@@ -33,6 +33,7 @@ from meeting.recording.model import RECORDING
 from meeting.recording.service import RecordingRefused, RecordingStatus
 from meeting.session.conn import Channel
 from meeting.session.messages import CLOSE_GOING_AWAY, CLOSE_RETRY, error
+from meeting.session.resume import GRACE as RESUME_GRACE
 from meeting.store.base import Store
 from meeting.workers.ledger import PresenceLedger
 from meeting.workers.pipe import Pipe, PipeClosed
@@ -79,6 +80,9 @@ class WorkerPool:
         self.orphan_grace = ORPHAN_GRACE
         self._routes: dict[str, _Route] = {}  # connection id -> where it goes
         self._directory: dict[str, _Worker] = {}  # meeting id -> the worker hosting it
+        # Where an emptied meeting lived, while pages that dropped may come back to what its
+        # session left there (its lock, their resume tokens): meeting id -> (worker, until).
+        self._last_home: dict[str, tuple[_Worker, float]] = {}
         self._requests: dict[int, tuple[_Worker, asyncio.Future[dict[str, Any]]]] = {}
         self._next_request = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -238,6 +242,12 @@ class WorkerPool:
         serving = [w for w in self.workers if w.alive and w.ready.is_set()]
         if not serving:
             return None
+        now = time.monotonic()
+        self._last_home = {m: home for m, home in self._last_home.items() if home[1] > now}
+        home = self._last_home.pop(meeting_id, None)
+        if home is not None and home[0] in serving:
+            self._directory[meeting_id] = home[0]
+            return home[0]
         # Least loaded: fewest people now (the front counts them exactly), then least CPU.
         worker = min(serving, key=lambda w: (len(w.conns), w.load.get("cpu", 0.0), w.index))
         self._directory[meeting_id] = worker
@@ -277,6 +287,7 @@ class WorkerPool:
             worker.meetings.pop(route.meeting_id, None)
             if self._directory.get(route.meeting_id) is worker:
                 del self._directory[route.meeting_id]
+                self._last_home[route.meeting_id] = (worker, time.monotonic() + RESUME_GRACE)
         self._send(worker, {"op": "disconnect", "conn": conn_id})
 
     def _send(self, worker: _Worker, message: dict[str, Any]) -> None:

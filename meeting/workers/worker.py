@@ -21,7 +21,7 @@ from typing import Any
 
 from meeting.config import Config, parse_config
 from meeting.events import Bus, PresenceChanged, RecordingStarted, RecordingStopped, from_dict, to_dict
-from meeting import logsetup
+from meeting import eventloop, logsetup
 from meeting.lifetime import die_with_parent
 from meeting.logfmt import kv
 from meeting.looplag import LoopLag
@@ -169,7 +169,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config = parse_config(json.loads(sys.stdin.read()))
     logsetup.configure(config.log, process=f"worker-{index}")
-    asyncio.run(run(config, index, fd))
+    eventloop.run(run(config, index, fd), config.server.event_loop)
     return 0
 
 

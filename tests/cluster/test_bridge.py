@@ -15,6 +15,7 @@ from typing import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from meeting.cluster.leader import Leadership
 from meeting.cluster.limits import SharedLimiter
@@ -157,6 +158,33 @@ async def test_one_leader_at_a_time_and_a_takeover(redis_server: RedisServer) ->
     await wait_for(lambda: held == ["two"], 8)
     two.cancel()
     await asyncio.gather(two, return_exceptions=True)
+    await redis.aclose()
+
+
+async def test_a_restarted_redis_leaves_the_leader_leading(redis_server: RedisServer) -> None:
+    redis = Redis.from_url(redis_server.url)
+    events: list[str] = []
+
+    async def elected() -> None:
+        events.append("elected")
+
+    async def lost() -> None:
+        events.append("lost")
+
+    leadership = Leadership(redis, "bots", "one", elected, lost)
+    running = asyncio.ensure_future(leadership.run())
+    await wait_for(lambda: events == ["elected"], 5)
+    await redis_server.restart()  # forgets the lease
+
+    async def lease_back() -> bool:
+        try:
+            return await redis.get("meetnow:leader:bots") == b"one"
+        except RedisError:
+            return False  # this client reconnects on its next command
+    await wait_for(lease_back, 10, interval=0.2)
+    assert events == ["elected"]  # never dropped: the bots' connections were not cut
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
     await redis.aclose()
 
 

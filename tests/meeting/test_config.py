@@ -58,6 +58,7 @@ def test_values_are_read(tmp_path: Path) -> None:
         ("[recordings]\nretention_days = 0\n", "recordings.retention_days"),
         ("[server]\nheader_timeout = 0\n", "'server.header_timeout' must be at least 1"),
         ("[server]\nbody_timeout = 2.5\n", "'server.body_timeout' must be an integer, not float"),
+        ('[server]\nevent_loop = "trio"\n', "'server.event_loop' must be one of: uvloop, asyncio"),
         ("[server]\nmax_connections = -1\n", "'server.max_connections' must not be negative"),
         ("[server]\nmax_connections_per_address = -5\n", "'server.max_connections_per_address'"),
         ('[media]\nannounce_addresses = ["vm.example.org"]\n', "'media.announce_addresses[0]' must be an IP address"),

@@ -161,6 +161,21 @@ async def test_entries_for_unconfigured_platforms_wait(store: Store, clock: Cloc
     assert await outbox.deliver_due() == 0
 
 
+async def test_the_backlog_counts_what_waits_and_the_age_of_the_oldest(
+        store: Store, clock: Clock, meeting_id: str) -> None:
+    outbox = Outbox(store, clock)
+    assert await outbox.backlog() == {}
+    await outbox.put("announce:w1", meeting_id, "discord", ANNOUNCE, {})
+    clock.now += 30
+    await outbox.put("announce:w2", meeting_id, "discord", ANNOUNCE, {})
+    await outbox.put("announce:s1", meeting_id, "slack", ANNOUNCE, {})
+    clock.now += 10
+    assert await outbox.backlog() == {"discord": (2, 40.0), "slack": (1, 10.0)}
+    outbox.register(ScriptedCourier())
+    await outbox.deliver_due()
+    assert await outbox.backlog() == {"discord": (2, 40.0)}
+
+
 class RewritingCourier(ScriptedCourier):
     """Fails a status delivery while a newer status is written, as a burst of joins would."""
 

@@ -77,3 +77,34 @@ def test_names_are_cleaned() -> None:
     assert clean_name("  Ada\n  Lovelace ") == "Ada Lovelace"
     assert clean_name("") == "Guest"
     assert len(clean_name("x" * 500)) == NAME_MAX
+
+
+def test_hands_are_ordered_by_raising_and_a_handover_keeps_a_host_throughout() -> None:
+    room = Room("m", capacity=5, clock=Clock())
+    a, _ = room.join("a", is_host=True)
+    b, _ = room.join("b", audio_muted=True)
+    c, _ = room.join("c")
+    assert room.participants[b.id].audio_muted
+    room.raise_hand(c.id, True)
+    room.raise_hand(a.id, True)
+    assert [p.name for p in room.hands()] == ["c", "a"]
+    assert room.raise_hand(a.id, True) == []
+    room.raise_hand(c.id, False)
+    room.raise_hand(c.id, True)
+    assert [p.name for p in room.hands()] == ["a", "c"]
+    with pytest.raises(NotInRoom):
+        room.raise_hand("nobody", True)
+    first, second = room.hand_over(a.id, b.id)
+    assert first.participant.id == b.id and first.participant.is_host  # the new host first
+    assert second.participant.id == a.id and not second.participant.is_host
+    assert room.hosts_present()
+
+
+def test_unattended_counts_the_lobby_only_without_a_host() -> None:
+    room = Room("m", capacity=5, clock=Clock())
+    host, _ = room.join("h", is_host=True)
+    room.lock(True)
+    room.knock("n")
+    assert room.unattended() == 0
+    room.leave(host.id)
+    assert room.unattended() == 1

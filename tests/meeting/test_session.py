@@ -10,6 +10,7 @@ import pytest
 
 from meeting.events import Bus, PresenceChanged
 from meeting.models import Meeting, Origin
+from meeting.session import resume as resume_module
 from meeting.session import session as session_module
 from meeting.session.context import SessionContext
 from meeting.session.host import Sessions
@@ -110,6 +111,45 @@ async def test_someone_removed_cannot_resume(sessions: Sessions) -> None:
     assert guest.channel.closed == (CLOSE_FINAL, "removed")
     back = await Person(sessions, m).join("Gus", resume=welcome["resume"])
     assert back.channel.of("waiting") and not back.channel.of("welcome")
+
+
+async def test_a_locked_meeting_stays_locked_when_everyone_drops_at_once(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    m = meeting("k")
+    host = await Person(sessions, m).join("Hana", host_key=HOST_KEY)
+    guest = await Person(sessions, m).join("Gus")
+    await host.send({"type": "lock", "locked": True})
+    tokens = {p.id: p.channel.of("welcome")[0]["resume"] for p in (host, guest)}
+    # A blip drops every connection: the session ends, and a stranger arrives in between.
+    await sessions.disconnect(host.id)
+    await sessions.disconnect(guest.id)
+    assert sessions.session(m.id) is None
+    stranger = await Person(sessions, m).join("Sam")
+    assert stranger.channel.of("waiting") and not stranger.channel.of("welcome")
+    # The people who were in come back past the lock; the host's page is host again.
+    back = await Person(sessions, m).join("Gus", resume=tokens[guest.id])
+    assert back.channel.of("welcome")[0]["locked"] is True
+    host_back = await Person(sessions, m).join("Hana", host_key=HOST_KEY, resume=tokens[host.id])
+    assert host_back.channel.of("lobby")[0]["waiting"][0]["name"] == "Sam"
+
+
+async def test_an_empty_meeting_unlocks_once_nobody_can_come_back(
+    sessions: Sessions, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resume_module, "GRACE", 0.2)
+    m = meeting("u")
+    host = await Person(sessions, m).join("Hana", host_key=HOST_KEY)
+    watcher = await Person(sessions, m).open()
+    await watcher.send({"type": "watch"})  # keeps the session alive on the pre-join screen
+    await host.send({"type": "lock", "locked": True})
+    await sessions.disconnect(host.id)
+    assert watcher.channel.of("status")[-1]["locked"] is True  # Hana may still come back
+    await wait_for(lambda: watcher.channel.of("status")[-1]["locked"] is False, timeout=5)
+    # After the grace period a dropped session leaves nothing behind either.
+    await sessions.disconnect(watcher.id)
+    late = await Person(sessions, m).join("Sam")
+    assert late.channel.of("welcome")[0]["locked"] is False
 
 
 async def test_the_lobby_is_capped_knocks_are_limited_and_hosts_hear_one_change_at_a_time(sessions: Sessions) -> None:

@@ -17,6 +17,7 @@ from meeting.models import Origin
 from meeting.service import MeetingService
 from meeting.media.transport import PeerTransport
 from tests.conftest import wait_for
+from tests.web.test_browser_gestures import LOG_REACTIONS, reactions_shown
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, new_page, remote_media
 
 pytestmark = pytest.mark.browser
@@ -81,7 +82,9 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     link = str(client.make_url(f"/m/{minted.meeting.id}"))
     key = ids.new_media_key()
     ann, ben, cat = await new_page(browser), await new_page(browser), await new_page(browser)
-    await join_meeting(ann, f"{link}#key={key}", "Ann")
+    host_key = minted.host_url.split("#host=")[1]
+    await join_meeting(ann, f"{link}#host={host_key}&key={key}", "Ann")  # a host
+    assert await ann.get_attribute("#more-menu .host-only", "hidden") is None
     await join_meeting(ben, f"{link}#key={key}", "Ben")
     assert "End-to-end encrypted" in await ann.text_content(".badge.secure")
 
@@ -123,7 +126,8 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
           && r.kind === 'video') n += r.framesEncoded || 0; }); return n; }""")
     assert ann_frames > 20
 
-    # Cat is told plainly why the tiles are empty, and the others see whose media fails.
+    # Cat is told plainly why the tiles are empty, and the others (the host too) see whose link
+    # lacks the key: from the key check Cat's page sent with its join (it sent none).
     assert "your link has no key" in await cat.text_content("#e2ee-banner")
     assert await cat.eval_on_selector_all(".tile.undecryptable:not(.self)", "els => els.length") == 2
     # Ciphertext decoded as sound is noise: Cat's page plays none, and marks no one speaking.
@@ -131,7 +135,10 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     assert await cat.eval_on_selector_all(".tile.speaking:not(.self)", "els => els.length") == 0
     for holder in (ann, ben):
         note = await holder.wait_for_selector(".tile.undecryptable:has-text('Cat') .tile-note", timeout=10000)
-        assert "Can't decrypt Cat's video and sound" in await note.text_content()
+        assert "Cat's link has no key" in await note.text_content()
+        assert "no key in their link" in await holder.text_content("#people li:has-text('Cat') .state")
+        assert await holder.eval_on_selector_all("#people li.key-problem", "els => els.map(e => e.textContent)") == [
+            await holder.text_content("#people li:has-text('Cat')")]  # nobody else's key is in doubt
         assert await holder.is_hidden("#e2ee-banner")  # the key holders' own key is fine
         assert await holder.eval_on_selector_all(".tile.undecryptable", "els => els.length") == 1
 
@@ -143,6 +150,18 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     await ben.wait_for_selector("#messages li .text:has-text('the plan is secret')")
     await cat.wait_for_selector("#messages li .text:has-text('cannot read')")
 
+    # Reactions are sealed too: key holders see Ben's heart, Cat's page (no key) shows nothing.
+    for page in (ann, cat):
+        await page.evaluate(LOG_REACTIONS)
+    await ben.click("#react")
+    await ben.click("#reactions button[aria-label='React: heart']")
+    await ben.fill("#message", "after the heart")
+    await ben.click("button:has-text('Send')")
+    assert await reactions_shown(ann, 1) == [["Ben", "\u2764\ufe0f"]]
+    # Cat handles messages in order: once the next chat line is shown, the reaction was dealt with.
+    await cat.wait_for_function("() => document.querySelectorAll('#messages li:not(.system)').length === 2")
+    assert await cat.evaluate("() => window.__reactions") == []
+
     # With a key that is not the meeting's, Cat is told the key is wrong, not shown grey tiles.
     await cat.click("#leave")
     await cat.goto("about:blank")  # a new fragment alone would not load the page again
@@ -151,7 +170,11 @@ async def test_only_key_holders_see_and_the_server_sees_ciphertext(
     await cat.click("button:has-text('Join')")
     banner = await cat.wait_for_selector("#e2ee-banner:not([hidden])", timeout=15000)
     assert "The key in your link is not the one the others here use" in await banner.text_content()
-    await ann.wait_for_selector(".tile.undecryptable:has-text('Cat')", timeout=10000)
+    # The host sees it at once, in the people list and on the tile, and it is not the host's key.
+    await ann.wait_for_selector("#people li:has-text('Cat') .state:has-text('a different key from yours')",
+                                state="attached", timeout=5000)
+    note = await ann.wait_for_selector(".tile.undecryptable:has-text('Cat') .tile-note")
+    assert "Cat's link has a different key" in await note.text_content()
     assert await ann.is_hidden("#e2ee-banner")
 
 

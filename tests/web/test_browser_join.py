@@ -212,3 +212,31 @@ async def test_prejoin_devices_and_joining_with_the_camera_off(
     # on a sender in place of the first, gets no frame encoded here, with this server and
     # between two Chromium peer connections alike (the same switch to a fresh capture of the
     # first fake camera encodes at once); real cameras could not be tried on this machine.
+
+
+async def test_a_name_typed_and_join_pressed_while_the_page_loads_joins(
+    browser: Browser, client: TestClient, minted: MintedMeeting
+) -> None:
+    """On a slow link people type and press Join before the page's script has run: the name
+    stays and the press joins (instead of reloading the page with the name in its address)."""
+    import asyncio
+
+    page = await new_page(browser)
+    release = asyncio.Event()
+
+    async def hold_script(route) -> None:  # the page's script arrives late
+        await release.wait()
+        await route.continue_()
+
+    await page.route("**/static/meeting.js", hold_script)
+    # Module scripts hold DOMContentLoaded back: the document is there once it is committed.
+    await page.goto(local(client, minted.url), wait_until="commit")
+    await page.fill("#name", "Early")
+    assert await page.is_disabled("#join")  # nothing to press until the script can join
+    click = asyncio.ensure_future(page.click("#join"))  # pressed now; it lands once enabled
+    release.set()
+    await click
+    await page.wait_for_selector(".tile.self")
+    assert "?" not in page.url
+    room = room_of(client, minted.meeting.id)
+    assert [p.name for p in room.participants.values()] == ["Early"]

@@ -52,7 +52,7 @@ async def test_link_minted_by_cli_opens_after_a_restart(tmp_path: Path) -> None:
                 except aiohttp.ClientConnectionError:
                     return False
 
-            await wait_for(serving, timeout=15)
+            await wait_for(serving, timeout=60)  # a front and its workers starting on a busy machine
             async with http.get(join_url) as response:
                 assert response.status == 200
                 assert "Retro" in await response.text()
@@ -113,7 +113,7 @@ async def test_serve_with_metrics_on_their_own_listener_and_json_logs(tmp_path: 
                 except aiohttp.ClientConnectionError:
                     return False
 
-            await wait_for(scraped, timeout=15)
+            await wait_for(scraped, timeout=60)  # a front and two workers starting on a busy machine
             async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as refused:
                 assert refused.status == 401
             async with http.get(f"http://127.0.0.1:{port}/metrics",

@@ -84,7 +84,7 @@ async def test_lock_lobby_admit_and_deny(server: TestClient, minted: MintedMeeti
     welcome = await newcomer.next("welcome")
     assert sorted(p["name"] for p in welcome["participants"]) == ["Gus", "Hana"]
     assert (await host.next("lobby-removed"))["id"] == nia["id"]  # a change, not the whole list
-    assert len(sfu.peers) == 3
+    await wait_for(lambda: len(sfu.peers) == 3)  # media is set up after the admit, outside the lock
 
     denied = await connect(server, minted.meeting.id)
     await denied.send({"type": "join", "name": "Dee"})

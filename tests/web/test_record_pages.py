@@ -7,11 +7,12 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import av
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from playwright.async_api import Browser
 
 from meeting import ids
 from meeting.recording.compose import compose
@@ -19,12 +20,15 @@ from meeting.config import Config
 from meeting.events import Bus, RecordingExpiring, RecordingReady
 from meeting.models import Origin
 from meeting.recording.model import COMPOSING, RECORDING, Recording
+from meeting.recording.worker import own_folder
 from meeting.service import MeetingService
 from meeting.store.sqlite import SqliteStore
 from bench.synthetic import encoded_media
 from tests.conftest import serving
 from tests.meeting.record_files import person_recorded
+from tests.web.meeting_page import SHOTS
 from web.cli import list_recordings
+from web.recordings import format_length
 from web.keys import RECORDINGS
 
 MADE = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
@@ -74,8 +78,11 @@ async def server(config: Config, store: SqliteStore, clock: Clock,
         yield client
 
 
-async def ready_recording(config: Config, store: SqliteStore, meetings: MeetingService) -> Recording:
-    """A composed recording of a meeting titled "Retro", made at MADE, as the composer leaves it."""
+async def ready_recording(config: Config, store: SqliteStore, meetings: MeetingService,
+                          timeline: list[dict[str, Any]] | None = None,
+                          duration: float | None = None) -> Recording:
+    """A composed recording of a meeting titled "Retro", made at MADE, as the composer leaves it
+    (``timeline`` and ``duration``, when given, are what the store says of it)."""
     minted = await meetings.mint("Retro", Origin("web"))
     recording = Recording(id=ids.new_id(), meeting_id=minted.meeting.id, state=RECORDING, started_at=MADE,
                           expires_at=MADE + timedelta(days=config.recordings.retention_days))
@@ -85,8 +92,10 @@ async def ready_recording(config: Config, store: SqliteStore, meetings: MeetingS
     result = compose(folder, span=2.0)
     await store.add_recording(recording)
     await store.recording_stopped(recording.id, MADE + timedelta(seconds=2), 2.0)
-    timeline = [{"name": "Ann <b>", "segments": [[0.2, 1.4]], "total": 1.2}]
-    assert await store.recording_composed(recording.id, "recording.mp4", result.size, result.duration, timeline,
+    if timeline is None:
+        timeline = [{"name": "Ann <b>", "segments": [[0.2, 1.4]], "total": 1.2}]
+    length = result.duration if duration is None else duration
+    assert await store.recording_composed(recording.id, "recording.mp4", result.size, length, timeline,
                                           MADE + timedelta(seconds=2))
     got = await store.get_recording(recording.id)
     assert got is not None
@@ -119,6 +128,56 @@ async def test_recording_page_shows_player_download_length_expiry_and_who_spoke(
     assert f'href="/m/{recording.meeting_id}">Back to the meeting</a>' in html
     assert "Ann &lt;b&gt;" in html and "Ann <b>" not in html  # names are text
     assert 'data-start="0.2"' in html
+
+
+async def test_who_spoke_when_has_one_row_per_person_however_often_they_reconnected(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService) -> None:
+    # As stored: one row per connection (Dave's page reconnected twice).
+    rows = [{"name": "Dave", "segments": [[0.0, 1.0]], "total": 1.0},
+            {"name": "Ann", "segments": [[1.0, 2.0]], "total": 1.0},
+            {"name": "Dave", "segments": [[3.0, 4.0], [4.2, 5.0]], "total": 1.8},
+            {"name": "Dave", "segments": [[10.0, 11.5]], "total": 1.5}]
+    recording = await ready_recording(config, store, meetings, timeline=rows, duration=20.0)
+    html = await (await server.get(f"/r/{recording.id}")).text()
+    names = re.findall(r'<span class="speaker-name">([^<]*)</span>', html)
+    assert names == ["Dave", "Ann"]
+    data = json.loads(re.search(r'data-timeline="([^"]*)"', html).group(1).replace("&#34;", '"'))
+    assert data["speakers"][0] == {"name": "Dave", "segments": [[0.0, 1.0], [3.0, 5.0], [10.0, 11.5]], "total": 4.5}
+
+
+TICKS = """() => [...document.querySelectorAll(".scale .tick")].map((t) => {
+  const r = t.getBoundingClientRect(); return [t.textContent, r.left, r.right]; })"""
+
+
+@pytest.mark.browser
+async def test_recording_page_on_a_phone_has_readable_ticks_and_does_not_scroll_for_nothing(
+        server: TestClient, config: Config, store: SqliteStore, meetings: MeetingService, browser: Browser) -> None:
+    rows = [{"name": "Ann", "segments": [[1.0, 20.0]], "total": 19.0},
+            {"name": "Ben", "segments": [[30.0, 60.0]], "total": 30.0}]
+    recording = await ready_recording(config, store, meetings, timeline=rows, duration=66.6)
+    page = await browser.new_page()
+    for size in ({"width": 390, "height": 844}, {"width": 1366, "height": 768}):
+        await page.set_viewport_size(size)
+        await page.goto(str(server.make_url(f"/r/{recording.id}")))
+        await page.wait_for_selector(".scale .tick")
+        assert await page.text_content("#recording-length") == "1 min 06 s"
+        ticks = await page.evaluate(TICKS)
+        assert ticks[0][0] == "0:00" and len(ticks) >= 2, ticks
+        for (_, _, right), (_, left, _) in zip(ticks, ticks[1:]):
+            assert right + 4 <= left, (size, ticks)  # apart, with a gap
+        assert ticks[-1][2] <= size["width"], (size, ticks)
+        # Nothing below the content: only as tall as what it holds.
+        main_bottom = await page.eval_on_selector("main", "m => m.getBoundingClientRect().bottom + 32")
+        height = await page.evaluate("document.documentElement.scrollHeight")
+        assert height <= max(size["height"], main_bottom + 1), (size, height, main_bottom)
+        if SHOTS:
+            await page.screenshot(path=f"{SHOTS}/recording-{size['width']}.png", full_page=True)
+
+
+def test_lengths_are_cut_to_whole_seconds_as_the_player_shows_them() -> None:
+    assert format_length(66.6) == "1 min 06 s"
+    assert format_length(59.9) == "59 s"
+    assert format_length(3600 + 125.7) == "1 h 02 min"
 
 
 async def test_poster_is_a_still_from_the_recording(
@@ -224,3 +283,19 @@ async def test_meetnow_recordings_lists_links_and_expiry(
     await list_recordings(config, include_deleted=True)
     out = capsys.readouterr().out
     assert "deleted" in out and recording.id not in out
+
+
+async def test_meetnow_recordings_says_queued_until_composing_starts(
+        config: Config, store: SqliteStore, meetings: MeetingService, capsys: pytest.CaptureFixture[str]) -> None:
+    minted = await meetings.mint("Retro", Origin("web"))
+    recording = Recording(id=ids.new_id(), meeting_id=minted.meeting.id, state=RECORDING, started_at=MADE,
+                          expires_at=MADE + timedelta(days=config.recordings.retention_days))
+    await store.add_recording(recording)
+    await store.recording_stopped(recording.id, MADE + timedelta(seconds=2), 2.0)
+    folder = Path(config.recordings.folder) / recording.id
+    folder.mkdir(parents=True)
+    await list_recordings(config, include_deleted=False)
+    assert capsys.readouterr().out.splitlines()[1].startswith("queued ")
+    with own_folder(folder):  # a composer took it
+        await list_recordings(config, include_deleted=False)
+    assert capsys.readouterr().out.splitlines()[1].startswith("composing ")

@@ -18,13 +18,16 @@ from tests.conftest import room_of, wait_for
 from tests.web.test_browser_meeting import frames_keep_rising, join_meeting, meeting_url  # noqa: F401
 from web.keys import SESSIONS, SOCKET_LIMITS
 from meeting.ratelimit import KeyedLimiter, LocalLimiter
-from meeting.session.messages import SCHEMA
+from meeting.session.messages import MUTE_ANSWERS, REACTIONS, SCHEMA
 
 pytestmark = pytest.mark.browser
 
 TYPES = sorted(SCHEMA) + ["", "offer", "JOIN", "welcome"]
 FIELDS = sorted({f for fields in SCHEMA.values() for f in fields}) + ["type", "x", "__proto__"]
-scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40)
+# Values some messages accept (reactions, answers, a key check), so fuzzed ones get past the schema.
+ACCEPTED = st.sampled_from(list(REACTIONS) + list(MUTE_ANSWERS) + ["0123456789abcdef", "screen", "mic"])
+scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=40)
+           | ACCEPTED)
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
                       max_leaves=8)
 

@@ -159,3 +159,12 @@ async def test_meetings_spread_over_two_workers_and_come_back_after_one_is_kille
         # A replacement worker is serving again.
         await wait_for(lambda: victim.alive and victim.ready.is_set(), 15)
         assert pool.restarts == 1
+
+        # A meeting emptied a moment ago goes back to the worker that hosted it last (where
+        # its session left what returning pages need), not to the idle replacement.
+        survivor = pool.workers[1]
+        meeting_id = minted[0].meeting.id
+        url = str(client.make_url(f"/m/{meeting_id}/ws")).replace("http://", "ws://")
+        async with aiohttp.ClientSession() as http, http.ws_connect(url):
+            await wait_for(lambda: survivor.meetings.get(meeting_id) == 1, 5)
+            assert meeting_id not in victim.meetings

@@ -2,7 +2,8 @@
 // (#key=...), which browsers never send to a server. Media frames are encrypted in a worker
 // with WebRTC encoded transforms (AES-GCM), keeping the few codec header bytes the forwarding
 // server and the decoders need in clear; chat is encrypted with a key derived from the same
-// secret. The server forwards what it cannot read.
+// secret, and so are reactions. The server forwards what it cannot read. Each page also
+// sends a short key check when it joins, so everyone sees who holds another key, or none.
 "use strict";
 
 const E2EE = (() => {
@@ -18,6 +19,14 @@ const E2EE = (() => {
     return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
 
+  // First 8 bytes of HMAC-SHA256(key, "meetnow key check"), in hex: equal for equal keys, and
+  // of no use for finding a 256-bit random key.
+  async function keyCheck(secret) {
+    const key = await crypto.subtle.importKey("raw", e2eeKeyBytes(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+    const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, encoder.encode("meetnow key check")));
+    return [...mac.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
   function toBase64(bytes) {
     let text = "";
     for (const b of bytes) text += String.fromCharCode(b);
@@ -28,6 +37,9 @@ const E2EE = (() => {
     constructor(secret) {
       this.secret = secret;
       this.chatKey = e2eeDeriveKey(secret, "chat");
+      this.reactionKey = e2eeDeriveKey(secret, "reaction");
+      // null when the link's key cannot even be read: the page then joins as one without a key.
+      this.keyCheck = keyCheck(secret).catch(() => null);
       this.worker = new Worker("/static/e2ee-worker.js");
       this.worker.postMessage({ type: "key", secret });
       this.attached = new WeakSet();
@@ -61,27 +73,43 @@ const E2EE = (() => {
       }
     }
 
-    async encryptChat(text) {
-      const iv = crypto.getRandomValues(new Uint8Array(12));
-      const sealed = new Uint8Array(await crypto.subtle.encrypt(
-        { name: "AES-GCM", iv }, await this.chatKey, encoder.encode(text)));
-      const out = new Uint8Array(12 + sealed.length);
-      out.set(iv);
-      out.set(sealed, 12);
-      return toBase64(out);
+    encryptChat(text) {
+      return seal(this.chatKey, text);
     }
 
-    async decryptChat(ciphertext) {
-      try {
-        const raw = Uint8Array.from(atob(ciphertext), (c) => c.charCodeAt(0));
-        const plain = await crypto.subtle.decrypt(
-          { name: "AES-GCM", iv: raw.subarray(0, 12) }, await this.chatKey, raw.subarray(12));
-        return decoder.decode(plain);
-      } catch (err) {
-        return null;
-      }
+    decryptChat(ciphertext) {
+      return open(this.chatKey, ciphertext);
+    }
+
+    // Reactions have a key of their own: a chat message relayed as a reaction, or the other
+    // way round, does not decrypt.
+    encryptReaction(emoji) {
+      return seal(this.reactionKey, emoji);
+    }
+
+    decryptReaction(ciphertext) {
+      return open(this.reactionKey, ciphertext);
     }
   }
 
-  return { supported, newKey, Session };
+  async function seal(keyPromise, text) {
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv }, await keyPromise, encoder.encode(text)));
+    const out = new Uint8Array(12 + sealed.length);
+    out.set(iv);
+    out.set(sealed, 12);
+    return toBase64(out);
+  }
+
+  async function open(keyPromise, ciphertext) {
+    try {
+      const raw = Uint8Array.from(atob(ciphertext), (c) => c.charCodeAt(0));
+      const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: raw.subarray(0, 12) }, await keyPromise, raw.subarray(12));
+      return decoder.decode(plain);
+    } catch (err) {
+      return null;
+    }
+  }
+
+  return { supported, newKey, keyCheck, Session };
 })();

@@ -76,7 +76,11 @@ export class Notices {
       item.append(button(label, () => { act(); done(); }));
     }
     this.box.append(item);
-    while (this.box.children.length > MAX_NOTICES) this.box.firstElementChild.remove();
+    // Old notices make way for new ones; a question still waiting for its answer goes last.
+    while (this.box.children.length > MAX_NOTICES) {
+      const items = [...this.box.children];
+      (items.find((el) => !el.classList.contains("prompt") && el !== item) || items[0]).remove();
+    }
     setTimeout(done, actions.length ? PROMPT_MS : lasts);
     this.changed();
     return item;

@@ -8,6 +8,8 @@ import { Meter, acquire, canPickSpeaker, deviceOf, fillSelect, listDevices, load
 import { ChatLog } from "./meeting-chat.js";
 import { Notices, button, flag, icon, iconButton } from "./meeting-ui.js";
 import { SPEAKING_LEVEL, StatsReader } from "./meeting-stats.js";
+import { buildPicker, handFlag, handQueue, isReaction, showReaction } from "./meeting-gestures.js";
+import { knockingText, showStatus, statusLines } from "./meeting-status.js";
 
 const $ = (id) => document.getElementById(id);
 const app = $("app");
@@ -40,6 +42,9 @@ const state = {
   busy: false,                // a camera or device change is under way
   screen: null,               // the display capture while sharing
   ws: null,
+  joining: false,             // this connection asks to join (or will, once open); else it only watches
+  synced: false,              // what changed while joining was sent again, after the first answer
+  watchRetries: 0,
   pc: null,
   you: null,
   resume: null,
@@ -56,6 +61,11 @@ const state = {
   timers: [],
   hostKey: takeHostKey(),
   e2ee: null,                 // E2EE.Session when the meeting is end-to-end encrypted and we hold its key
+  keyCheck: null,             // what every page is shown of our key: see E2EE.keyCheck
+  keyCheckReady: Promise.resolve(),
+  handRaised: false,
+  status: null,               // the server's last "status": records? locked? a host present?
+  asked: new Set(),           // participants a host here asked to mute, no answer yet
   decryptBase: new Map(),     // "epoch:mid" -> {participant, ok, failed} when that m-line changed hands
   undecryptable: new Set(),
   recording: { active: app.dataset.recording === "true", available: !encrypted },
@@ -153,6 +163,7 @@ function prepareE2ee() {
     return true;
   }
   state.e2ee = new E2EE.Session(key);
+  state.keyCheckReady = state.e2ee.keyCheck.then((check) => { state.keyCheck = check; });
   note.textContent = "End-to-end encrypted: media and chat are encrypted in the browsers. "
     + "Anyone with this full link can join.";
   return true;
@@ -173,7 +184,11 @@ async function prepareMedia() {
 }
 
 async function prepare() {
-  $("name").value = localStorage.getItem("meetnow.name") || "";
+  // A name typed while the page was still loading stays.
+  if (!$("name").value) $("name").value = localStorage.getItem("meetnow.name") || "";
+  // Disabled in the page until now: a click before this script ran would submit the form
+  // to the server, reloading the page instead of joining.
+  $("join").disabled = false;
   $("recording-notice").hidden = !state.recording.active;
   if (!navigator.mediaDevices || !window.RTCPeerConnection) {
     showNote("This browser cannot join meetings (no WebRTC).");
@@ -184,6 +199,7 @@ async function prepare() {
     $("join").disabled = true;
     return;
   }
+  connect(false);  // told whether it records, is locked, has a host, while devices open
   $("share").hidden = !navigator.mediaDevices.getDisplayMedia;
   $("fullscreen").hidden = !document.fullscreenEnabled;
   if (navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener("devicechange", refreshDevices);
@@ -298,10 +314,13 @@ function meterWanted() {
 
 // ---------------------------------------------------------------- connection
 
-function connect() {
+/** Open the meeting's socket: to join (`joining`), or to watch its status until Join is
+ *  pressed, when the same socket asks to join. */
+function connect(joining) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = new WebSocket(`${scheme}://${location.host}/m/${meetingId}/ws`);
   state.ws = ws;
+  state.joining = joining;
   // A fresh chain per connection: a step of an older one that never settles (a closed peer
   // connection leaves its promises pending) must not hold this one.
   state.epoch += 1;
@@ -309,11 +328,8 @@ function connect() {
   const epoch = state.epoch;
   ws.onopen = () => {
     state.lastMessage = Date.now();
-    send({
-      type: "join", name: state.name, publish: published(),
-      ...(state.resume ? { resume: state.resume } : {}),
-      ...(state.hostKey ? { host_key: state.hostKey } : {}),
-    });
+    if (state.joining) sendJoin();
+    else send({ type: "watch" });
   };
   ws.onmessage = (event) => {
     state.lastMessage = Date.now();
@@ -324,6 +340,7 @@ function connect() {
   // before the page decides the connection was lost and rejoins.
   ws.onclose = (event) => enqueue(epoch, () => {
     if (state.ws !== ws) return;
+    if (!state.joining) return watchLost(event);
     // The server closed on purpose (removed, ended, full...): never rejoin by ourselves.
     if (event.code === CLOSE_FINAL) ended(FINAL_REASONS[event.reason] || "The meeting ended.");
     else lostConnection();
@@ -333,6 +350,38 @@ function connect() {
     if (Date.now() - state.lastMessage > SILENCE_LIMIT_MS) ws.close();
     else send({ type: "ping" });
   }, PING_EVERY_MS));
+}
+
+function sendJoin() {
+  send({
+    type: "join", name: state.name, publish: published(),
+    // Others see us muted, or with the camera off, from the start.
+    audio_muted: state.audioMuted, video_muted: state.videoMuted,
+    ...(state.keyCheck ? { key_check: state.keyCheck } : {}),
+    ...(state.resume ? { resume: state.resume } : {}),
+    ...(state.hostKey ? { host_key: state.hostKey } : {}),
+  });
+}
+
+/** The watching socket closed before Join: watch again a little later, while still undecided. */
+function watchLost(event) {
+  stopTimers();
+  state.ws = null;
+  state.epoch += 1;
+  if (event.code === CLOSE_FINAL || state.watchRetries >= 5) return;  // the status stays as last told
+  const delay = 2000 * 2 ** state.watchRetries;
+  state.watchRetries += 1;
+  setTimeout(() => { if (!state.ws && !state.joining && !$("prejoin").hidden) connect(false); }, delay);
+}
+
+/** Stop watching (the server has no room for it): Join opens a connection of its own. */
+function stopWatching() {
+  const ws = state.ws;
+  if (!ws || state.joining) return;
+  state.ws = null;
+  state.epoch += 1;
+  stopTimers();
+  ws.close();
 }
 
 function enqueue(epoch, step, what) {
@@ -368,7 +417,7 @@ function lostConnection() {
   setStatus("Connection lost. Reconnecting…");
   const delay = Math.min(500 * 2 ** state.retries, 5000);
   state.retries += 1;
-  setTimeout(() => { if (!state.left && !state.ws) connect(); }, delay);
+  setTimeout(() => { if (!state.left && !state.ws) connect(true); }, delay);
 }
 
 function teardown() {
@@ -382,6 +431,8 @@ function teardown() {
   for (const id of [...state.screens.keys()]) removeScreenTile(id);
   if (state.ownScreenTile) state.ownScreenTile.remove();
   state.ownScreenTile = null;
+  state.asked.clear();
+  showKnocking(0);
 }
 
 async function handle(message) {
@@ -396,8 +447,15 @@ async function handle(message) {
     case "lobby": return showLobby(message.waiting);
     case "lobby-added": return lobbyAdded(message.waiting);
     case "lobby-removed": return lobbyRemoved(message.id);
-    case "waiting": return showWaiting(message.message);
-    case "mute-request": return muteRequested(message.by);
+    case "waiting": return showWaiting(message.message, message.hosts_present);
+    case "status": return showJoinStatus(message);
+    case "knocking": return showKnocking(message.count);
+    case "mute-request": return muteRequested(message.by, message.request);
+    case "mute-answer": return muteAnswered(message);
+    case "muted": return mutedBy(message.by);
+    case "hand-lowered": return notice(`${message.by} lowered your hand.`);
+    case "reaction": return reacted(message);
+    case "made-host": return madeHost(message);
     case "recording": return showRecording(message, true);
     case "recording-ready": return addRecordingLink(message, true);
     case "notice": return notice(message.text);
@@ -412,6 +470,10 @@ async function handle(message) {
 
 function welcome(message) {
   state.retries = 0;
+  // Before our own record is added: until our state has been sent again on this connection,
+  // what the page meant (a raised hand) stands over what the server says of us.
+  state.synced = false;
+  forgetRoom();
   state.you = message.you;
   state.resume = message.resume;
   if (state.hostKey && !message.you.host) forgetHostKey();  // refused (the server said why)
@@ -420,20 +482,29 @@ function welcome(message) {
   state.pc = newPeerConnection(message.ice_servers);
   addParticipant(message.you, false);
   for (const participant of message.participants) addParticipant(participant, false);
-  for (const el of document.querySelectorAll(".host-only")) el.hidden = !message.you.host;
+  showHostControls();
   showLocked(message.locked);
-  showRecording(message.recording, false);
+  showRecording(message.recording || { active: false, available: false }, false);
   if (message.recording && message.recording.active) notice("This meeting is being recorded.");
-  $("recordings").replaceChildren();
-  $("recordings-panel").hidden = true;
   for (const link of message.recordings || []) addRecordingLink(link, false);
   if (!state.sideChosen) setSide(NARROW.matches ? null : "people", false);
   showE2eeBanner();
-  sendMediaState();
-  // Back after a blip while sharing: the new connection has to be told again.
-  if (state.screen) send({ type: "publish", source: "screen" });
   state.timers.push(setInterval(readStats, STATS_EVERY_MS));
   relayout();
+}
+
+/** Everything the page showed of the room from a previous connection goes: a new welcome
+ *  (and what follows it) says it all again. */
+function forgetRoom() {
+  for (const id of [...state.participants.keys()]) removeParticipant(id, false);
+  showLobby([]);
+  showKnocking(0);
+  showLocked(false);
+  state.asked.clear();
+  $("recordings").replaceChildren();
+  $("recordings-panel").hidden = true;
+  // Questions from before (a host's request to mute) belong to a connection that is gone.
+  for (const prompt of $("notices").querySelectorAll(".toast.prompt")) prompt.remove();
 }
 
 function newPeerConnection(iceServers) {
@@ -482,7 +553,18 @@ async function answer(offer) {
   }
   await pc.setLocalDescription(await pc.createAnswer());
   send({ type: "answer", sdp: pc.localDescription.sdp });
+  if (!state.synced) syncState();
   attachRemoteMedia();
+}
+
+/** After the first answer (the server takes other messages once media is set up), say again
+ *  what changed while joining, and what a page back from a blip had: mute state, a raised
+ *  hand, a shared screen. */
+function syncState() {
+  state.synced = true;
+  sendMediaState();
+  if (state.handRaised) send({ type: "hand", raised: true });
+  if (state.screen) send({ type: "publish", source: "screen" });
 }
 
 function localTrack(source) {
@@ -534,7 +616,7 @@ function attachRemoteMedia() {
       tile = makeTile(`screen:${id}`, { screen: true });
       state.screens.set(id, tile);
       state.screenOrder.push(id);
-      labelTile(tile, `${nameOf(id)}'s screen`);
+      labelTile(tile, nameOf(id), "'s screen");
       // A new presentation is shown large, whatever view was chosen before (a pin stays).
       state.view = null;
     }
@@ -557,8 +639,14 @@ function nameOf(id) {
 }
 
 function serverError(message) {
+  if (!state.joining) {
+    // Only watching the status: Join opens a connection of its own and hears the real answer.
+    if (["server-full", "watchers-full", "rate-limited"].includes(message.code)) stopWatching();
+    return console.warn("status unavailable:", message.code);
+  }
   if (["meeting-full", "server-full", "lobby-full"].includes(message.code)) return ended(message.message);
-  if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited", "recording-refused"].includes(message.code)) {
+  if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited", "recording-refused", "mute-pending",
+       "already-host"].includes(message.code)) {
     notice(message.message);
   }
   console.warn("server refused a message:", message.code, message.message);
@@ -618,12 +706,25 @@ function makeTile(key, { self = false, screen = false } = {}) {
   return tile;
 }
 
-function labelTile(tile, name) {
-  tile.querySelector(".name-text").textContent = name;
+/** Name a tile: `suffix` (" (you)", "'s screen") stays in sight when a long name is cut short.
+ *  Without arguments, the tile's buttons are named again (pinned or not) under its old name. */
+function labelTile(tile, name = tile.dataset.name || "", suffix = tile.dataset.suffix || "") {
+  tile.dataset.name = name;
+  tile.dataset.suffix = suffix;
+  const main = document.createElement("span");
+  main.className = "name-main";
+  main.textContent = name;
+  tile.querySelector(".name-text").replaceChildren(main);
+  if (suffix) {
+    const rest = document.createElement("span");
+    rest.className = "name-suffix";
+    rest.textContent = suffix;
+    tile.querySelector(".name-text").append(rest);
+  }
   for (const button of tile.querySelectorAll(".tile-actions button")) {
     const what = button.classList.contains("pin") ? (tile.classList.contains("pinned") ? "Unpin" : "Pin")
       : button.classList.contains("full") ? "Full screen" : "Hide self view";
-    const label = what === "Hide self view" ? what : `${what} ${name}`;
+    const label = what === "Hide self view" ? what : `${what} ${name}${suffix}`;
     button.setAttribute("aria-label", label);
     button.title = label;
   }
@@ -642,13 +743,13 @@ function showOwnScreen() {
   if (state.screen && !state.ownScreenTile && state.you) {
     const tile = makeTile("screen:self", { self: true, screen: true });
     tile.classList.add("presenting");
-    tile.querySelector(".name-text").textContent = "Your screen";
+    labelTile(tile, "Your screen");
     tile.querySelector(".tile-actions").remove();
     const card = document.createElement("div");
     card.className = "presenting-card";
     const words = document.createElement("p");
-    words.textContent = "You are presenting to everyone";
-    card.append(icon("screen"), words, button("Stop presenting", () => stopScreen(true), "danger"));
+    words.textContent = "You are sharing your screen with everyone";
+    card.append(icon("screen"), words, button("Stop sharing", () => stopScreen(true), "danger"));
     tile.append(card);
     state.ownScreenTile = tile;
   } else if (!state.screen && state.ownScreenTile) {
@@ -736,7 +837,7 @@ function pin(key) {
     tile.classList.toggle("pinned", pinned);
     const button = tile.querySelector(".pin");
     if (button) button.setAttribute("aria-pressed", String(pinned));
-    labelTile(tile, tile.querySelector(".name-text").textContent);
+    labelTile(tile);
   }
   relayout();
 }
@@ -776,16 +877,11 @@ function addParticipant(info, announce) {
   $("people").append(row);
   state.participants.set(info.id, { info, tile, row });
   if (isSelf) refreshSelfTile();
-  else if (encrypted && !state.e2ee) {
-    tile.classList.add("undecryptable");
-    const note = tile.querySelector(".tile-note");
-    note.hidden = false;
-    note.textContent = "Encrypted: your link has no key.";
-  }
   updateParticipant(info);
   if (announce) {
     notice(`${info.name} joined.`, [], ARRIVAL_MS);
     chat.system(`${info.name} joined`);
+    if (encrypted) showE2eeBanner();
   }
   if (state.pc && state.slots.length) attachRemoteMedia();
   relayout();
@@ -794,49 +890,154 @@ function addParticipant(info, announce) {
 function updateParticipant(info) {
   const entry = state.participants.get(info.id);
   if (!entry) return;
+  const before = entry.info;
   entry.info = info;
   const isSelf = state.you && info.id === state.you.id;
-  const micOff = info.audio_muted || !info.publishes.includes("mic");
-  const camOff = info.video_muted || !info.publishes.includes("camera");
-  // Names are text, never HTML: textContent everywhere.
-  labelTile(entry.tile, isSelf ? `${info.name} (you)` : info.name);
-  const flags = entry.tile.querySelector(".flags");
-  flags.replaceChildren();
-  if (micOff) flags.append(flag("mic-off", "Microphone off"));
-  if (camOff) flags.append(flag("cam-off", "Camera off"));
-  flags.append(flag("speaking", "Speaking", "speaking-flag"));
-  entry.tile.classList.toggle("no-video", camOff || (isSelf && !state.local.getVideoTracks().length));
-  entry.tile.querySelector(".avatar").textContent = (info.name[0] || "?").toUpperCase();
-  renderRow(entry, info, isSelf, micOff, camOff);
+  const handMoved = (before.hand ?? null) !== (info.hand ?? null);
+  if (isSelf) selfChanged(before, info);
+  else if (handMoved && info.hand != null) notice(`${info.name} raised their hand.`, [], ARRIVAL_MS);
+  // A hand going up or down moves the others' places: everyone's flags are drawn again.
+  if (handMoved || (isSelf && before.host !== info.host)) {
+    for (const other of state.participants.values()) renderEntry(other);
+    orderPeople();
+  } else {
+    renderEntry(entry);
+  }
   $("people-count").textContent = String(state.participants.size);
   const screen = state.screens.get(info.id);
-  if (screen) labelTile(screen, `${info.name}'s screen`);
+  if (screen) labelTile(screen, info.name, "'s screen");
   if (state.pc) attachRemoteMedia();
 }
 
-function renderRow(entry, info, isSelf, micOff, camOff) {
+/** A participant's tile flags, note and people row, from what the server last said. */
+function renderEntry(entry) {
+  const info = entry.info;
+  const isSelf = state.you && info.id === state.you.id;
+  const micOff = info.audio_muted || !info.publishes.includes("mic");
+  const camOff = info.video_muted || !info.publishes.includes("camera");
+  const place = handPlace(info.id);
+  // Names are text, never HTML: textContent everywhere.
+  labelTile(entry.tile, info.name, isSelf ? " (you)" : "");
+  const flags = entry.tile.querySelector(".flags");
+  flags.replaceChildren();
+  if (place) flags.append(handFlag(place));
+  if (micOff) flags.append(flag("mic-off", "Microphone off"));
+  if (camOff) flags.append(flag("cam-off", "Camera off"));
+  flags.append(flag("speaking", "Speaking", "speaking-flag"));
+  entry.tile.classList.toggle("hand-up", place > 0);
+  entry.tile.classList.toggle("no-video", camOff || (isSelf && !state.local.getVideoTracks().length));
+  entry.tile.querySelector(".avatar").textContent = (info.name[0] || "?").toUpperCase();
+  if (!isSelf) showTileKeyNote(entry);
+  renderRow(entry, info, isSelf, micOff, camOff, place);
+}
+
+function handPlace(id) {
+  const queue = handQueue(state.participants);
+  return queue.findIndex(([other]) => other === id) + 1;
+}
+
+/** Raised hands first, in the order they went up; then everyone in order of arrival. */
+function orderPeople() {
+  const raised = handQueue(state.participants).map(([, e]) => e.row);
+  const rest = [...state.participants.values()].map((e) => e.row).filter((row) => !raised.includes(row));
+  $("people").append(...raised, ...rest);
+}
+
+/** Our own record changed: the host role (handed to us, or by us to someone), our hand. */
+function selfChanged(before, info) {
+  state.you = info;
+  if (before.host !== info.host) {
+    // Handed on: a reconnection must not make us host again from the key in this tab.
+    if (!info.host && state.hostKey) forgetHostKey();
+    if (!info.host) {  // what only hosts see goes with the role
+      showLobby([]);
+      $("recordings").replaceChildren();
+      $("recordings-panel").hidden = true;
+    }
+    showHostControls();
+  }
+  // Until the server has had our state again after a (re)join, our own intent stands.
+  if (state.synced) state.handRaised = info.hand != null;
+  showHandButton();
+}
+
+function showHostControls() {
+  const host = Boolean(state.you && state.you.host);
+  for (const el of document.querySelectorAll(".host-only")) el.hidden = !host;
+  showRecording(state.recording, false);
+}
+
+/** What an end-to-end encrypted meeting's key checks say of someone: null when all is well,
+ *  "none" when their link has no key, "other" when it holds another key than ours. */
+function keyProblem(info) {
+  if (!encrypted || !state.keyCheck || (state.you && info.id === state.you.id)) return null;
+  if (!info.key_check) return "none";
+  return info.key_check === state.keyCheck ? null : "other";
+}
+
+function showTileKeyNote(entry) {
+  const { info, tile } = entry;
+  const problem = keyProblem(info);
+  let text = "";
+  if (keyless()) text = "Encrypted: your link has no key.";
+  else if (problem === "none") text = `${info.name}'s link has no key: they cannot see or hear anyone here.`;
+  else if (problem === "other") text = `${info.name}'s link has a different key: you cannot see or hear each other.`;
+  else if (state.undecryptable.has(info.id)) text = `Can't decrypt ${info.name}'s video and sound: their link has a different key, or none.`;
+  tile.classList.toggle("undecryptable", Boolean(text));
+  const note = tile.querySelector(".tile-note");
+  note.hidden = !text;
+  note.textContent = text;
+}
+
+function renderRow(entry, info, isSelf, micOff, camOff, place) {
   const row = entry.row;
   row.replaceChildren();
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = isSelf ? `${info.name} (you)` : info.name;
+  // One line: a long name is cut short, "(you)" and the host tag stay in sight.
+  const who = whoIs(info.name);
+  if (isSelf) {
+    const you = document.createElement("span");
+    you.className = "you";
+    you.textContent = " (you)";
+    who.append(you);
+  }
   if (info.host) {
     const tag = document.createElement("span");
     tag.className = "tag";
     tag.textContent = "host";
-    who.append(" ", tag);
+    who.append(tag);
   }
   const speaking = flag("speaking", "speaking", "speaking-flag");
   const status = document.createElement("span");
   status.className = "state";
   status.textContent = `${micOff ? "mic off" : "mic on"} · ${camOff ? "camera off" : "camera on"}`
     + (info.publishes.includes("screen") ? " · sharing" : "");
-  if (state.undecryptable.has(info.id)) status.textContent += " · can't decrypt their media";
+  const problem = keyProblem(info);
+  if (problem === "none") status.textContent += " · no key in their link";
+  else if (problem === "other") status.textContent += " · a different key from yours";
+  else if (state.undecryptable.has(info.id)) status.textContent += " · can't decrypt their media";
+  row.classList.toggle("key-problem", Boolean(problem));
+  if (place) row.append(handFlag(place));
   row.append(who, speaking, status);
   if (state.you && state.you.host && !isSelf) {
-    row.append(button("Ask to mute", () => send({ type: "ask-mute", id: info.id })));
+    if (place) row.append(button("Lower hand", () => send({ type: "lower-hand", id: info.id })));
+    const asking = state.asked.has(info.id);
+    const ask = button(asking ? "Asked to mute…" : "Ask to mute", () => askToMute(info));
+    ask.disabled = asking || micOff;
+    row.append(ask);
+    if (!info.host) row.append(button("Make host", () => makeHost(info)));
     row.append(button("Remove", () => send({ type: "remove", id: info.id })));
   }
+}
+
+/** The name part of a people or lobby row. */
+function whoIs(name) {
+  const who = document.createElement("span");
+  who.className = "who";
+  const text = document.createElement("span");
+  text.className = "who-name";
+  text.textContent = name;
+  who.append(text);
+  return who;
 }
 
 function removeParticipant(id, announce) {
@@ -849,9 +1050,12 @@ function removeParticipant(id, announce) {
   if (state.pinned === id) state.pinned = null;
   if (state.speaker === id) state.speaker = null;
   $("people-count").textContent = state.participants.size ? String(state.participants.size) : "";
+  state.asked.delete(id);
+  if (entry.info.hand != null) for (const other of state.participants.values()) renderEntry(other);
   if (announce) {
     notice(`${entry.info.name} left.`, [], ARRIVAL_MS);
     chat.system(`${entry.info.name} left`);
+    if (encrypted) showE2eeBanner();
   }
   if (state.pc) attachRemoteMedia();
   relayout();
@@ -929,11 +1133,7 @@ function checkDecrypts() {
     changed = true;
     if (bad) state.undecryptable.add(id);
     else state.undecryptable.delete(id);
-    entry.tile.classList.toggle("undecryptable", bad);
-    const note = entry.tile.querySelector(".tile-note");
-    note.hidden = !bad;
-    note.textContent = bad ? `Can't decrypt ${entry.info.name}'s video and sound: their link has a different key, or none.` : "";
-    updateParticipant(entry.info);
+    renderEntry(entry);
   }
   if (changed) showE2eeBanner();
 }
@@ -950,11 +1150,14 @@ function showE2eeBanner() {
     return;
   }
   const others = [...state.participants.keys()].filter((id) => id !== state.you.id);
+  // Those whose pages hold a key: when none holds ours, ours is the odd one out.
+  const checked = others.map((id) => state.participants.get(id).info).filter((info) => info.key_check);
   let text = "";
   if (!state.e2ee) {
     text = "This meeting is end-to-end encrypted and your link has no key: you cannot see, hear or read anyone, "
       + "and they cannot see or hear you. Ask whoever invited you for the full link (it ends in #key=…).";
-  } else if (others.length && others.every((id) => state.undecryptable.has(id))) {
+  } else if (others.length && others.every((id) => state.undecryptable.has(id))
+             || (checked.length && checked.every((info) => info.key_check !== state.keyCheck))) {
     text = "The key in your link is not the one the others here use: you cannot see or hear them, and they "
       + "cannot see or hear you. Ask whoever invited you for the full link again.";
   }
@@ -1016,10 +1219,7 @@ function showLobby(waiting) {
 function lobbyAdded(person, announce = true) {
   const row = document.createElement("li");
   row.dataset.waiting = person.id;
-  const who = document.createElement("span");
-  who.className = "who";
-  who.textContent = person.name;
-  row.append(who,
+  row.append(whoIs(person.name),
     button("Admit", () => send({ type: "admit", id: person.id }), "primary"),
     button("Deny", () => send({ type: "deny", id: person.id })));
   $("lobby").append(row);
@@ -1034,20 +1234,132 @@ function lobbyRemoved(id) {
   relayout();
 }
 
-function showWaiting(text) {
+function showWaiting(text, hostsPresent) {
   $("waiting-message").textContent = text;
+  $("waiting").classList.toggle("hostless", hostsPresent === false);
   show("waiting");
   setStatus("");
+  if (state.status) showJoinStatus(state.status);
 }
 
-/** A host asked us to mute: we are asked, not muted behind our back. */
-function muteRequested(by) {
-  if (state.audioMuted || !state.hasMic) return notice(`${by} asked you to mute. Your microphone is already off.`);
+/** Whether the meeting records, is locked, has a host: for whoever has not joined yet. */
+function showJoinStatus(status) {
+  state.status = status;
+  if (!$("room").hidden) return;
+  $("recording-notice").hidden = !status.recording;
+  const waiting = !$("waiting").hidden;
+  // Before joining, the header's badges say what this message says (not what a room left before did).
+  $("locked-badge").hidden = !status.locked;
+  $("recording-badge").hidden = !status.recording;
+  const asHost = Boolean(state.hostKey);
+  showStatus($("join-status"), statusLines(status, waiting, asHost), status.locked && !status.hosts_present && !asHost);
+}
+
+/** People knock on a locked meeting and nobody here can let them in (0: that is over). */
+function showKnocking(count) {
+  const banner = $("knocking");
+  const was = !banner.hidden;
+  banner.textContent = count ? knockingText(count) : "";
+  banner.hidden = !count;
+  if (was !== Boolean(count)) relayout();
+}
+
+/** A host asked us to mute: we are asked, not muted behind our back, and the host is told. */
+function muteRequested(by, request) {
+  const answer = (accepted) => send({ type: "mute-answer", request, answer: accepted ? "accepted" : "declined" });
+  if (state.audioMuted || !state.hasMic) {
+    answer(true);
+    return notice(`${by} asked you to mute. Your microphone is already off.`);
+  }
   const prompt = notice(`${by} asks you to mute your microphone.`, [
-    ["Mute", () => { if (!state.audioMuted) toggleAudio(); }],
-    ["Stay unmuted", () => {}],
+    ["Mute", () => { if (!state.audioMuted) toggleAudio(); answer(true); }],
+    ["Stay unmuted", () => answer(false)],
   ]);
   prompt.classList.add("prompt");
+}
+
+function askToMute(info) {
+  state.asked.add(info.id);
+  send({ type: "ask-mute", id: info.id });
+  renderEntry(state.participants.get(info.id));
+  notice(`Asked ${info.name} to mute. You will see their answer here.`, [], ARRIVAL_MS);
+}
+
+const MUTE_ANSWERS = {
+  accepted: (name) => `${name} muted their microphone, as you asked.`,
+  declined: (name) => `${name} chose to stay unmuted.`,
+  "no-answer": (name) => `${name} did not answer your request to mute.`,
+};
+
+function muteAnswered(message) {
+  state.asked.delete(message.id);
+  const entry = state.participants.get(message.id);
+  if (entry) renderEntry(entry);
+  notice((MUTE_ANSWERS[message.answer] || MUTE_ANSWERS["no-answer"])(message.name));
+}
+
+/** A host muted everyone: this page mutes itself and says who did; unmuting stays ours. */
+function mutedBy(by) {
+  if (!state.hasMic || state.audioMuted) return;
+  toggleAudio();
+  notice(`${by} muted everyone. You can unmute when you need to.`);
+}
+
+function muteAll() {
+  send({ type: "mute-all" });
+  notice("Everyone else was muted. They can unmute themselves.", [], ARRIVAL_MS);
+}
+
+function makeHost(info) {
+  if (!confirm(`Make ${info.name} the host? You will no longer be one.`)) return;
+  send({ type: "make-host", id: info.id });
+}
+
+function madeHost(message) {
+  notice(`${message.by} made you the host: you can let people in, record and end the meeting.`);
+  for (const link of message.recordings || []) addRecordingLink(link, false);
+}
+
+// ---------------------------------------------------------------- hands and reactions
+
+function showHandButton() {
+  const el = $("hand");
+  const label = state.handRaised ? "Lower hand" : "Raise hand";
+  el.setAttribute("aria-pressed", String(state.handRaised));
+  el.querySelector(".label").textContent = label;
+  el.title = label;
+}
+
+function toggleHand() {
+  state.handRaised = !state.handRaised;
+  showHandButton();
+  send({ type: "hand", raised: state.handRaised });
+}
+
+function togglePicker() {
+  const open = $("reactions").hidden;
+  closeMenus();
+  if (!open) return;
+  $("reactions").hidden = false;
+  $("react").setAttribute("aria-expanded", "true");
+  $("reactions").querySelector("button").focus();
+}
+
+async function sendReaction(emoji) {
+  closeMenus(true, "react");
+  if (!encrypted) return send({ type: "react", emoji });
+  if (!state.e2ee) return notice("You cannot react here: your link has no key.");
+  send({ type: "react", ciphertext: await state.e2ee.encryptReaction(emoji) });
+}
+
+async function reacted(message) {
+  let emoji = message.emoji;
+  if (message.ciphertext !== undefined) emoji = state.e2ee ? await state.e2ee.decryptReaction(message.ciphertext) : null;
+  const entry = state.participants.get(message.from);
+  // Only the fixed set is shown, whatever arrives (a sealed one could hold anything).
+  if (!entry || !isReaction(emoji)) return;
+  const you = state.you && message.from === state.you.id;
+  showReaction(entry.tile, emoji, you ? "You" : entry.info.name, $("reactions-live"));
 }
 
 function ended(text) {
@@ -1065,6 +1377,9 @@ function ended(text) {
   closeMenus();
   if ($("settings").open) $("settings").close();
   show("left");
+  // Out of the meeting, the header no longer says what the room was (locked, recording).
+  $("locked-badge").hidden = true;
+  $("recording-badge").hidden = true;
   $("left-message").textContent = text;
   setStatus("");
 }
@@ -1125,11 +1440,13 @@ function toggleMenu() {
   if (first) first.focus();
 }
 
-function closeMenus(returnFocus = false) {
-  if ($("more-menu").hidden) return;
-  $("more-menu").hidden = true;
-  $("more").setAttribute("aria-expanded", "false");
-  if (returnFocus) $("more").focus();
+function closeMenus(returnFocus = false, focusOn = "more") {
+  for (const [menu, opener] of [["more-menu", "more"], ["reactions", "react"]]) {
+    if ($(menu).hidden) continue;
+    $(menu).hidden = true;
+    $(opener).setAttribute("aria-expanded", "false");
+    if (returnFocus && opener === focusOn) $(opener).focus();
+  }
 }
 
 function openSettings() {
@@ -1230,9 +1547,10 @@ function show(section) {
   if (section === "prejoin" || section === "waiting") {
     const card = $(section);
     card.querySelector(".slot-preview").append($("preview-box"));
-    card.querySelector(".slot-notice").append($("recording-notice"));
+    card.querySelector(".slot-notice").append($("recording-notice"), $("join-status"));
     if (section === "prejoin") card.querySelector(".slot-devices").append($("devices"));
     meter.attach(state.local.getAudioTracks()[0]);
+    if (state.status) showJoinStatus(state.status);
   } else if (section === "room") {
     meter.detach();
     relayout();
@@ -1249,24 +1567,37 @@ async function join(event) {
   event.preventDefault();
   $("join").disabled = true;
   await mediaReady;  // publish what the devices give, even when Join is clicked at once
+  await state.keyCheckReady;
   $("join").disabled = false;
   state.name = $("name").value.trim();
   localStorage.setItem("meetnow.name", state.name);
   state.left = false;
   state.resume = null;
+  state.handRaised = false;
+  showHandButton();
   chat.clear();
   setStatus("Connecting…");
-  connect();
+  // The socket that watched the status asks to join; without one, a new socket does.
+  state.joining = true;
+  const ws = state.ws;
+  if (ws && ws.readyState === WebSocket.OPEN) sendJoin();
+  else if (!ws || ws.readyState !== WebSocket.CONNECTING) connect(true);
 }
 
 function rejoin() {
+  // What the pre-join screen says comes from this connection's status, once it is told.
+  state.status = null;
+  $("join-status").hidden = true;
+  $("recording-notice").hidden = true;
   show("prejoin");
   mediaReady = prepareMedia();
+  state.watchRetries = 0;
+  connect(false);
 }
 
 function onKey(event) {
-  if (event.key === "Escape" && !$("more-menu").hidden) {
-    closeMenus(true);
+  if (event.key === "Escape" && !($("more-menu").hidden && $("reactions").hidden)) {
+    closeMenus(true, $("reactions").hidden ? "more" : "react");
     return;
   }
   if (!(event.ctrlKey || event.metaKey) || event.altKey || event.shiftKey) return;
@@ -1294,7 +1625,7 @@ $("side-close").addEventListener("click", () => setSide(null));
 $("more").addEventListener("click", toggleMenu);
 $("more-menu").addEventListener("click", (event) => { if (event.target.closest("button")) closeMenus(); });
 document.addEventListener("click", (event) => {
-  if (!event.target.closest(".more-wrap")) closeMenus();
+  if (!event.target.closest(".more-wrap, .react-wrap")) closeMenus();
 });
 for (const el of document.querySelectorAll(".copy-invite")) el.addEventListener("click", copyInvite);
 $("view-grid").addEventListener("click", () => setView("grid"));
@@ -1320,6 +1651,10 @@ $("end").addEventListener("click", () => {
   if (confirm("End the meeting for everyone?")) send({ type: "end-meeting" });
 });
 $("leave").addEventListener("click", leave);
+$("hand").addEventListener("click", toggleHand);
+$("react").addEventListener("click", togglePicker);
+buildPicker($("reactions"), sendReaction);
+$("mute-all").addEventListener("click", muteAll);
 $("cancel-wait").addEventListener("click", leave);
 $("rejoin").addEventListener("click", rejoin);
 document.addEventListener("keydown", onKey);

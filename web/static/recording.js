@@ -25,7 +25,9 @@
   const { duration } = JSON.parse(root.dataset.timeline || "{}");
   if (!duration) return;
   timeline.classList.add("drawn");
-  timeline.before(timeScale(duration));
+  const scale = timeScale();
+  // As many ticks as fit without their labels touching, drawn again when the width changes.
+  new ResizeObserver(() => fillScale(scale, duration)).observe(scale);
   for (const segment of timeline.querySelectorAll(".segment")) {
     const start = Number(segment.dataset.start);
     const end = Number(segment.dataset.end);
@@ -56,23 +58,31 @@
     return h ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
   }
 
-  // Ticks at a round step giving at most eight marks across the recording.
-  function timeScale(length) {
-    const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
-    const step = steps.find((s) => length / s <= 8) || steps[steps.length - 1];
+  function timeScale() {
     const row = document.createElement("div");
     row.className = "scale-row";
     row.setAttribute("aria-hidden", "true");
     const scale = document.createElement("div");
     scale.className = "scale";
+    row.append(scale);
+    timeline.before(row);
+    return scale;
+  }
+
+  // Ticks at a round step: at most eight, and one per TICK_SPACE pixels at most.
+  function fillScale(scale, length) {
+    const TICK_SPACE = 64;  // wide enough for "1:00:00" in the scale's small type, with a gap
+    const most = Math.max(1, Math.min(8, Math.floor(scale.clientWidth / TICK_SPACE)));
+    const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+    const step = steps.find((s) => length / s <= most) || steps[steps.length - 1];
+    const ticks = [];
     for (let t = 0; t <= length + 1e-6; t += step) {
       const tick = document.createElement("span");
       tick.className = "tick";
       tick.textContent = clock(t);
       tick.style.left = `${(100 * t) / length}%`;
-      scale.append(tick);
+      ticks.push(tick);
     }
-    row.append(scale);
-    return row;
+    scale.replaceChildren(...ticks);
   }
 })();
