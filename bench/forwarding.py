@@ -19,6 +19,10 @@ leave the machine. Without root (no namespace) only meetnow runs, on 127.0.0.1.
 
 Rows: one publisher with K viewers (K = 0 is the publisher-only baseline: what receiving
 one publisher costs), and rooms of N where everyone publishes and watches everyone else.
+``--at-once R`` runs R such rooms at once in every row (six rooms of four: ``--viewers
+--rooms 4 --at-once 6``); ``--workers 1 2`` measures meetnow as the real ``meetnow serve``
+with one and with two media worker processes (bench/harness/serve.py), each process's CPU
+reported on its own.
 "Forwarded packets" are the RTP packets (media and retransmissions) the viewers received
 in the measured window, counted the same way for both servers. Latency is timed by
 payload: both servers forward payloads byte for byte, so the publisher stamps each
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -54,8 +59,12 @@ from bench.synthetic import EncodedMedia, encoded_media  # noqa: E402
 
 # --- the run -----------------------------------------------------------------------------
 
-def plan_rows(viewers: list[int], rooms: list[int]) -> list[tuple[str, int, int]]:
-    """(name, publishers, viewers) of every row: one publisher with K viewers, then full rooms."""
+def plan_rows(viewers: list[int], rooms: list[int], at_once: int = 1) -> list[tuple[str, int, int]]:
+    """(name, publishers, viewers) of every row: one publisher with K viewers, then full
+    rooms; each row ``at_once`` times at once (publishers and viewers: per room)."""
+    if at_once > 1:
+        plan = [(f"{at_once} x (1 publisher, K={k})", 1, k) for k in viewers]
+        return plan + [(f"{at_once} rooms of N={n}, all publish", n, 0) for n in rooms]
     plan = [(f"1 publisher, K={k}", 1, k) for k in viewers]
     plan += [(f"room N={n}, all publish", n, 0) for n in rooms]
     return plan
@@ -73,9 +82,12 @@ async def measure(backends: list[Backend], media: EncodedMedia, plan: list[tuple
             for backend in order:
                 for attempt in range(1 + args.retries):
                     row = await run_room(backend, media, name, f"r{repeat}-{index}-{attempt}", publishers, viewers,
-                                         args.warmup, args.seconds, repeat, (args.quiet, args.quiet_wait))
+                                         args.warmup, args.seconds, repeat, (args.quiet, args.quiet_wait),
+                                         rooms=args.at_once)
                     rows.append(row)
                     note = f"; errors: {row.errors}" if row.errors else ""
+                    if len(row.process_cpu_percent) > 1:
+                        note = f"  ({by_process(row.process_cpu_percent)}){note}"
                     print(f"  {backend.label:22} {name:24} CPU {row.cpu_percent:5.1f}%  "
                           f"fps {row.fps:4.1f}  loss {row.loss_percent:.2f}%  other work {row.other_cpu_percent:3.0f}%"
                           f"{note}", file=sys.stderr, flush=True)
@@ -86,7 +98,12 @@ async def measure(backends: list[Backend], media: EncodedMedia, plan: list[tuple
 
 
 _MEDIAN_FIELDS = [f.name for f in fields(Row) if f.type in ("float", "int", "float | None")
-                  and f.name not in ("publishers", "legs", "repeat")]
+                  and f.name not in ("publishers", "legs", "repeat", "rooms")]
+
+
+def by_process(percents: dict[str, float]) -> str:
+    """Each server process's CPU, e.g. "front 2 / worker 0 41 / worker 1 43"."""
+    return " / ".join(f"{label} {value:.0f}" for label, value in percents.items())
 
 
 def summarize(rows: list[Row], direct: tuple[float | None, float | None], quiet: float) -> dict[str, list[dict]]:
@@ -108,6 +125,10 @@ def summarize(rows: list[Row], direct: tuple[float | None, float | None], quiet:
                 merged[key] = statistics.median(values) if values else None
             per_packet = [r.us_per_packet for r in good if r.us_per_packet]
             merged["us_per_packet_range"] = [min(per_packet), max(per_packet)] if per_packet else None
+            for key in ("process_cpu_percent", "process_busiest_thread_percent"):
+                labels = dict.fromkeys(label for r in good for label in getattr(r, key))
+                merged[key] = {label: statistics.median(getattr(r, key)[label] for r in good
+                                                        if label in getattr(r, key)) for label in labels}
             merged["repeats"] = len(good)
             merged["measured"] = len(group)
             merged["errors"] = [e for r in good for e in r.errors]
@@ -117,7 +138,8 @@ def summarize(rows: list[Row], direct: tuple[float | None, float | None], quiet:
         baseline = next((r for r in summary if r["publishers"] == 1 and r["legs"] == 0), None)
         for row in summary:
             if baseline is not None and row["legs"] and row["packets_forwarded"]:
-                base_cpu = baseline["cpu_percent"] * row["publishers"]  # ingest of the publishers
+                # ingest of the publishers: the baseline's per publisher, times all of this row's
+                base_cpu = baseline["cpu_percent"] / baseline["rooms"] * row["publishers"] * row["rooms"]
                 row["us_per_packet_marginal"] = (
                     1e4 * (row["cpu_percent"] - base_cpu) * row["seconds"] / row["packets_forwarded"])
                 row["percent_per_leg"] = (row["cpu_percent"] - base_cpu) / row["legs"]
@@ -129,16 +151,29 @@ def summarize(rows: list[Row], direct: tuple[float | None, float | None], quiet:
     return out
 
 
+def meetnow_labels(by_server: dict[str, list[dict]]) -> list[str]:
+    """The meetnow servers of a run: its SFU process, or ``meetnow serve`` per worker count."""
+    return [label for label in by_server if label.startswith("meetnow")]
+
+
 def compare(by_server: dict[str, list[dict]], baseline: str) -> list[dict]:
-    """meetnow against ``baseline`` row by row: ratios of CPU per forwarded packet."""
-    mine = {r["name"]: r for r in by_server.get("meetnow", [])}
+    """Every meetnow server against ``baseline`` row by row: ratios of CPU per forwarded packet."""
     theirs = {r["name"]: r for r in by_server.get(baseline, [])}
     out = []
-    for name, m in mine.items():
+    for label in meetnow_labels(by_server):
+        out += _compare_one(label, by_server[label], theirs, baseline)
+    return out
+
+
+def _compare_one(label: str, rows: list[dict], theirs: dict[str, dict], baseline: str) -> list[dict]:
+    out = []
+    for m in rows:
+        name = m["name"]
         j = theirs.get(name)
         if j is None:
             continue
-        entry = {"name": name, "baseline": baseline, "cpu_ratio": _ratio(m["cpu_percent"], j["cpu_percent"]),
+        entry = {"name": name, "server": label, "baseline": baseline,
+                 "cpu_ratio": _ratio(m["cpu_percent"], j["cpu_percent"]),
                  "us_per_packet_ratio": _ratio(m["us_per_packet"], j["us_per_packet"]),
                  "us_per_packet_marginal_ratio": _ratio(m["us_per_packet_marginal"], j["us_per_packet_marginal"]),
                  "added_video_ms_difference": _diff(m["added_video_ms"], j["added_video_ms"]),
@@ -160,14 +195,15 @@ async def bench(args: argparse.Namespace) -> dict:
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)
     skipped: dict[str, str] = {}
     backends = await servers.start_backends(args, address, skipped)
+    load_at_start = os.getloadavg()
     try:
         direct_video, direct_audio = await direct_latency(media, min(args.seconds, 5.0), address)
-        rows = await measure(backends, media, plan_rows(args.viewers, args.rooms), args)
+        rows = await measure(backends, media, plan_rows(args.viewers, args.rooms, args.at_once), args)
     finally:
         for backend in backends:
             await backend.close()
     by_server = summarize(rows, (direct_video, direct_audio), args.quiet)
-    baseline = next((b.label for b in backends if b.label != "meetnow"), None)
+    baseline = next((b.label for b in backends if not b.label.startswith("meetnow")), None)
     return {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": results.machine(),
@@ -180,7 +216,13 @@ async def bench(args: argparse.Namespace) -> dict:
             "receive_loss": args.receive_loss,
             "seconds_per_row": args.seconds,
             "repeats": args.repeat,
+            "rooms_at_once": args.at_once,
+            "workers": args.workers,
         },
+        # the machine's load average (1, 5, 15 min) when the run began and ended: other
+        # people's work on a shared machine
+        "load_average": {"start": [round(v, 2) for v in load_at_start],
+                         "end": [round(v, 2) for v in os.getloadavg()]},
         "direct_latency_ms": {"video": direct_video, "audio": direct_audio},
         "fit_us_per_packet_one_publisher": {
             label: _fit_us_per_packet([r for r in summary if r["publishers"] == 1])
@@ -190,7 +232,7 @@ async def bench(args: argparse.Namespace) -> dict:
         "meetnow_log": servers.server_log_summary(backends),
         # meetnow's rows (as before the comparison existed), every server's, the ratios,
         # and every single measurement
-        "rows": by_server.get("meetnow", []),
+        "rows": by_server.get("meetnow", []) or next((by_server[m] for m in meetnow_labels(by_server)), []),
         "servers": by_server,
         "comparison": compare(by_server, baseline) if baseline else [],
         "measurements": [asdict(r) for r in rows],
@@ -211,10 +253,13 @@ def _fit_us_per_packet(rows: list[dict]) -> float | None:
 
 
 def table(result: dict) -> str:
-    head = ("row", "server", "CPU %", "us/pkt (range)", "us/pkt marg.", "% core/leg", "fps", "loss %",
-            "added v/a ms", "busiest thread %", "client CPU %", "other work %")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     by_server = result["servers"]
+    # each process of the server on its own, when one has several (the front and its workers)
+    several = any(len(r.get("process_cpu_percent") or {}) > 1 for rows in by_server.values() for r in rows)
+    head = ("row", "server", "CPU %", *(("CPU by process %",) if several else ()), "us/pkt (range)",
+            "us/pkt marg.", "% core/leg", "fps", "loss %", "added v/a ms", "busiest thread %", "client CPU %",
+            "other work %")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     names = list(dict.fromkeys(r["name"] for rows in by_server.values() for r in rows))
     for name in names:
         for label, rows in by_server.items():
@@ -229,6 +274,7 @@ def table(result: dict) -> str:
                 name,
                 label,
                 fmt(r["cpu_percent"], ".1f"),
+                *((by_process(r.get("process_cpu_percent") or {}),) if several else ()),
                 per_packet,
                 fmt(r["us_per_packet_marginal"], ".1f"),
                 fmt(r["percent_per_leg"], ".2f"),
@@ -244,10 +290,12 @@ def table(result: dict) -> str:
     if result["comparison"]:
         base = result["comparison"][0]["baseline"]
         lines.append(f"\nmeetnow / {base}:")
-        lines.append("| row | CPU ratio | per forwarded packet | marginal per packet | added latency v/a, ms more |")
-        lines.append("|---|---|---|---|---|")
+        lines.append("| row | server | CPU ratio | per forwarded packet | marginal per packet "
+                     "| added latency v/a, ms more |")
+        lines.append("|---|---|---|---|---|---|")
         for c in result["comparison"]:
-            lines.append(f"| {c['name']} | {fmt(c['cpu_ratio'], '.2f')} | {fmt(c['us_per_packet_ratio'], '.2f')} | "
+            lines.append(f"| {c['name']} | {c['server']} | {fmt(c['cpu_ratio'], '.2f')} | "
+                         f"{fmt(c['us_per_packet_ratio'], '.2f')} | "
                          f"{fmt(c['us_per_packet_marginal_ratio'], '.2f')} | "
                          f"{fmt(c['added_video_ms_difference'], '+.1f')} / {fmt(c['added_audio_ms_difference'], '+.1f')} |")
     for label, fit in result["fit_us_per_packet_one_publisher"].items():
@@ -256,6 +304,9 @@ def table(result: dict) -> str:
     d = result["direct_latency_ms"]
     lines.append(f"\ndirect aiortc-to-aiortc latency p50: video {fmt(d['video'], '.1f')} ms, audio {fmt(d['audio'], '.1f')} ms")
     lines.append(f"network: {result['network']}")
+    load = result["load_average"]
+    lines.append(f"load average (1/5/15 min): {' '.join(map(str, load['start']))} at the start, "
+                 f"{' '.join(map(str, load['end']))} at the end")
     for label, why in result["skipped"].items():
         lines.append(f"skipped {label}: {why}")
     log = result.get("meetnow_log")

@@ -250,6 +250,9 @@ class JanusBackend:
     def pid(self) -> int:
         return self.server.pid
 
+    def processes(self) -> dict[str, int]:
+        return {"janus": self.server.pid}
+
     async def start(self) -> None:
         await self.server.start()
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

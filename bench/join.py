@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
 from bench import netns  # noqa: E402
 from bench.harness import results  # noqa: E402
 from bench.harness.processes import end, free_port, wait_for_http  # noqa: E402
+from bench.harness.serve import meetnow_command  # noqa: E402
 
 # Installed before the page's own scripts: timestamps (performance.now(), ms since
 # navigation start) of the Join click, the peer connection, its connection, and the
@@ -98,13 +99,6 @@ STEPS = ("domContentLoaded", "click", "pc", "connected", "firstDecoded", "firstF
 
 NAVIGATION = """() => { const n = performance.getEntriesByType("navigation")[0];
   return n ? {domContentLoaded: n.domContentLoadedEventEnd} : {}; }"""
-
-
-def meetnow_command() -> list[str]:
-    script = Path(sys.executable).parent / "meetnow"
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-c", "import sys; from web.cli import main; sys.exit(main())"]
 
 
 class MeetnowServer:

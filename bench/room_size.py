@@ -19,12 +19,18 @@ meetnow and, when it can run (root for the network namespace, Debian's janus pac
 Janus with event_loops = 2 are measured in the same run, in a private network namespace
 as in bench/forwarding.py. ``--quick`` measures two tiny rooms per server (for the test
 suite).
+
+``--at-once R`` grows R rooms of N at once (the largest N when R rooms run side by side);
+``--workers 1 2`` measures meetnow as the real ``meetnow serve`` with one and with two
+media worker processes, each process's CPU reported on its own, and the verdict says
+whether a worker, the synthetic clients or the whole machine ran out.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -56,6 +62,8 @@ def holds(row: dict, max_latency: float) -> bool:
 
 def bottleneck(row: dict) -> str:
     server, client = row["busiest_thread_percent"], row["client_busiest_thread_percent"]
+    busiest = row.get("process_busiest_thread_percent") or {}
+    where = max(busiest, key=busiest.get) if len(busiest) > 1 else ""  # which of the server's processes
     if holds_fps_and_loss(row) and row["errors"] == []:
         why = f"latency: {fmt(row['added_video_ms'], '.0f')} ms added"
         return why + f" (server's busiest thread at {server:.0f}%, clients' event loop at {client:.0f}%)"
@@ -63,7 +71,7 @@ def bottleneck(row: dict) -> str:
         return (f"synthetic clients fell behind ({row['client_udp_drops']} datagrams dropped at their sockets; "
                 f"their event loop at {client:.0f}%, server's busiest thread at {server:.0f}%)")
     if server >= SATURATED and server >= client:
-        return f"server: its busiest thread at {server:.0f}% of a core"
+        return f"server: its busiest thread{' (' + where + ')' if where else ''} at {server:.0f}% of a core"
     if client >= SATURATED:
         return f"synthetic clients: their event loop at {client:.0f}% of a core"
     if server + client >= 180:
@@ -86,8 +94,9 @@ async def search(backend: Backend, media: EncodedMedia, args: argparse.Namespace
         verdict = None
         attempts = 0
         for attempt in range(3):
-            measured = await run_room(backend, media, f"room N={n}", f"n{n}-{attempt}", n, 0,
-                                      args.warmup, args.seconds, attempt, (args.quiet, args.quiet_wait))
+            name = f"room N={n}" if args.at_once == 1 else f"{args.at_once} rooms of N={n}"
+            measured = await run_room(backend, media, name, f"n{n}-{attempt}", n, 0, args.warmup, args.seconds,
+                                      attempt, (args.quiet, args.quiet_wait), rooms=args.at_once)
             row = asdict(measured)
             for kind, direct_ms in zip(("video", "audio"), direct):
                 if row[f"latency_{kind}_ms"] is not None and direct_ms is not None:
@@ -99,7 +108,8 @@ async def search(backend: Backend, media: EncodedMedia, args: argparse.Namespace
             print(f"  {backend.label:22} N={n:<3} fps {row['fps']:5.1f} (worst {row['fps_worst_leg']:4.1f})  "
                   f"loss {row['loss_percent']:5.2f}%  server {row['cpu_percent']:5.1f}% "
                   f"(busiest thread {row['busiest_thread_percent']:.0f}%)  clients {row['client_cpu_percent']:5.1f}%"
-                  f"  other work {row['other_cpu_percent']:3.0f}%  -> {'holds' if row['holds'] else 'fails'}",
+                  f"  other work {row['other_cpu_percent']:3.0f}%  -> {'holds' if row['holds'] else 'fails'}"
+                  + (f"  ({_by_process(row)})" if len(row["process_cpu_percent"]) > 1 else ""),
                   file=sys.stderr, flush=True)
             await asyncio.sleep(0.5)
             if row["holds"]:
@@ -131,7 +141,13 @@ async def search(backend: Backend, media: EncodedMedia, args: argparse.Namespace
     }
 
 
+def _by_process(row: dict) -> str:
+    """Each server process's CPU, e.g. "front 2 / worker 0 41 / worker 1 43"."""
+    return " / ".join(f"{label} {value:.0f}" for label, value in row["process_cpu_percent"].items())
+
+
 async def bench(args: argparse.Namespace) -> dict:
+    load_at_start = os.getloadavg()
     address = servers.media_address()
     media = encoded_media(args.width, args.height, fps=args.fps, bitrate=args.bitrate, seconds=args.loop)
     skipped: dict[str, str] = {}
@@ -151,7 +167,9 @@ async def bench(args: argparse.Namespace) -> dict:
         "janus_version": janus.janus_version(),
         "load": {"video": f"VP8 {args.width}x{args.height} {args.fps} fps",
                  "video_bitrate_measured": round(media.video_bitrate), "audio": "Opus 20 ms",
-                 "seconds_per_room": args.seconds},
+                 "seconds_per_room": args.seconds, "rooms_at_once": args.at_once, "workers": args.workers},
+        "load_average": {"start": [round(v, 2) for v in load_at_start],
+                         "end": [round(v, 2) for v in os.getloadavg()]},
         "criteria": (f"mean fps >= 29, every leg >= 27 fps, loss < 1%, median added video latency "
                      f"< {args.max_latency:g} ms (fails when seen twice, at most 3 tries)"),
         "direct_latency_ms": {"video": direct[0], "audio": direct[1]},
@@ -162,12 +180,18 @@ async def bench(args: argparse.Namespace) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = ["| server | N | fps (worst leg) | loss % | added video ms | server CPU % | busiest server thread % "
-             "| client CPU % | holds | fps and loss alone |", "|---|---|---|---|---|---|---|---|---|---|"]
+    several = any(len(r["process_cpu_percent"]) > 1 for server in result["servers"] for r in server["steps"])
+    lines = ["| server | " + ("rooms x N" if result["load"]["rooms_at_once"] > 1 else "N")
+             + " | fps (worst leg) | loss % | added video ms | server CPU % | "
+             + ("CPU by process % | " if several else "")
+             + "busiest server thread % | client CPU % | holds | fps and loss alone |",
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|" if several else "")]
     for server in result["servers"]:
         for r in server["steps"]:
-            lines.append(f"| {server['server']} | {r['publishers']} | {r['fps']:.1f} ({r['fps_worst_leg']:.1f}) | "
+            size = f"{r['rooms']} x {r['publishers']}" if r["rooms"] > 1 else str(r["publishers"])
+            lines.append(f"| {server['server']} | {size} | {r['fps']:.1f} ({r['fps_worst_leg']:.1f}) | "
                          f"{r['loss_percent']:.2f} | {fmt(r['added_video_ms'], '.1f')} | {r['cpu_percent']:.1f} | "
+                         + (f"{_by_process(r)} | " if several else "") +
                          f"{r['busiest_thread_percent']:.0f} | {r['client_cpu_percent']:.0f} | "
                          f"{'yes' if r['holds'] else 'no'} | {'yes' if r['holds_fps_and_loss'] else 'no'} |")
     lines.append("")
@@ -184,6 +208,9 @@ def table(result: dict) -> str:
     if log and log["lines"]:
         lines.append(f"meetnow's server wrote {log['lines']} log lines ({log['tracebacks']} tracebacks): {log['path']}")
     lines.append(f"criteria: {result['criteria']}; network: {result['network']}")
+    load = result["load_average"]
+    lines.append(f"load average (1/5/15 min): {' '.join(map(str, load['start']))} at the start, "
+                 f"{' '.join(map(str, load['end']))} at the end")
     return "\n".join(lines)
 
 

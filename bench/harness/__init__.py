@@ -6,6 +6,8 @@
   starting them, and their command-line options;
 - :mod:`~bench.harness.load`: the synthetic participants of a room, and the latency of a
   direct aiortc-to-aiortc path;
+- :mod:`~bench.harness.serve`: the real ``meetnow serve`` with its media workers, driven
+  over its signaling websocket;
 - :mod:`~bench.harness.rows`: one measured window of one room on one server;
 - :mod:`~bench.harness.cpu`: CPU time and dropped datagrams from /proc;
 - :mod:`~bench.harness.processes`: child processes: ports, readiness, ending them;

@@ -1,8 +1,9 @@
 """The servers a forwarding row runs on, their options, and starting them.
 
 meetnow is its SFU in a child process (:mod:`bench.harness.control`), one peer connection
-per participant; Janus's videoroom (bench/janus.py) is the baseline, in its faster
-configuration (``event_loops = 2``) or its default one. Janus never gathers candidates on
+per participant; or, with ``--workers``, the real ``meetnow serve`` with that many media
+worker processes (:mod:`bench.harness.serve`). Janus's videoroom (bench/janus.py) is the
+baseline, in its faster configuration (``event_loops = 2``) or its default one. Janus never gathers candidates on
 loopback, so it runs only inside the private network namespace with a veth pair
 (bench/netns.py); both servers are then measured on the veth address.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from bench import janus, netns
 from bench.harness.control import SfuProcess
 from bench.harness.load import Gathering, load_participant
+from bench.harness.serve import ServeBackend
 from bench.synthetic import EncodedMedia, LatencyStamps
 
 # --servers name -> (label in the tables, event_loops)
@@ -43,6 +45,9 @@ class MeetnowBackend:
     @property
     def pid(self) -> int:
         return self.sfu.pid
+
+    def processes(self) -> dict[str, int]:
+        return {"sfu": self.sfu.pid}
 
     @property
     def log(self) -> Path | None:
@@ -94,26 +99,38 @@ class MeetnowBackend:
             raise failed
 
 
+def _configured(name: str, args: argparse.Namespace, address: str, skipped: dict[str, str]) -> list[Any]:
+    """The servers ``--servers`` ``name`` stands for here, not started yet."""
+    if name == "meetnow" and args.workers:  # meetnow serve, once per number of media workers
+        return [ServeBackend(address, count, args.output.with_suffix(f".meetnow-{count}w.log"), args.event_loop)
+                for count in args.workers]
+    if name == "meetnow":
+        log = args.output.with_suffix(".meetnow.log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        return [MeetnowBackend(address, args.receive_loss, args.profile, log, args.event_loop)]
+    label, loops = JANUS_CONFIGS[name]
+    if netns.inside() != "veth":
+        skipped[label] = "no private network namespace (needs root): Janus cannot run on loopback"
+        return []
+    if janus.janus_binary() is None:
+        skipped[label] = "janus is not installed (apt-get install -y janus)"
+        return []
+    return [janus.JanusBackend(label, event_loops=loops, enforce=netns.VETH_NAME, address=address)]
+
+
 async def start_backends(args: argparse.Namespace, address: str, skipped: dict[str, str]) -> list[Any]:
     """meetnow and the Janus configurations of ``args.servers`` that can run here; why
     the others cannot goes into ``skipped`` (label -> reason)."""
     backends: list[Any] = []
-    for name in args.servers:
-        if name == "meetnow":
-            log = args.output.with_suffix(".meetnow.log")
-            log.parent.mkdir(parents=True, exist_ok=True)
-            backend: Any = MeetnowBackend(address, args.receive_loss, args.profile, log, args.event_loop)
-        else:
-            label, loops = JANUS_CONFIGS[name]
-            if netns.inside() != "veth":
-                skipped[label] = "no private network namespace (needs root): Janus cannot run on loopback"
-                continue
-            if janus.janus_binary() is None:
-                skipped[label] = "janus is not installed (apt-get install -y janus)"
-                continue
-            backend = janus.JanusBackend(label, event_loops=loops, enforce=netns.VETH_NAME, address=address)
-        await backend.start()
-        backends.append(backend)
+    try:
+        for name in args.servers:
+            for backend in _configured(name, args, address, skipped):
+                await backend.start()
+                backends.append(backend)
+    except BaseException:
+        for backend in backends:  # no server left running when one cannot start
+            await backend.close()
+        raise
     for label, why in skipped.items():
         print(f"  skipping {label}: {why}", file=sys.stderr, flush=True)
     return backends
@@ -122,7 +139,7 @@ async def start_backends(args: argparse.Namespace, address: str, skipped: dict[s
 def server_log_summary(backends: list[Any]) -> dict | None:
     """Where meetnow's server wrote its warnings, and how many tracebacks it holds."""
     for backend in backends:
-        if isinstance(backend, MeetnowBackend) and backend.log is not None and backend.log.exists():
+        if isinstance(backend, (MeetnowBackend, ServeBackend)) and backend.log is not None and backend.log.exists():
             text = backend.log.read_text(errors="replace")
             return {"path": str(backend.log), "tracebacks": text.count("Traceback (most recent call last)"),
                     "lines": len(text.splitlines())}
@@ -136,7 +153,15 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="servers to compare: meetnow, janus2 (Janus with event_loops = 2, the baseline), "
                              "janus (Janus's default configuration); default: meetnow janus2")
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
-                        help="the event loop meetnow's SFU runs on (server.event_loop; default uvloop)")
+                        help="the event loop meetnow runs on, its SFU alone or `meetnow serve` (server.event_loop; "
+                             "default uvloop, as the server's)")
+    parser.add_argument("--workers", type=int, nargs="+", metavar="N",
+                        help="measure meetnow as `meetnow serve` with server.workers = N media worker processes, "
+                             "once per N given (e.g. --workers 1 2); without it, meetnow is its SFU alone in one "
+                             "process (one worker, without the front)")
+    parser.add_argument("--at-once", type=int, default=1, metavar="R",
+                        help="run R rooms of each size at once and measure them together (e.g. six rooms of four: "
+                             "--at-once 6 with a room size of 4)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of media before measuring")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
