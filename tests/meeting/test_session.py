@@ -252,8 +252,8 @@ async def test_squatters_at_the_bound_of_people_setting_up_make_way_for_a_newcom
     real_join = type(sfu.open("x")).join
 
     async def join_without_connecting(room: Any, participant_id: str, send_offer: Any, publish: Any = (),
-                                      on_state: Any = None) -> Any:
-        return await real_join(room, participant_id, send_offer, publish, on_state=None)
+                                      on_state: Any = None, **others: Any) -> Any:
+        return await real_join(room, participant_id, send_offer, publish, on_state=None, **others)
 
     monkeypatch.setattr(type(sfu.open("x")), "join", join_without_connecting)
     m = meeting("k")
