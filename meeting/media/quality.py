@@ -15,14 +15,15 @@ Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
   resumes by itself, not sooner than ``RESUME_HOLD`` after it paused.
 - :class:`Downlink` is one viewer's controller. Its budget comes from the viewer's REMB
   (the browser's receive-side, delay-based estimate of what reaches it), lowered by heavy
-  loss, and raised by probes (held back while the round trip grows with a queue): before a viewer
-  is sent more, it is sent packets it already has, and if its estimate, reported while it
-  takes them, does not fall, the link holds that rate. A REMB that falls below what the
-  viewer is sent is congestion: the budget drops to it at once, probes back off. So is
-  heavy loss (a full queue drops packets but delays every one alike, which a delay-based
-  estimate does not see): it sets a ceiling under what the viewer is sent, which rises
-  again while the link is quiet. Keeping a quality needs it to fit the budget, moving up
-  needs 90% of it, so choices do not flap.
+  loss, and raised by probes (held back while the round trip grows with a queue): before a
+  viewer is sent more, it is sent packets it already has, and if its estimate, reported
+  while it takes them, keeps rising and its round trip does not grow, the link holds that
+  rate (after a probe that failed, the next ones ask for less until two in a row hold). A REMB that falls below what the viewer is sent is congestion: the budget drops to
+  it at once, probes back off. So is heavy loss (a full queue drops packets but delays
+  every one alike, which a delay-based estimate does not see): it sets a ceiling under what
+  the viewer is sent, which rises again while the link is quiet, and goes when a probe
+  above it holds. Keeping a quality needs it to fit the budget, moving up needs 90% of it,
+  so choices do not flap.
 - :func:`upstream_bitrate`: what a publisher is asked to send follows its best-placed
   viewer, never its worst: weak viewers take a lower layer instead of pulling everyone's
   quality down.
@@ -41,11 +42,16 @@ from meeting.media.vp8 import NO_TID
 KEEP = 1.0  # a quality is kept while everything chosen fits this share of the budget
 UPGRADE = 0.9  # and chosen anew only when it fits this share
 START_ESTIMATE = 800_000  # a viewer's budget before its first REMB, bit/s
-PROBE_GAIN = 1.5  # a probe asks the link for this much more than it is known to take
+PROBE_GAIN = 1.5  # a probe asks the link for this much more than it is known to take...
+PROBE_GAIN_AFTER_FAILURE = 1.2  # ...or this much, once one failed, until two in a row held
+PROBE_RISE = 1.01  # a probe holds when the viewer's estimate rose this much during it
+PROBE_RECOVERED = 1.15  # an estimate this much above where a probe failed ends its backoff
 PROBE_TIME = 1.0  # seconds a probe lasts
 PROBE_EVIDENCE = 0.3  # a probe holds only on a REMB sent this long after it began, or later
 PROBED_FOR = 10.0  # seconds a probe's rate stands for the link when the REMB does not follow
-PROBE_BACKOFF = (2.0, 30.0)  # wait after a failed probe: doubles from the first to the second
+# Wait after a failed probe: doubles from the first to the second. A failure costs little
+# (the next one asks for less), and a link that recovered is found again within seconds.
+PROBE_BACKOFF = (2.0, 10.0)
 CONGESTION_HOLD = 2.0  # no probe this soon after congestion
 LIMITED_FOR = 30.0  # after congestion, a viewer's demands follow its budget this long
 CEILING_RISE = 0.05  # a ceiling set by loss rises by this share a second...
@@ -54,6 +60,7 @@ CEILING_FLOOR = 150_000  # and is never under this: what one video needs to resu
 HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
 QUEUE_DELAY = 0.15  # round-trip time this far above its minimum means a queue is building
+PROBE_QUEUE = 0.1  # round trip this much longer than when a probe began: the probe found the limit
 TILE_FIT = 0.8  # a layer suits a tile when it is at least this share of the tile's width
 UNKNOWN_TILE = 1920 * 1080  # priority of a stream whose tile size is not known
 PAUSE_FLOOR = 150_000  # a stream is paused only when less than this is left for it, bit/s
@@ -244,6 +251,7 @@ class _Probe:
     target: float
     started: float
     base: float  # the REMB when it started
+    rtt: float  # the round trip when it started (a busy computer's jitter is not the probe's)
 
 
 class Downlink:
@@ -257,6 +265,8 @@ class Downlink:
         self.probe: _Probe | None = None
         self.next_probe = float("-inf")
         self.backoff = PROBE_BACKOFF[0]
+        self.held_in_a_row = 0  # probes that held since the last that failed
+        self.failed_remb: float | None = None  # the REMB when the last probe failed
         self.congested_at = float("-inf")
         # A ceiling from heavy loss, where REMB may not say it (a queue that is full
         # delays every packet alike); it rises again while the link is quiet.
@@ -303,6 +313,10 @@ class Downlink:
             self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
         if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
             self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
+        elif self.probe is not None and rtt is not None and rtt > self.probe.rtt + PROBE_QUEUE:
+            # The probe's extra packets wait in a queue: the link takes no more. Stop before
+            # the queue overflows (a REMB says so only later, and loss later still).
+            self._probe_failed(now)
 
     def _congested(self, now: float, ceiling: float | None) -> None:
         self.congested_at = now
@@ -357,7 +371,7 @@ class Downlink:
         wanted = sum(w.ladder[-1].bitrate for w in wants if w.ladder)
         spent = sum(step.bitrate for step in choices.values() if step is not None)
         if self.probe is None and spent < wanted * 0.95:
-            self._maybe_probe(now, budget, sending, wanted)
+            self._maybe_probe(now, budget, wanted)
         return Decision(choices, budget, self.probe.target if self.probe else None,
                         self._demands(now, budget, wants))
 
@@ -371,15 +385,20 @@ class Downlink:
         self.starved = self.idle_since is not None and now - self.idle_since >= STARVED_FOR
         probe = self.probe
         if probe is not None and now - probe.started >= PROBE_TIME:
-            if self.remb_at >= probe.started + PROBE_EVIDENCE and self.remb is not None and self.remb >= probe.base * 0.95:
-                # The viewer's estimator saw the extra packets and did not call it overuse.
+            heard = self.remb_at >= probe.started + PROBE_EVIDENCE and self.remb is not None
+            if heard and self.remb >= probe.base * PROBE_RISE:  # type: ignore[operator]
+                # The viewer's estimator saw the extra packets and kept rising: it is in its
+                # "increase" state, which it leaves on overuse. A flat one is holding, near
+                # the link's limit.
                 self.probe = None
                 self.probed = max(self.probed, probe.target)
+                self.ceiling = None  # the link took more than loss had left it: it is over
                 self.probed_at = now
                 self.backoff = PROBE_BACKOFF[0]
+                self.held_in_a_row += 1
                 self.next_probe = now  # the next step may be tried at once
-            elif now - probe.started >= 2 * PROBE_TIME:
-                self._probe_failed(now)  # no word from the viewer: take it as no
+            elif heard or now - probe.started >= 2 * PROBE_TIME:
+                self._probe_failed(now)  # not rising, or no word from the viewer: take it as no
         if self.ceiling is not None and now - self.congested_at >= CONGESTION_HOLD:
             self.ceiling += max(self.ceiling * CEILING_RISE, CEILING_STEP) * (now - self.ceiling_at)
             self.ceiling_at = now
@@ -390,20 +409,29 @@ class Downlink:
         elif self.probed and now - self.probed_at > PROBED_FOR:
             self.probed = 0.0  # what a probe showed long ago says little now
 
-    def _maybe_probe(self, now: float, budget: float, sending: float, wanted: float) -> None:
-        if now < self.next_probe or now - self.congested_at < CONGESTION_HOLD or self.queueing():
+    def _maybe_probe(self, now: float, budget: float, wanted: float) -> None:
+        # The estimator rising on its own since a probe failed says the link has room again.
+        recovered = self.failed_remb is not None and (self.remb or 0.0) >= self.failed_remb * PROBE_RECOVERED
+        if (now < self.next_probe and not recovered) or now - self.congested_at < CONGESTION_HOLD or self.queueing():
             return
-        if self.loss > LOSS_LIMIT or self.remb is None or self.ceiling is not None:
+        if self.loss > LOSS_LIMIT or self.remb is None:
             return
-        target = min(wanted / UPGRADE, max(budget, sending) * PROBE_GAIN)
+        # From the budget, not from what is sent: that includes retransmissions and a
+        # probe's own padding, and a probe built on it would overshoot a weak link.
+        # A link that refused a probe is near its limit: creep up to it, faster once it takes more.
+        cautious = self.probes_failed and self.held_in_a_row < 2
+        gain = PROBE_GAIN_AFTER_FAILURE if cautious else PROBE_GAIN
+        target = min(wanted / UPGRADE, budget * gain)
         if target <= budget * 1.05:
             return
-        self.probe = _Probe(target, now, self.remb)
+        self.probe = _Probe(target, now, self.remb, max(self.rtt or 0.0, self.rtt_min or 0.0))
         self.probes += 1
 
     def _probe_failed(self, now: float) -> None:
         self.probe = None
         self.probes_failed += 1
+        self.held_in_a_row = 0
+        self.failed_remb = self.remb
         self.next_probe = now + self.backoff
         self.backoff = min(self.backoff * 2, PROBE_BACKOFF[1])
 

@@ -136,6 +136,71 @@ def test_a_probe_that_meets_congestion_stops_and_backs_off():
     assert d.decide(2.6, 280_000, wants).probe is not None
 
 
+def test_a_probe_the_estimate_does_not_rise_through_fails_and_the_next_asks_for_less():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(240_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe == 240_000 * quality.PROBE_GAIN
+    d.on_remb(240_000, 0.8, 360_000)  # flat: the estimator holds, near the link's limit
+    after = d.decide(1.3, 200_000, wants)
+    assert after.probe is None and after.estimate == 240_000 and d.probes_failed == 1
+    # Once a probe failed, the next ones creep up until two in a row hold.
+    targets = []
+    for start in (d.next_probe + 0.1, d.next_probe + 1.5, d.next_probe + 2.9):
+        decision = d.decide(start, 200_000, wants)
+        targets.append(decision.probe)
+        d.on_remb(d.estimate() * quality.PROBE_GAIN_AFTER_FAILURE * 1.02, start + 0.5, 300_000)
+        d.decide(start + 1.1, 200_000, wants)  # held: the estimate rose during it
+    assert targets[0] == 240_000 * quality.PROBE_GAIN_AFTER_FAILURE
+    assert targets[1] is not None and targets[1] / targets[0] < 1.3
+    assert targets[2] is not None and targets[2] / targets[1] > 1.4  # two held in a row
+    assert d.held_in_a_row == 3
+
+
+def test_an_estimate_rising_on_its_own_after_a_failed_probe_ends_the_backoff():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(240_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe is not None
+    d.on_remb(240_000, 0.8, 360_000)
+    d.decide(1.3, 200_000, wants)  # failed: flat
+    assert d.next_probe > 2.0
+    d.on_remb(260_000, 1.8, 200_000)
+    assert d.decide(2.0, 200_000, wants).probe is None  # still waiting
+    d.on_remb(240_000 * quality.PROBE_RECOVERED, 2.1, 200_000)  # the limit went away
+    assert d.decide(2.2, 200_000, wants).probe is not None
+
+
+def test_a_probe_that_meets_a_queue_stops_at_once():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_report(0.0, 0.02, 0.0)
+    d.on_remb(300_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe is not None
+    d.on_report(0.0, 0.02 + quality.PROBE_QUEUE / 2, 0.4)  # a little jitter: it goes on
+    assert d.probe is not None
+    d.on_report(0.0, 0.02 + quality.PROBE_QUEUE + 0.01, 0.6)  # the probe's packets wait in a queue
+    assert d.probe is None and d.probes_failed == 1 and d.congestions == 0
+    assert d.estimate() == 300_000
+
+
+def test_a_probe_that_holds_above_a_loss_ceiling_lifts_it():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(400_000, 0.0, 0)
+    d.decide(0.05, 300_000, wants)
+    d.on_report(0.4, 0.02, 0.1)  # heavy loss: a ceiling under what is sent
+    assert d.ceiling == 300_000 * 0.8
+    d.on_report(0.0, 0.02, 2.0)
+    decision = d.decide(2.2, 240_000, wants)
+    assert d.ceiling is not None and decision.estimate == d.ceiling < 400_000
+    # The link is probed above the ceiling (carefully: the loss ended the probe of 0.05).
+    assert d.probes_failed == 1 and decision.probe == d.ceiling * quality.PROBE_GAIN_AFTER_FAILURE
+    d.on_remb(420_000, 2.6, 300_000)
+    d.decide(3.3, 240_000, wants)
+    assert d.ceiling is None and d.estimate() >= 400_000
+
+
 def test_heavy_loss_sets_a_ceiling_that_rises_again():
     d = Downlink()
     d.on_remb(1_000_000, 0.0, 0)
