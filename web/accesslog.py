@@ -14,8 +14,12 @@ _LONG_SEGMENT = re.compile(r"(?<=/)([A-Za-z0-9_-]{4})[A-Za-z0-9_-]{12,}")
 
 
 def redact_path(path: str) -> str:
-    """The request path with id-like segments shortened and the query dropped."""
-    return _LONG_SEGMENT.sub(r"\1…", path.split("?", 1)[0])
+    """The request path with id-like segments shortened and the query dropped (the site's
+    own static files are named, not secret, and stay whole)."""
+    path = path.split("?", 1)[0]
+    if path.startswith("/static/") and ".." not in path:
+        return path
+    return _LONG_SEGMENT.sub(r"\1…", path)
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
