@@ -19,8 +19,9 @@ the browsers received, for the server's cost per forwarded packet.
     sudo .venv/bin/python bench/weak_viewer.py          # ~2 min; needs root (namespaces)
     .venv/bin/python bench/weak_viewer.py --quick       # a short run (the test suite's smoke run)
 
-Results go to ``bench/results/weak_viewer.json``. ``tests/web/test_browser_weak_link.py``
-runs the same scenario and checks the issue's thresholds.
+Results go to ``bench/results/weak_viewer.json``; the run ends with a verdict on each of the
+issue's thresholds. ``tests/web/test_browser_weak_link.py`` runs the same scenario in the test
+suite, with bounds every run on a 2-core machine held.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ class Result:
     tiles: dict[str, Any] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # why the run stopped early (the phases measured are kept)
+    reloads: list[str] = field(default_factory=list)  # pages loaded again before joining, and why
 
 
 def name(n: int) -> str:
@@ -227,6 +229,7 @@ class Scenario:
         self.server: MeetnowServer | None = None  # made once the lab holds its address
         self.pages: dict[str, Any] = {}
         self.console: list[str] = []  # the pages' warnings and errors, for when a run fails
+        self.reloads: list[str] = []  # pages loaded a second time, and why
         self._playwright: Any = None
         self._browsers: list[Any] = []
         self._connections: dict[str, str] = {}  # page -> its peer connection, once all are in
@@ -247,11 +250,30 @@ class Scenario:
             page = await browser.new_page(viewport={"width": self.options.width, "height": self.options.height})
             page.on("console", lambda m, who=name(n): self.console.append(f"{who} {m.type}: {m.text}")
                     if m.type in ("warning", "error") else None)
-            await page.goto(url)
-            await page.fill("#name", name(n))
-            await page.click("#join")
+            page.on("requestfailed", lambda r, who=name(n): self.console.append(
+                f"{who} request failed: {r.url} {r.failure}"))
+            await self._join(page, url, name(n))
             self.pages[name(n)] = page
         await self._everyone_sees_everyone()
+
+    async def _join(self, page: Any, url: str, who: str) -> None:
+        """Open the meeting page and join. A page whose script never becomes ready (seen once
+        in many runs, inside the test suite: one of its modules never arrived) is loaded
+        again once, as a person would; ``reloads`` says so, and a second failure ends the run."""
+        from playwright.async_api import TimeoutError as PageTimeout
+
+        for attempt in (1, 2):
+            await page.goto(url)
+            try:
+                await page.wait_for_selector("#join:not([disabled])", timeout=15_000)
+                break
+            except PageTimeout:
+                if attempt == 2:
+                    raise RuntimeError(f"{who}'s meeting page never became ready\n" + "\n".join(self.console[-20:]))
+                self.reloads.append(f"{who}: the page was not ready after 15 s and was loaded again; "
+                                    + "; ".join(self.console[-5:]))
+        await page.fill("#name", who)
+        await page.click("#join")
 
     async def _everyone_sees_everyone(self) -> None:
         deadline = time.monotonic() + self.options.join_timeout
@@ -382,8 +404,49 @@ async def run(options: Options, folder: Path, progress: Any = print) -> Result:
         result.error = str(exc)
     finally:
         result.machine["load_after"] = os.getloadavg()
+        result.reloads = scenario.reloads
         await scenario.close()
     return result
+
+
+# The issue's thresholds for the weak viewer's link, judged by ``verdict``.
+WEAK_FPS = 10.0  # the weak viewer decodes every publisher at least this often...
+WEAK_FROZEN_S = 2.0  # ...frozen for less than this in the window
+SAME_FRAME_RATE = 0.9  # the other viewers keep this share of their frame rate...
+HIGH_WIDTH = 600  # ...and the high layer
+PUBLISHER_KEEPS = 0.7  # publishers send at least this share of what they sent
+
+
+def verdict(result: Result) -> list[tuple[str, str, bool]]:
+    """Each of the issue's thresholds: what it asks, what was measured, whether it was met."""
+    o = result.options
+    weak = name(o["weak"])
+    if not result.limited:
+        return []
+    others = [name(n) for n in range(1, o["people"] + 1) if n != o["weak"]]
+    video = result.limited[weak]["video"]
+    fps = min(v["fps"] for v in video.values())
+    frozen = max(v["frozen_s"] for v in video.values())
+    quiet = [who for who, a in result.limited[weak]["audio"].items() if not a["energy"] > 0]
+    ratio = min(result.limited[v]["video"][w]["fps"] / max(result.baseline[v]["video"][w]["fps"], 1e-9)
+                for v in others for w in result.limited[v]["video"])
+    width = min(result.limited[v]["video"][w]["min_width"] for v in others for w in result.limited[v]["video"])
+    kept = min(result.limited[p]["sent_video_kbps"] / max(result.baseline[p]["sent_video_kbps"], 1e-9)
+               for p in others + [weak])
+    small, lifted = result.small.get("seconds"), result.lifted.get("seconds")
+    small_within, lift_within = o["small_within"], o["lift_within"]
+    return [
+        (f"weak viewer decodes every publisher at {WEAK_FPS:g} fps or more", f"{fps} fps at least", fps >= WEAK_FPS),
+        (f"weak viewer frozen under {WEAK_FROZEN_S:g} s per publisher", f"{frozen} s at most", frozen < WEAK_FROZEN_S),
+        ("weak viewer hears everyone", "silent: " + (", ".join(quiet) or "nobody"), not quiet),
+        (f"others keep {SAME_FRAME_RATE:.0%} of their frame rate", f"{ratio:.0%} at least", ratio >= SAME_FRAME_RATE),
+        (f"others keep the high layer ({HIGH_WIDTH} px or more)", f"{width} px at least", width >= HIGH_WIDTH),
+        (f"publishers keep {PUBLISHER_KEEPS:.0%} of their video", f"{kept:.0%} at least", kept >= PUBLISHER_KEEPS),
+        (f"a thumbnail gets the low layer within {small_within:g} s", f"{small} s",
+         small is not None and small <= small_within),
+        (f"the high layer back within {lift_within:g} s of the lift", f"{lifted} s",
+         lifted is not None and lifted <= lift_within),
+    ]
 
 
 def table(result: Result) -> str:
@@ -413,8 +476,14 @@ def table(result: Result) -> str:
                      f"{s['machine_busy_pct']} |")
     if result.error:
         lines += ["", f"The run stopped early: {result.error.splitlines()[0]}"]
+    for reload in result.reloads:
+        lines += ["", f"Loaded again: {reload}"]
     lines += ["", f"Thumbnails got the low layer after {result.small.get('seconds')} s; "
                   f"the weak viewer got the high layer back {result.lifted.get('seconds')} s after the limit was lifted."]
+    judged = verdict(result)
+    if judged:
+        lines += ["", "| threshold | measured | |", "|---|---|---|"]
+        lines += [f"| {asked} | {measured} | {'met' if met else '**missed**'} |" for asked, measured, met in judged]
     return "\n".join(lines)
 
 

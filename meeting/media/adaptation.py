@@ -37,8 +37,11 @@ PausedFn = Callable[[str, str, bool], None]
 
 TICK = 0.2  # seconds between decisions
 PAD_INTERVAL = 0.02  # seconds between probe packets' bursts
-RTX_SHARE = 0.15  # retransmissions may take this share of a viewer's budget
-RTX_MIN = 100_000  # but at least this, bit/s
+# Retransmissions may take this share of a viewer's budget, or what its media leaves of it
+# if more, and never less than RTX_MIN. The budget (the viewer's REMB) counts them too: more
+# would fill a weak link's queue, whose drops bring more NACKs, and so on.
+RTX_SHARE = 0.15
+RTX_MIN = 20_000  # bit/s
 SCREEN_PRIORITY = 4.0  # a shared screen counts as this many times its tile's area
 
 
@@ -143,7 +146,7 @@ class Adaptation:
         self.estimate = decision.estimate
         self.demands = decision.demands
         self.probe_rate = decision.probe
-        rtx = max(RTX_SHARE * decision.estimate, RTX_MIN) / 8
+        rtx = max(RTX_SHARE * decision.estimate, decision.estimate - self.media_rate, RTX_MIN) / 8
         self.rtx_budget.rate = rtx
         self.rtx_budget.burst = rtx / 2
         self.rtx_budget.refill(now)

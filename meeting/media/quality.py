@@ -47,6 +47,7 @@ PROBE_GAIN_AFTER_FAILURE = 1.2  # ...or this much, once one failed, until two in
 PROBE_RISE = 1.01  # a probe holds when the viewer's estimate rose this much during it
 PROBE_RECOVERED = 1.15  # an estimate this much above where a probe failed ends its backoff
 PROBE_TIME = 1.0  # seconds a probe lasts
+PROBE_SILENCE = 2.5  # a probe the viewer sent no REMB about for this long failed (one a second)
 PROBE_EVIDENCE = 0.3  # a probe holds only on a REMB sent this long after it began, or later
 PROBED_FOR = 10.0  # seconds a probe's rate stands for the link when the REMB does not follow
 # Wait after a failed probe: doubles from the first to the second. A failure costs little
@@ -59,6 +60,7 @@ CEILING_STEP = 20_000  # ...or by this many bit/s a second, whichever is more
 CEILING_FLOOR = 150_000  # and is never under this: what one video needs to resume
 HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
+LOSS_WEIGHT = 0.5  # of each receiver report's loss in the smoothed figure
 QUEUE_DELAY = 0.15  # round-trip time this far above its minimum means a queue is building
 PROBE_QUEUE = 0.1  # round trip this much longer than when a probe began: the probe found the limit
 TILE_FIT = 0.8  # a layer suits a tile when it is at least this share of the tile's width
@@ -277,6 +279,7 @@ class Downlink:
         self.starved = False  # sent no video for STARVED_FOR: budget for one stream at least
         self.loss = 0.0
         self.rtt: float | None = None
+        self.rtt_before = 0.0  # the round trip of the report before the last
         self.rtt_min: float | None = None
         self.paused_at: dict[Hashable, float] = {}  # streams paused, since when
         self.probes = 0
@@ -307,13 +310,17 @@ class Downlink:
         computer it grows for reasons of its own.
         """
         if loss is not None:
-            self.loss = loss
+            # Smoothed: a report covers about a second, a few packets of a low layer, so one
+            # lost packet can read as 10%; a queue that overflows reads as much more, twice.
+            self.loss += (loss - self.loss) * LOSS_WEIGHT
         if rtt is not None:
+            # Two reports in a row: a queue lasts, a busy computer's pause does not.
+            self.rtt_before = self.rtt if self.rtt is not None else rtt
             self.rtt = rtt
             self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
         if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
             self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
-        elif self.probe is not None and rtt is not None and rtt > self.probe.rtt + PROBE_QUEUE:
+        elif self.probe is not None and rtt is not None and min(rtt, self.rtt_before) > self.probe.rtt + PROBE_QUEUE:
             # The probe's extra packets wait in a queue: the link takes no more. Stop before
             # the queue overflows (a REMB says so only later, and loss later still).
             self._probe_failed(now)
@@ -397,7 +404,7 @@ class Downlink:
                 self.backoff = PROBE_BACKOFF[0]
                 self.held_in_a_row += 1
                 self.next_probe = now  # the next step may be tried at once
-            elif heard or now - probe.started >= 2 * PROBE_TIME:
+            elif heard or now - probe.started >= PROBE_SILENCE:
                 self._probe_failed(now)  # not rising, or no word from the viewer: take it as no
         if self.ceiling is not None and now - self.congested_at >= CONGESTION_HOLD:
             self.ceiling += max(self.ceiling * CEILING_RISE, CEILING_STEP) * (now - self.ceiling_at)
@@ -416,9 +423,12 @@ class Downlink:
             return
         if self.loss > LOSS_LIMIT or self.remb is None:
             return
-        # From the budget, not from what is sent: that includes retransmissions and a
+        if recovered:
+            self.failed_remb = None
+            self.held_in_a_row = max(self.held_in_a_row, 2)  # full steps again
+        # A link that refused a probe is near its limit: creep up to it, faster once it takes
+        # more. From the budget, not from what is sent: that includes retransmissions and a
         # probe's own padding, and a probe built on it would overshoot a weak link.
-        # A link that refused a probe is near its limit: creep up to it, faster once it takes more.
         cautious = self.probes_failed and self.held_in_a_row < 2
         gain = PROBE_GAIN_AFTER_FAILURE if cautious else PROBE_GAIN
         target = min(wanted / UPGRADE, budget * gain)
