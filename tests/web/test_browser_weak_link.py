@@ -25,8 +25,8 @@ from bench import netlab, weak_viewer
 
 pytestmark = pytest.mark.browser
 
-WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-14.2 at the least over ten runs
-WEAK_FROZEN_S = 8.0  # the issue asks under 2; measured 0-3.9 at the most
+WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-12.4 at the least over seven runs
+WEAK_FROZEN_S = 8.0  # the issue asks under 2; measured 0.3-3.9 at the most
 OTHERS_FRAME_RATE = 0.75  # the issue asks 90% "of what they had"; measured 89-105%
 # The issue asks 15 s; measured 9.6-24.3 s. The scenario waits for it 15 s past its own bound.
 LIFT_WITHIN = 30.0
