@@ -464,16 +464,24 @@ class Publication:
             return
         send_time = abs_send_time(now)
         budget = viewer.rtx_budget
+        unanswered = False
         for out_seq in lost:
             entry = viewer.sw.sent(out_seq)
             if entry is None:
+                unanswered = True
                 continue
             if budget is not None and not budget.take(len(entry[2])):
                 self.rtx_refused += 1
+                unanswered = True
                 continue
             if not viewer.resend(entry, send_time):
                 return
             self.retransmitted += 1
+        if unanswered and now - viewer.asked_keyframe_at > KEYFRAME_RETRY:
+            # A hole that will not be filled: the viewer's decoder waits for a keyframe. Ask
+            # now rather than after the browser gives up retrying, seconds later on a slow link.
+            viewer.asked_keyframe_at = now
+            self.viewer_keyframe(viewer, now)
 
     def probe(self, viewer: ViewerStream, size: int, now: float) -> int:
         """Send ``viewer`` about ``size`` bytes of packets it already has, again, as RTX.

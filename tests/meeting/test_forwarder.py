@@ -403,6 +403,26 @@ async def test_the_recording_tap_follows_the_best_layer_flowing():
     assert pub.tap_layer == 0 and tapped[-1] == LO
 
 
+async def test_a_nack_that_cannot_be_answered_asks_the_publisher_for_a_keyframe_at_once():
+    pub, up = make_pub()
+    v, wire = make_viewer("3", 100)
+    v.rtx_budget = ByteBucket(0, 60)  # room for one ~51-byte packet
+    pub.attach(v, 0.0)
+    for i in range(5):
+        pub.ingest(packet(200 + i, KEY if i == 0 else CONT), 0, 0.01 * i)
+    seqs = [p.sequence_number for p in wire.rtp()]
+    asked = len(plis(up))
+    pub.retransmit(v, seqs[1:2], 2.0)  # answered: no keyframe needed
+    pub.ingest(packet(205, CONT), 0, 2.0)
+    assert len(plis(up)) == asked
+    pub.retransmit(v, seqs[2:4], 2.1)  # over the budget: the hole stays, the decoder will wait
+    pub.ingest(packet(206, CONT), 0, 2.1)
+    assert len(plis(up)) == asked + 1
+    pub.retransmit(v, seqs[2:4], 2.5)  # the browser asks again: not another keyframe so soon
+    pub.ingest(packet(207, CONT), 0, 2.6)
+    assert len(plis(up)) == asked + 1
+
+
 async def test_retransmissions_stay_within_the_viewers_budget_and_probes_resend_recent_packets():
     pub, _ = make_pub()
     v, wire = make_viewer("3", 100)

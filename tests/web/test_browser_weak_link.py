@@ -11,7 +11,7 @@ Its bounds on the weak viewer's frame rate and freezes and on the time to get th
 back are the ones four Chromium participants and the server held in every run on a 2-core
 machine. The issue's own, tighter thresholds (10 fps, under 2 s of freezes in 20 s, the high
 layer back within 15 s) are judged by ``bench/weak_viewer.py`` for each run, and what it
-measured is in bench/README.md ("Weak viewer"): met in some runs, not in all.
+measured is in bench/README.md ("Weak viewer"): met in most runs, not in all.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from bench import netlab, weak_viewer
 
 pytestmark = pytest.mark.browser
 
-WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-12.4 at the least over seven runs
-WEAK_FROZEN_S = 8.0  # the issue asks under 2; measured 0.3-3.9 at the most
-OTHERS_FRAME_RATE = 0.75  # the issue asks 90% "of what they had"; measured 89-105%
+WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-14.3 at the least over twelve runs
+WEAK_FROZEN_S = 8.0  # the issue asks under 2; measured 0-3.9 at the most
+OTHERS_FRAME_RATE = 0.75  # the issue asks 90% "of what they had"; measured 89-106%
 # The issue asks 15 s; measured 9.6-24.3 s. The scenario waits for it 15 s past its own bound.
 LIFT_WITHIN = 30.0
 
