@@ -18,8 +18,9 @@ Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
   loss, and raised by probes (held back while the round trip grows with a queue): before a
   viewer is sent more, it is sent packets it already has, and if its estimate, reported
   while it takes them, keeps rising and its round trip does not grow, the link holds that
-  rate (after a probe that failed, the next ones ask for less until two in a row hold). A REMB that falls below what the viewer is sent is congestion: the budget drops to
-  it at once, probes back off. So is heavy loss (a full queue drops packets but delays
+  rate (after a probe that failed, the next ones ask for less until two in a row hold). A
+  REMB that falls below what the viewer is sent is congestion: the budget drops to it at
+  once, probes back off. So is heavy loss (a full queue drops packets but delays
   every one alike, which a delay-based estimate does not see): it sets a ceiling under what
   the viewer is sent, which rises again while the link is quiet, and goes when a probe
   above it holds. Keeping a quality needs it to fit the budget, moving up needs 90% of it,
@@ -306,8 +307,8 @@ class Downlink:
         Heavy loss is congestion too (a full queue drops packets but delays every one
         alike, which a delay-based estimate does not see): what the viewer is sent is cut
         by half the loss, once per ``CONGESTION_HOLD`` (reports repeat what the cut has not
-        yet drained). A round trip grown by a queue only holds probes back: on a busy
-        computer it grows for reasons of its own.
+        yet drained). A round trip grown by a queue only stops and holds back probes: on a
+        busy computer it grows for reasons of its own. Loss is smoothed over reports.
         """
         if loss is not None:
             # Smoothed: a report covers about a second, a few packets of a low layer, so one
@@ -320,7 +321,7 @@ class Downlink:
             self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
         if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
             self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
-        elif self.probe is not None and rtt is not None and min(rtt, self.rtt_before) > self.probe.rtt + PROBE_QUEUE:
+        elif self.probe is not None and rtt is not None and min(rtt, self.rtt_before) - self.probe.rtt > PROBE_QUEUE:
             # The probe's extra packets wait in a queue: the link takes no more. Stop before
             # the queue overflows (a REMB says so only later, and loss later still).
             self._probe_failed(now)

@@ -55,7 +55,8 @@ async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: P
     for viewer in others:
         for who, video in result.limited[viewer]["video"].items():
             before = result.baseline[viewer]["video"][who]
-            assert video["min_width"] >= weak_viewer.HIGH_WIDTH, f"{viewer} got {who} at {video['min_width']} px{context}"
+            assert video["min_width"] >= weak_viewer.HIGH_WIDTH, (
+                f"{viewer} got {who} at {video['min_width']} px{context}")
             assert video["fps"] >= OTHERS_FRAME_RATE * before["fps"], (
                 f"{viewer} decodes {who} at {video['fps']} fps, {before['fps']} before{context}")
     for publisher in [weak_viewer.name(n) for n in range(1, options.people + 1)]:
