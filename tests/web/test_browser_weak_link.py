@@ -25,10 +25,10 @@ from bench import netlab, weak_viewer
 
 pytestmark = pytest.mark.browser
 
-WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-14.3 at the least over twelve runs
+WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-14.3 at the least over fifteen runs
 WEAK_FROZEN_S = 8.0  # the issue asks under 2; measured 0-3.9 at the most
 OTHERS_FRAME_RATE = 0.75  # the issue asks 90% "of what they had"; measured 89-106%
-# The issue asks 15 s; measured 9.6-24.3 s. The scenario waits for it 15 s past its own bound.
+# The issue asks 15 s; measured 7.7-24.3 s. The scenario waits for it 15 s past its own bound.
 LIFT_WITHIN = 30.0
 
 
