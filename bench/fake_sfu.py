@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Awaitable, Callable
 
-from meeting.media.peer import CandidateError, Offer, SdpError, TrackSlot
+from meeting.media.offer import CandidateError, Offer, SdpError, TrackSlot
 
 
 class FakePeer:

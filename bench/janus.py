@@ -31,7 +31,7 @@ import aiohttp
 from bench.harness.load import Gathering, load_participant
 from bench.harness.processes import end, free_port, wait_for_http
 from bench.synthetic import EncodedMedia, LatencyStamps
-from meeting.media.peer import Offer, TrackSlot
+from meeting.media.offer import Offer, TrackSlot
 
 JANUS_LIB = Path("/usr/lib/x86_64-linux-gnu/janus")
 

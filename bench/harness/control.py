@@ -32,7 +32,8 @@ from bench.harness.load import allowed_network
 from bench.harness.processes import READY, Child, end, spawn
 from meeting import eventloop
 from meeting.config import MediaConfig
-from meeting.media.peer import Offer, Peer, TrackSlot
+from meeting.media.offer import Offer, TrackSlot
+from meeting.media.peer import Peer
 from meeting.media.sfu import Sfu
 
 # An operation a script adds: the request in, the reply's fields out.

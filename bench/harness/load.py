@@ -12,10 +12,10 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from bench.synthetic import EncodedMedia, LatencyStamps, SyntheticParticipant
-from meeting.media.peer import Offer, TrackSlot
+from meeting.media.offer import Offer, TrackSlot
 
 # SO_RCVBUF of the synthetic peers' sockets (the servers keep their own defaults): the
 # viewers live in one Python event loop, and must not be where packets get lost.
@@ -43,6 +43,29 @@ class Gathering:
     publishers: list[Any] = field(default_factory=list)  # peers whose senders carry published media
     legs: list[tuple[Any, str]] = field(default_factory=list)  # (receiving peer, publisher's name)
     everyone: list[Any] = field(default_factory=list)
+
+
+async def gather_people(room: str, publishers: int, viewers: int, media: EncodedMedia, stamps: LatencyStamps,
+                        address: str, join: Callable[[Any, list[str]], Awaitable[None]],
+                        disperse: Callable[[str, Gathering], Awaitable[None]]) -> Gathering:
+    """Publishers p0.. publish mic and camera, viewers v.. only watch, each put in by
+    ``join(person, sources)``; every viewer-publisher pair is a leg. When one cannot join,
+    those who did leave through ``disperse``."""
+    gathering = Gathering()
+    try:
+        for i in range(publishers + viewers):
+            publishing = i < publishers
+            person = load_participant(f"p{i}" if publishing else f"v{i}", media, stamps, address)
+            gathering.everyone.append(person)
+            if publishing:
+                gathering.publishers.append(person)
+            await join(person, ["mic", "camera"] if publishing else [])
+    except Exception:
+        await disperse(room, gathering)
+        raise
+    pubs = [p.name for p in gathering.publishers]
+    gathering.legs = [(v, p) for v in gathering.everyone for p in pubs if p != v.name]
+    return gathering
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:

@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import aiohttp
 
-from bench.harness.load import Gathering, allowed_network, load_participant
+from bench.harness.load import Gathering, allowed_network, gather_people
 from bench.harness.processes import ROOT, end, free_port, wait_for_http
 from bench.synthetic import EncodedMedia, LatencyStamps
 
@@ -242,27 +242,17 @@ class ServeBackend:
                      stamps: LatencyStamps) -> Gathering:
         """A meeting of its own for ``room``: publishers p0.. publish mic and camera, viewers
         v.. only watch; all see everyone. When one cannot join, those who did leave."""
-        gathering = Gathering()
+        url = await self._mint()
         joined: list[_Signaling] = []
         self._signaling[room] = joined
-        try:
-            url = await self._mint()
-            for i in range(publishers + viewers):
-                publishing = i < publishers
-                person = load_participant(f"p{i}" if publishing else f"v{i}", media, stamps, self.address)
-                gathering.everyone.append(person)
-                if publishing:
-                    gathering.publishers.append(person)
-                signaling = _Signaling(person, url, lambda error: self._errors.append(error))
-                person.peer = signaling
-                joined.append(signaling)
-                await signaling.join(["mic", "camera"] if publishing else [])
-        except Exception:
-            await self.disperse(room, gathering)
-            raise
-        pubs = [p.name for p in gathering.publishers]
-        gathering.legs = [(v, p) for v in gathering.everyone for p in pubs if p != v.name]
-        return gathering
+
+        async def join(person: Any, sources: list[str]) -> None:
+            signaling = _Signaling(person, url, lambda error: self._errors.append(error))
+            person.peer = signaling
+            joined.append(signaling)
+            await signaling.join(sources)
+
+        return await gather_people(room, publishers, viewers, media, stamps, self.address, join, self.disperse)
 
     async def disperse(self, room: str, gathering: Gathering) -> None:
         """Everyone leaves and closes."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import janus, netns
 from bench.harness.control import SfuProcess
-from bench.harness.load import Gathering, load_participant
+from bench.harness.load import Gathering, gather_people
 from bench.harness.serve import ServeBackend
 from bench.synthetic import EncodedMedia, LatencyStamps
 
@@ -70,21 +70,11 @@ class MeetnowBackend:
         """Publishers p0.. publish mic and camera; viewers v.. only watch; all see everyone.
         When one cannot join, those who did leave."""
         self.sfu.errors.clear()
-        gathering = Gathering()
-        try:
-            for i in range(publishers + viewers):
-                publishing = i < publishers
-                person = load_participant(f"p{i}" if publishing else f"v{i}", media, stamps, self.address)
-                gathering.everyone.append(person)
-                if publishing:
-                    gathering.publishers.append(person)
-                await self.sfu.join(room, person, ["mic", "camera"] if publishing else [])
-        except Exception:
-            await self.disperse(room, gathering)
-            raise
-        pubs = [p.name for p in gathering.publishers]
-        gathering.legs = [(v, p) for v in gathering.everyone for p in pubs if p != v.name]
-        return gathering
+
+        async def join(person: Any, sources: list[str]) -> None:
+            await self.sfu.join(room, person, sources)
+
+        return await gather_people(room, publishers, viewers, media, stamps, self.address, join, self.disperse)
 
     async def disperse(self, room: str, gathering: Gathering) -> None:
         """Everyone leaves and closes, even when a leave fails (the first failure is raised)."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Callable
 
 from meeting.media.layer import Layer
-from meeting.media.rtcp import ntp_middle, pack_nack, pack_pli, pack_receiver_report, pack_remb, pack_report_block
+from meeting.media.rtcp import pack_nack, pack_pli, pack_receiver_report, pack_remb
 from meeting.media.rtp import (
     RtpError, RtpView, abs_send_time, pack_rtp, parse_rtp, stamped, unwrap_rtx, viewer_extension_block,
 )
@@ -352,33 +352,12 @@ class Publication:
         self.forwarded_octets += sent * size
 
     def handle_sender_report(self, ntp: int, rtp_ts: int, now: float, layer: Layer | None = None) -> None:
-        """Remember the publisher's NTP/RTP pair (for viewers' SRs and our RR's LSR)."""
-        layer = layer or self.layers[0]
-        layer.sr_ntp = ntp
-        layer.sr_rtp = rtp_ts
-        layer.sr_time = now
-        layer.sr_lsr = ntp_middle(ntp)
+        """Remember the publisher's NTP/RTP pair on ``layer`` (by default the first)."""
+        (layer or self.layers[0]).on_sender_report(ntp, rtp_ts, now)
 
     def report_blocks(self, now: float) -> list[bytes]:
         """Reception report blocks about each layer's media SSRC, for our RR."""
-        blocks = []
-        for layer in self.layers:
-            if layer.media_ssrc is None or layer.stats.base_seq is None:
-                continue
-            dlsr = 0
-            if layer.sr_ntp is not None:
-                dlsr = min(int((now - layer.sr_time) * 65536), 0xFFFFFFFF)
-            s = layer.stats
-            blocks.append(pack_report_block(
-                layer.media_ssrc,
-                s.take_fraction_lost(),
-                s.cumulative_lost,
-                s.extended_max_seq,
-                int(s.jitter),
-                layer.sr_lsr if layer.sr_ntp is not None else 0,
-                dlsr,
-            ))
-        return blocks
+        return [block for layer in self.layers if (block := layer.report_block(now)) is not None]
 
     def receiver_report(self, now: float) -> bytes | None:
         """RR about the publisher's streams, plus a REMB for video.

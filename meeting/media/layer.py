@@ -13,6 +13,7 @@ State only; the publication (meeting.media.forwarder) feeds it packets and does 
 from __future__ import annotations
 
 from meeting.media.feedback import KeyframeLimiter, NackTracker, ReceptionStats
+from meeting.media.rtcp import ntp_middle, pack_report_block
 from meeting.media.vp8 import NO_TID
 
 # A layer that sent nothing for this long is not offered to viewers (the publisher
@@ -104,6 +105,27 @@ class Layer:
         self.media_ssrc = media_ssrc
         return restarted
 
+    # --- reports ----------------------------------------------------------------------------
+
+    def on_sender_report(self, ntp: int, rtp_ts: int, now: float) -> None:
+        """Remember the publisher's NTP/RTP pair (for viewers' SRs and our RR's LSR)."""
+        self.sr_ntp = ntp
+        self.sr_rtp = rtp_ts
+        self.sr_time = now
+        self.sr_lsr = ntp_middle(ntp)
+
+    def report_block(self, now: float) -> bytes | None:
+        """A reception report block about this stream for our RR (None before any packet)."""
+        s = self.stats
+        if self.media_ssrc is None or s.base_seq is None:
+            return None
+        lsr = dlsr = 0
+        if self.sr_ntp is not None:
+            lsr = self.sr_lsr
+            dlsr = min(int((now - self.sr_time) * 65536), 0xFFFFFFFF)
+        return pack_report_block(self.media_ssrc, s.take_fraction_lost(), s.cumulative_lost,
+                                 s.extended_max_seq, int(s.jitter), lsr, dlsr)
+
     # --- measurements -----------------------------------------------------------------------
 
     def live(self, now: float) -> bool:
@@ -116,12 +138,6 @@ class Layer:
         if max_tid >= NO_TID:
             return r[0] + r[1] + r[2] + r[3]
         return sum(r[: max_tid + 1]) + r[3]
-
-    def temporal_caps(self) -> tuple[int, ...]:
-        """The temporal caps worth choosing between: (0, 1, 2) when it has temporal layers."""
-        if not self.temporal:
-            return (NO_TID,)
-        return tuple(t for t in (0, 1, 2) if self.rates[t] > 0) or (NO_TID,)
 
     def measure(self, now: float) -> None:
         """Turn the bytes counted since the last call into smoothed bitrates."""

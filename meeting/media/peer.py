@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from dataclasses import dataclass
 from typing import Awaitable, Callable
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.codecs import HEADER_EXTENSIONS
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
@@ -36,6 +33,16 @@ from meeting.media.forwarder import Publication
 from meeting.media.viewer import ViewerStream
 from meeting.media.ice import filter_sdp_candidates, parse_candidate
 from meeting.media.negotiation import Line, MakeOffer, Negotiation, NegotiationError, plan_lines
+from meeting.media.offer import (
+    CODEC_PREFERENCES,
+    OFFERED_EXTENSION_IDS,
+    CandidateError,
+    Offer,
+    SdpError,
+    TrackSlot,
+    cname_of,
+    stream_id,
+)
 from meeting.media.rtp import (
     ABS_SEND_TIME_URI,
     AUDIO_LEVEL_URI,
@@ -51,45 +58,6 @@ from meeting.media.transport import PeerTransport
 logger = logging.getLogger(__name__)
 
 SOURCES = {"mic": "audio", "camera": "video", "screen": "video"}
-
-# What the server offers. Forwarding never transcodes, so every peer connection offers
-# the same codecs with the same payload types, and a publisher's packets suit every
-# viewer unchanged. VP8 only: H264 would need every viewer to decode the profile a
-# publisher picked.
-_CODEC_PREFERENCES = {
-    "audio": [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"],
-    "video": [
-        c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in ("video/vp8", "video/rtx")
-    ],
-}
-_OFFERED_EXTENSION_IDS = {kind: {x.id for x in HEADER_EXTENSIONS[kind]} for kind in ("audio", "video")}
-_MSID_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]")
-
-
-class SdpError(ValueError):
-    """A malformed or unusable answer, or no offer outstanding; nothing changed."""
-
-
-class CandidateError(ValueError):
-    """A malformed ICE candidate; nothing changed."""
-
-
-@dataclass(frozen=True)
-class TrackSlot:
-    """One m-line as the browser must see it."""
-
-    mid: str
-    kind: str  # "audio" | "video"
-    source: str  # "mic" | "camera" | "screen"
-    direction: str  # "publish" (the browser sends on this mid) | "receive" (browser receives)
-    participant: str  # owner of the media: the peer itself for "publish", the publisher for "receive"
-
-
-@dataclass(frozen=True)
-class Offer:
-    sdp: str
-    slots: tuple[TrackSlot, ...]  # every active m-line of this offer
-
 
 class _Line:
     """One m-line of a peer connection and what it carries."""
@@ -348,7 +316,7 @@ class Peer:
                 raise
             return
         self._local_sdp = sdp
-        self.transport.cname = _cname_of(sdp) or self.transport.cname
+        self.transport.cname = cname_of(sdp) or self.transport.cname
         self._negotiation.offer_sent()
         try:
             await self._send_offer(Offer(sdp=sdp, slots=slots))
@@ -382,7 +350,7 @@ class Peer:
 
     def _add_line(self, kind: str, role: str) -> _Line:
         transceiver = self._pc.addTransceiver(kind, direction="recvonly" if role == "publish" else "sendonly")
-        transceiver.setCodecPreferences(_CODEC_PREFERENCES[kind])
+        transceiver.setCodecPreferences(CODEC_PREFERENCES[kind])
         internals.silence(transceiver)
         if self.transport.dtls is None:
             self.transport.install(transceiver, self._room.announce, self._room.policy)
@@ -401,7 +369,7 @@ class Peer:
             line.transceiver.direction = "sendonly"
             # The msid stream id groups a publisher's audio and video: browsers sync
             # the tracks of one stream (lip sync), so it is the publisher's id.
-            internals.set_stream_id(line.transceiver.sender, _MSID_UNSAFE.sub("_", key[0])[:64] or "-")
+            internals.set_stream_id(line.transceiver.sender, stream_id(key[0]))
 
     def _release(self, line: _Line) -> None:
         if line.role == "receive" and line.stream is not None and line.stream.publication is not None:
@@ -478,7 +446,7 @@ class Peer:
         # Publishers and viewers answer the same offer, so the extension ids agree; an
         # answer that dropped some extension gets the others only (slow path).
         ext_ids = set(info.extensions.values()) - {mid_id}
-        offered = _OFFERED_EXTENSION_IDS[line.kind] - {mid_id}
+        offered = OFFERED_EXTENSION_IDS[line.kind] - {mid_id}
         stream.allowed_ext = None if ext_ids >= offered else frozenset(ext_ids)
         stream.cname = transport.cname
         stream.rtx_budget = transport.adaptation.rtx_budget
@@ -514,8 +482,3 @@ class Peer:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.transport.close()
         await self._pc.close()
-
-
-def _cname_of(sdp: str) -> str | None:
-    match = re.search(r"^a=ssrc:\d+ cname:(\S+)", sdp, re.MULTILINE)
-    return match.group(1) if match else None

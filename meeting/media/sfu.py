@@ -19,7 +19,8 @@ from aiortc import RTCIceServer
 from meeting.config import MediaConfig
 from meeting.media.forwarder import PacketTap, Publication
 from meeting.media.ice import CandidatePolicy, rtc_ice_servers
-from meeting.media.peer import SOURCES, Offer, Peer
+from meeting.media.offer import Offer
+from meeting.media.peer import SOURCES, Peer
 from meeting.media.turn import TurnCredentials
 
 logger = logging.getLogger(__name__)

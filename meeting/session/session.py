@@ -22,13 +22,14 @@ from typing import Any
 from meeting import ids
 from meeting.logcontext import bind_meeting
 from meeting.logfmt import kv
-from meeting.media.peer import CandidateError, Offer, SdpError
-from meeting.media.sfu import MediaRoom, RoomFullError
+from meeting.media.offer import CandidateError, SdpError
+from meeting.media.sfu import MediaRoom
 from meeting.models import Meeting
 from meeting.ratelimit import KeyedLimiter
 from meeting.recording.service import STOP_EMPTY, STOP_HOST, STOP_SHUTDOWN, RecordingStatus
 from meeting.session import messages as msg
 from meeting.session.actions import MeetingActions
+from meeting.session.setup import ConnectionSetup
 from meeting.session.asks import MuteAsks
 from meeting.session.audience import Audience
 from meeting.session.conn import CLOSED, JOINED, NEW, WAITING, WATCHING, Channel, Conn
@@ -51,7 +52,7 @@ KNOCK_BURST = 3.0
 # People looking at the pre-join screen of one meeting, told its status as it changes.
 MAX_WATCHERS = 100
 
-class MeetingSession(MeetingActions):
+class MeetingSession(MeetingActions, ConnectionSetup):
     """The live state of one meeting, and everything that changes it."""
 
     def __init__(self, meeting: Meeting, context: SessionContext, carried: LeftBehind | None = None) -> None:
@@ -319,91 +320,12 @@ class MeetingSession(MeetingActions):
         conn.channel.close(msg.CLOSE_FINAL, code)
         await self._drop(conn, barred=False)
 
-    def _deadline(self, conn: Conn, seconds: float, state: str) -> None:
-        """Close ``conn`` if it is still ``state`` (not joined; media not connected) by then."""
-        if conn.timer is not None:
-            conn.timer.cancel()
-        conn.timer = asyncio.get_running_loop().call_later(
-            seconds, lambda: self._spawn(self._expire(conn, state)))
-
-    async def _expire(self, conn: Conn, state: str) -> None:
-        async with self._lock:
-            if conn.state != state or (state == JOINED and conn.participant is not None
-                                       and conn.participant.id not in self.room.pending):
-                return
-            await self._time_out(conn, "join" if state == NEW else "media")
-
-    async def _time_out(self, conn: Conn, what: str) -> None:
-        """Close a connection that has not joined, or not connected its media, in time."""
-        log.info("connection timed out %s", kv(meeting=ids.short(self.id), waiting_for=what))
-        conn.send(msg.error(f"{what}-timeout", "The connection took too long to set up. Reload to try again."))
-        conn.channel.close(msg.CLOSE_RETRY, f"{what} timeout")
-        await self._drop(conn, barred=False)
-
-    async def _connect_media(self, conn: Conn, participant: Participant) -> None:
-        """Give a participant who just entered their peer connection (outside the lock)."""
-        assert conn.media_pending is not None
-        try:
-            peer = await self.media.join(
-                participant.id, lambda offer: self._send_offer(conn, offer),
-                publish=sorted(participant.publishes), on_state=lambda state: self._peer_state(conn, state),
-                on_paused=lambda who, source, paused: conn.send(
-                    reply("video-paused", participant=who, source=source, paused=paused)),
-            )
-        except Exception as exc:
-            gone = conn.state != JOINED or conn.participant is None or conn.participant.id != participant.id
-            # A full media room, or a participant gone while its peer was set up (the peer was
-            # closed under it), is no bug: no traceback.
-            if isinstance(exc, RoomFullError) or gone:
-                log.info("media join refused %s", kv(meeting=ids.short(self.id), why=type(exc).__name__))
-            else:
-                log.exception("media join failed %s", kv(meeting=ids.short(self.id)))
-            peer = None
-        async with self._lock:
-            conn.media_pending.set()
-            conn.media_pending = None
-            # By id: the participant's record is replaced whenever it changes (mute, hand...).
-            if conn.state != JOINED or conn.participant is None or conn.participant.id != participant.id:
-                # Removed, or gone, while the media was being set up: no orphan peer.
-                await self.media.leave(participant.id)
-            elif peer is None:
-                conn.send(msg.error("media-failed", "The server could not set up your media."))
-                conn.channel.close(msg.CLOSE_RETRY, "media failed")
-                await self._drop(conn, barred=False)
-            else:
-                conn.peer = peer
-
     async def _welcome(self, participant: Participant, is_host: bool) -> dict[str, Any]:
         recordings = self.context.recordings
         links = await recordings.links(self.id) if recordings is not None and is_host else None
         return welcome_message(
             participant, self.room, self._resume.issue(participant.id), self.context.ice_servers(),
             self.meeting.e2ee, self.recording if recordings is not None else None, links)
-
-    async def _send_offer(self, conn: Conn, offer: Offer) -> None:
-        conn.send(reply("offer", sdp=offer.sdp, slots=[
-            {"mid": s.mid, "kind": s.kind, "source": s.source, "direction": s.direction,
-             "participant": s.participant}
-            for s in offer.slots
-        ]))
-
-    def _peer_state(self, conn: Conn, state: str) -> None:
-        if state == "connected" and conn.participant is not None:
-            self.room.media_connected(conn.participant.id)
-            if conn.timer is not None:
-                conn.timer.cancel()
-                conn.timer = None
-        elif state in ("failed", "closed") and conn.state == JOINED:
-            self._spawn(self._media_failed(conn, state))
-
-    async def _media_failed(self, conn: Conn, state: str) -> None:
-        async with self._lock:
-            if conn.state != JOINED or conn.peer is None or conn.peer.connection_state != state:
-                return
-            log.info("peer %s %s", state, kv(meeting=ids.short(self.id)))
-            conn.send(msg.error("media-failed", "The media connection failed."))
-            conn.channel.close(msg.CLOSE_RETRY, "media failed")
-            await self._drop(conn, barred=False)
 
     async def _admit(self, conn: Conn) -> None:
         """Let a lobby guest in (a host decided, or the meeting was unlocked)."""

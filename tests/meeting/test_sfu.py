@@ -18,7 +18,7 @@ from meeting.config import MediaConfig
 from meeting.media.forwarder import START_BITRATE
 from meeting.media.rtcp import iter_rtcp, unpack_sender_info
 from meeting import internals
-from meeting.media.peer import CandidateError, Offer, SdpError
+from meeting.media.offer import CandidateError, Offer, SdpError
 from tests.meeting.waiting import wait_for
 
 VIDEO_FRAMES = 15  # half a second of video
