@@ -151,12 +151,32 @@ def test_a_probe_the_estimate_does_not_rise_through_fails_and_the_next_asks_for_
     for start in (d.next_probe + 0.1, d.next_probe + 1.5, d.next_probe + 2.9):
         decision = d.decide(start, 200_000, wants)
         targets.append(decision.probe)
-        d.on_remb(d.remb * 1.05, start + 0.5, 300_000)  # rising, not by PROBE_RECOVERED in all
+        d.on_remb(d.remb * 1.03, start + 0.5, 300_000)  # rising a little: near the limit
         d.decide(start + 1.1, 200_000, wants)  # held: the estimate rose during it
     assert targets[0] == 240_000 * quality.PROBE_GAIN_AFTER_FAILURE
     assert targets[1] is not None and targets[1] / targets[0] < 1.3
-    assert targets[2] is not None and targets[2] / targets[1] > 1.4  # two held in a row
+    assert targets[2] is not None and targets[2] / targets[1] == pytest.approx(quality.PROBE_GAIN)  # two held
     assert d.held_in_a_row == 3
+
+
+def test_probes_double_while_the_estimate_rises_fast_through_them():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2)), want("c", current=(0, 2))]
+    d.on_remb(100_000, 0.0, 80_000)
+    gains = []
+    now = 0.2
+    for rise in (1.10, 1.10, 1.10, 1.02, 1.10):
+        budget = d.estimate()
+        decision = d.decide(now, 200_000, wants)
+        assert decision.probe is not None
+        gains.append(round(decision.probe / budget, 2))
+        d.on_remb(d.remb * rise, now + 0.5, 300_000)
+        d.decide(now + 1.1, 200_000, wants)  # held
+        now = d.next_probe + 0.1
+    # Two held while the estimator was in its fast (multiplicative) increase: the link is far
+    # from its limit, probes double; a rise of a few percent says it is near: back to 1.5x.
+    assert gains == [quality.PROBE_GAIN, quality.PROBE_GAIN, quality.PROBE_GAIN_FAST, quality.PROBE_GAIN_FAST,
+                     quality.PROBE_GAIN]
 
 
 def test_an_estimate_rising_on_its_own_after_a_failed_probe_ends_the_backoff():
@@ -169,8 +189,9 @@ def test_an_estimate_rising_on_its_own_after_a_failed_probe_ends_the_backoff():
     assert d.next_probe > 2.0
     d.on_remb(260_000, 1.8, 200_000)
     assert d.decide(2.0, 200_000, wants).probe is None  # still waiting
-    d.on_remb(240_000 * quality.PROBE_RECOVERED, 2.1, 200_000)  # the limit went away
-    assert d.decide(2.2, 200_000, wants).probe is not None
+    d.on_remb(240_000 * quality.PROBE_RECOVERED, 2.1, 200_000)  # the limit went away, or seems to
+    probe = d.decide(2.2, 200_000, wants).probe
+    assert probe == pytest.approx(240_000 * quality.PROBE_RECOVERED * quality.PROBE_GAIN)  # full steps again
 
 
 def test_a_probe_that_meets_a_queue_stops_at_once():
@@ -310,3 +331,33 @@ def test_a_viewer_sent_nothing_for_a_while_gets_video_back():
     # Once video flows again, the viewer's own estimate rules.
     d.decide(5.0, 300_000, wants)
     assert d.estimate() == 60_000
+
+
+def test_a_probe_that_holds_below_what_the_link_refused_does_not_end_the_backoff():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(240_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe == 360_000
+    d.on_remb(240_000, 0.8, 360_000)
+    d.decide(1.3, 200_000, wants)  # refused (flat): 360 kbit/s is too much
+    assert d.backoff == 2 * quality.PROBE_BACKOFF[0]
+    small = d.decide(d.next_probe + 0.1, 200_000, wants).probe
+    assert small is not None and small < 360_000
+    d.on_remb(246_000, d.next_probe + 0.6, 300_000)
+    d.decide(d.next_probe + 1.2, 200_000, wants)  # held, below what was refused...
+    assert d.held_in_a_row == 1 and d.backoff == 2 * quality.PROBE_BACKOFF[0]  # ...the backoff stands
+    # The next step goes at once; refused again, the wait doubles instead of starting over.
+    started = d.next_probe + 0.1
+    assert d.decide(started, 200_000, wants).probe is not None
+    d.on_remb(246_000, started + 0.6, 300_000)
+    d.decide(started + 1.1, 200_000, wants)
+    assert d.next_probe == started + 1.1 + 2 * quality.PROBE_BACKOFF[0]
+    # A probe that holds at or above what the link refused says it changed: the backoff ends.
+    d.on_remb(246_000 * quality.PROBE_RECOVERED, d.next_probe + 0.1, 200_000)
+    started = d.next_probe + 0.2
+    target = d.decide(started, 200_000, wants).probe
+    assert target is not None and target >= 360_000
+    d.on_remb(300_000, started + 0.6, 400_000)
+    d.decide(started + 1.1, 200_000, wants)
+    assert d.backoff == quality.PROBE_BACKOFF[0]
+

@@ -7,11 +7,12 @@ sent every publisher's low layer and keeps decoding each and hearing everyone; t
 keep the high layer and their frame rate; publishers keep sending; a thumbnail gets the low
 layer; lifting the limit brings the high layer back.
 
-Its bounds on the weak viewer's frame rate and freezes and on the time to get the high layer
-back are the ones four Chromium participants and the server held in every run on a 2-core
-machine. The issue's own, tighter thresholds (10 fps, under 2 s of freezes in 20 s, the high
-layer back within 15 s) are judged by ``bench/weak_viewer.py`` for each run, and what it
-measured is in bench/README.md ("Weak viewer"): met in most runs, not in all.
+Its bounds on the weak viewer's frame rate and freezes, on the others' frame rate and on the
+time to get the high layer back leave a margin under the issue's own thresholds (10 fps,
+under 2 s of freezes in 20 s, 90% of the frame rate, the high layer back within 15 s): four
+Chromium participants and the server fill both cores of a 2-core machine, and a slow moment
+must not fail the suite. ``bench/weak_viewer.py`` judges every run against the issue's
+thresholds, and what it measured is in bench/README.md ("Weak viewer").
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from bench import netlab, weak_viewer
 
 pytestmark = pytest.mark.browser
 
-WEAK_FPS = 5.0  # the issue asks 10; measured 10.2-14.3 at the least over fifteen runs
-WEAK_FROZEN_S = 8.0  # the issue asks under 2; measured 0-3.9 at the most
-OTHERS_FRAME_RATE = 0.75  # the issue asks 90% "of what they had"; measured 89-106%
-# The issue asks 15 s; measured 7.7-24.3 s. The scenario waits for it 15 s past its own bound.
-LIFT_WITHIN = 30.0
+WEAK_FPS = 8.0  # the issue asks 10; measured 11.3-14.5 at the least (the code as it is, quiet machine)
+WEAK_FROZEN_S = 4.0  # the issue asks under 2; measured 0-2.1 at the most
+OTHERS_FRAME_RATE = 0.85  # the issue asks "the frame rate they had"; measured 95-108%
+# The issue asks 15 s; measured 4.8-13.4 s. The scenario waits for it 15 s past its own bound.
+LIFT_WITHIN = 20.0
 
 
 async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: Path) -> None:
