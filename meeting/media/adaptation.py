@@ -18,15 +18,8 @@ from typing import Callable, Iterable
 from meeting.media.forwarder import Publication
 from meeting.media.viewer import ViewerStream
 from meeting.media.layer import Layer
-from meeting.media.quality import (
-    UNKNOWN_TILE,
-    Downlink,
-    LayerInfo,
-    Want,
-    ladder,
-    publisher_floor,
-    upstream_bitrate,
-)
+from meeting.media.ladder import UNKNOWN_TILE, LayerInfo, Want, ladder
+from meeting.media.quality import Downlink, publisher_floor, upstream_bitrate
 from meeting.media.rtcp import ReportBlock
 from meeting.media.vp8 import NO_TID
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from meeting.media.feedback import KeyframeLimiter, NackTracker, ReceptionStats
 from meeting.media.rtcp import ntp_middle, pack_report_block
-from meeting.media.vp8 import NO_TID
+from meeting.media.vp8 import NO_TID, temporal_rate
 
 # A layer that sent nothing for this long is not offered to viewers (the publisher
 # stopped it: its own bandwidth estimate fell, or fewer people need it).
@@ -134,10 +134,7 @@ class Layer:
 
     def rate(self, max_tid: int = NO_TID) -> float:
         """Bitrate (bit/s) of the frames up to temporal layer ``max_tid``."""
-        r = self.rates
-        if max_tid >= NO_TID:
-            return r[0] + r[1] + r[2] + r[3]
-        return sum(r[: max_tid + 1]) + r[3]
+        return temporal_rate(self.rates, max_tid)
 
     def measure(self, now: float) -> None:
         """Turn the bytes counted since the last call into smoothed bitrates."""

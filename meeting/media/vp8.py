@@ -14,7 +14,17 @@ works there too.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 NO_TID = 3  # the temporal layer of a frame that says none: sorted above every real one
+
+
+def temporal_rate(rates: Sequence[float], max_tid: int = NO_TID) -> float:
+    """The bitrate of a layer's frames up to temporal layer ``max_tid``, from its rates per
+    temporal layer (index ``NO_TID``: frames that say none, always counted)."""
+    if max_tid >= NO_TID:
+        return rates[0] + rates[1] + rates[2] + rates[3]
+    return sum(rates[: max_tid + 1]) + rates[3]
 
 
 class Vp8Descriptor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from meeting.media import quality
-from meeting.media.quality import Downlink, LayerInfo, Want, allocate, ladder, publisher_floor, upstream_bitrate, wanted_layer
+from meeting.media.ladder import PAUSE_FLOOR, LayerInfo, Want, allocate, ladder, wanted_layer
+from meeting.media.quality import Downlink, publisher_floor, upstream_bitrate
 from meeting.media.vp8 import NO_TID
 
 # A camera in two layers with three temporal layers each (libwebrtc's split: 40/20/40 %).
@@ -66,7 +67,7 @@ def test_a_stream_that_cannot_be_made_cheaper_is_not_paused_for_its_cost():
     plain = (LayerInfo(0, 640, 480, True, (0.0, 0.0, 0.0, 500_000.0), False, 500_000),)
     levels, _ = allocate(300_000, [want("a", 800, layers=plain)])
     assert levels == {"a": 0}
-    levels, _ = allocate(quality.PAUSE_FLOOR - 1, [want("a", 800, layers=plain)])
+    levels, _ = allocate(PAUSE_FLOOR - 1, [want("a", 800, layers=plain)])
     assert levels == {"a": -1}
 
 
@@ -326,8 +327,8 @@ def test_a_viewer_sent_nothing_for_a_while_gets_video_back():
     assert all(s is None for s in d.decide(0.5 + quality.STARVED_FOR - 0.1, 0, wants).choices.values())
     later = d.decide(0.5 + quality.STARVED_FOR + 0.1, 0, wants)
     back = [s for s in later.choices.values() if s is not None]
-    assert back and later.estimate == quality.PAUSE_FLOOR / quality.UPGRADE
-    assert sum(s.bitrate for s in back) <= quality.PAUSE_FLOOR  # the cheapest qualities that fit
+    assert back and later.estimate == PAUSE_FLOOR / quality.UPGRADE
+    assert sum(s.bitrate for s in back) <= PAUSE_FLOOR  # the cheapest qualities that fit
     # Once video flows again, the viewer's own estimate rules.
     d.decide(5.0, 300_000, wants)
     assert d.estimate() == 60_000
