@@ -232,8 +232,8 @@ class Downlink:
         self.starved = self.idle_since is not None and now - self.idle_since >= STARVED_FOR
         probe = self.probe
         if probe is not None and now - probe.started >= PROBE_TIME:
-            heard = self.remb_at >= probe.started + PROBE_EVIDENCE and self.remb is not None
-            if heard and self.remb >= probe.base * PROBE_RISE:  # type: ignore[operator]
+            remb = self.remb if self.remb_at >= probe.started + PROBE_EVIDENCE else None  # heard of it
+            if remb is not None and remb >= probe.base * PROBE_RISE:
                 # The viewer's estimator saw the extra packets and kept rising: it is in its
                 # "increase" state, which it leaves on overuse. A flat one is holding, near
                 # the link's limit.
@@ -248,10 +248,9 @@ class Downlink:
                     self.backoff = PROBE_BACKOFF[0]
                     self.failed_target = None
                 self.held_in_a_row += 1
-                far = self.remb >= probe.base * FAR_RISE  # type: ignore[operator]
-                self.far_in_a_row = self.far_in_a_row + 1 if far else 0
+                self.far_in_a_row = self.far_in_a_row + 1 if remb >= probe.base * FAR_RISE else 0
                 self.next_probe = now  # the next step may be tried at once
-            elif heard or now - probe.started >= PROBE_SILENCE:
+            elif remb is not None or now - probe.started >= PROBE_SILENCE:
                 self._probe_failed(now)  # not rising, or no word from the viewer: take it as no
         if self.ceiling is not None and now - self.congested_at >= CONGESTION_HOLD:
             self.ceiling += max(self.ceiling * CEILING_RISE, CEILING_STEP) * (now - self.ceiling_at)

@@ -26,11 +26,11 @@ from bench import netlab, weak_viewer
 
 pytestmark = pytest.mark.browser
 
-WEAK_FPS = 8.0  # the issue asks 10; measured 10.9-14.5 at the least (the code as it is, quiet machine)
-WEAK_FROZEN_S = 6.0  # the issue asks under 2; measured 0-4.1 at the most
-OTHERS_FRAME_RATE = 0.85  # the issue asks "the frame rate they had"; measured 90-111%
-# The issue asks 15 s; measured 3.5-18.6 s. The scenario waits for it 15 s past its own bound.
-LIFT_WITHIN = 30.0
+# A margin under the issue's thresholds (weak_viewer.Thresholds()): 10 fps, measured 10.9-14.5
+# at the least (the code as it is, quiet machine); freezes under 2 s, measured 0-4.1 at the
+# most; 90% of the frame rate, measured 90-111%; the high layer back within 15 s, measured
+# 3.5-18.6 s (the scenario waits for it 15 s past its own bound). The rest as the issue says.
+SUITE = weak_viewer.Thresholds(weak_fps=8.0, weak_frozen_s=6.0, same_frame_rate=0.85, lift_within=30.0)
 
 
 async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: Path) -> None:
@@ -47,25 +47,10 @@ async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: P
     assert sorted(limited["video"]) == sorted(others), context
     for who, video in limited["video"].items():
         assert 0 < video["max_width"] <= 320, f"the weak viewer gets {who} at {video['max_width']} px{context}"
-        assert video["fps"] >= WEAK_FPS, f"the weak viewer decodes {who} at {video['fps']} fps{context}"
-        assert video["frozen_s"] < WEAK_FROZEN_S, f"the weak viewer's {who} froze {video['frozen_s']} s{context}"
     assert sorted(limited["audio"]) == sorted(others), context
-    for who, audio in limited["audio"].items():
-        assert audio["energy"] > 0, f"the weak viewer does not hear {who}{context}"
-
-    for viewer in others:
-        for who, video in result.limited[viewer]["video"].items():
-            before = result.baseline[viewer]["video"][who]
-            assert video["min_width"] >= weak_viewer.HIGH_WIDTH, (
-                f"{viewer} got {who} at {video['min_width']} px{context}")
-            assert video["fps"] >= OTHERS_FRAME_RATE * before["fps"], (
-                f"{viewer} decodes {who} at {video['fps']} fps, {before['fps']} before{context}")
-    for publisher in [weak_viewer.name(n) for n in range(1, options.people + 1)]:
-        before = result.baseline[publisher]["sent_video_kbps"]
-        after = result.limited[publisher]["sent_video_kbps"]
-        assert after >= weak_viewer.PUBLISHER_KEEPS * before, (
-            f"{publisher} sends {after} kbit/s of video, {before} before{context}")
-    assert result.small["seconds"] is not None and result.small["seconds"] <= options.small_within, (
-        f"thumbnails did not get the low layer{context}")
-    assert result.lifted["seconds"] is not None and result.lifted["seconds"] <= LIFT_WITHIN, (
-        f"the weak viewer did not get the high layer back{context}")
+    # Frame rates, freezes, audio, the others' layer and frame rate, publishers, thumbnails
+    # and the lift, as the bench judges them, with the suite's bounds.
+    judged = weak_viewer.verdict(result, SUITE)
+    assert judged, context
+    missed = [f"{asked}: {measured}" for asked, measured, met in judged if not met]
+    assert not missed, "; ".join(missed) + context
