@@ -251,7 +251,10 @@ ClientMessage = Union[Join, Watch, Answer, Candidate, MediaState, Ping, Leave, C
 
 def parse_message(text: str | bytes) -> ClientMessage:
     """Decode and validate one client message, or raise SignalingError."""
-    if len(text) > MAX_MESSAGE_BYTES:
+    size = len(text)
+    if isinstance(text, str) and size * 4 > MAX_MESSAGE_BYTES:
+        size = len(text.encode("utf-8", "surrogatepass"))  # the limit is in bytes, as sent
+    if size > MAX_MESSAGE_BYTES:
         raise SignalingError("too-large", f"message over {MAX_MESSAGE_BYTES} bytes")
     try:
         data = jsontext.loads(text)
@@ -260,6 +263,8 @@ def parse_message(text: str | bytes) -> ClientMessage:
     if not isinstance(data, dict):
         raise SignalingError("bad-message", "message must be a JSON object")
     kind = data.pop("type", None)
+    if kind is None:
+        raise SignalingError("unknown-type", "message has no type")
     if not isinstance(kind, str) or kind not in SCHEMA:
         raise SignalingError("unknown-type", f"unknown message type: {str(kind)[:40]}")
     _check_fields(kind, data)

@@ -7,12 +7,16 @@ ends. The meeting's session drives it and tells everyone the events it returns.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable, Union
 
 NAME_MAX = 60
+# Control characters, and the marks, embeddings, overrides and isolates that change text's
+# direction. Not joiners: emoji sequences need them.
+_HIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 SOURCES = ("mic", "camera", "screen")
 
 
@@ -117,8 +121,10 @@ RoomEvent = Union[Joined, Left, Updated, Started, Ended, LockChanged, Knocked, U
 
 
 def clean_name(name: str) -> str:
-    """A display name: whitespace collapsed, cut to NAME_MAX, "Guest" when empty."""
-    name = " ".join(name.split())[:NAME_MAX]
+    """A display name: whitespace collapsed, control and text-direction characters removed
+    (a name could otherwise show reversed, posing as another), cut to NAME_MAX, "Guest"
+    when empty."""
+    name = _HIDDEN.sub("", " ".join(name.split())).strip()[:NAME_MAX]
     return name or "Guest"
 
 

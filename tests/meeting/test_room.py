@@ -94,6 +94,10 @@ def test_names_are_cleaned() -> None:
     assert clean_name("  Ada\n  Lovelace ") == "Ada Lovelace"
     assert clean_name("") == "Guest"
     assert len(clean_name("x" * 500)) == NAME_MAX
+    assert clean_name("Ada \u202eecalovoL") == "Ada ecalovoL"  # no reversed text posing as another
+    assert clean_name("\x1b[31mAda\x00") == "[31mAda"
+    assert clean_name("\u2066\u202e") == "Guest"
+    assert clean_name("\U0001F469\u200d\U0001F4BB Ada") == "\U0001F469\u200d\U0001F4BB Ada"  # joiners stay
 
 
 def test_hands_are_ordered_by_raising_and_a_handover_keeps_a_host_throughout() -> None:

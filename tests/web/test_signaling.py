@@ -39,6 +39,8 @@ def test_valid_messages() -> None:
         ('{"type":"ping","x":' + "[" * 100000 + "]" * 100000 + "}", "too-large"),
         ("[" * 5000 + "]" * 5000, "bad-json"),
         ('{"type":"answer","sdp":"v=0' + "a" * MAX_MESSAGE_BYTES + '"}', "too-large"),
+        ('{"type":"ping","pad":"' + "\u20ac" * (MAX_MESSAGE_BYTES // 3 + 1) + '"}', "too-large"),  # bytes, not characters
+        ('{"name":"a"}', "unknown-type"),
     ],
 )
 def test_bad_messages_raise_with_a_code(raw: str, code: str) -> None:
