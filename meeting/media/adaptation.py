@@ -30,6 +30,7 @@ PausedFn = Callable[[str, str, bool], None]
 
 TICK = 0.2  # seconds between decisions
 PAD_INTERVAL = 0.02  # seconds between probe packets' bursts
+PAD_CATCH_UP = 0.1  # a probe behind its rate catches up at most this many seconds' worth at once
 # Retransmissions may take this share of a viewer's budget, or what its media leaves of it
 # if more, and never less than RTX_MIN. The budget (the viewer's REMB) counts them too: more
 # would fill a weak link's queue, whose drops bring more NACKs, and so on.
@@ -83,7 +84,8 @@ class Adaptation:
         self.media_rate = 0.0  # the same without them
         self._counted: dict[int, tuple[int, int]] = {}  # stream ssrc -> (octets, rtx octets)
         self._measured_at: float | None = None
-        self._pad_at: float | None = None
+        self._pad_from: tuple[float, int] | None = None  # the last pacing: when, bytes sent by then
+        self._pad_owed = 0.0  # bytes the probe is behind its rate
         self._pad_next = 0
 
     # --- inputs ------------------------------------------------------------------------------
@@ -138,6 +140,8 @@ class Adaptation:
         decision = self.controller.decide(now, self.sending, wants)
         self.estimate = decision.estimate
         self.demands = decision.demands
+        if decision.probe != self.probe_rate:
+            self._pad_from = None  # a new probe (or none) starts owing nothing
         self.probe_rate = decision.probe
         rtx = max(RTX_SHARE * decision.estimate, decision.estimate - self.media_rate, RTX_MIN) / 8
         self.rtx_budget.rate = rtx
@@ -196,16 +200,23 @@ class Adaptation:
     # --- probes ------------------------------------------------------------------------------
 
     def pad(self, now: float, streams: list[ViewerStream]) -> None:
-        """While a probe is on, send the viewer packets it already has, up to the probe rate."""
-        if self.probe_rate is None:
-            self._pad_at = None
+        """While a probe is on, send the viewer packets it already has, so that what it is
+        sent in all (media, retransmissions, padding) runs at the probe's rate."""
+        rate = self.probe_rate
+        if rate is None:
             return
-        if self._pad_at is None:
-            self._pad_at = now
+        total = sum(s.octets + s.rtx_octets for s in streams)
+        if self._pad_from is None:
+            self._pad_from = (now, total)
+            self._pad_owed = 0.0
             return
-        dt = min(now - self._pad_at, 0.1)
-        self._pad_at = now
-        size = int(max(0.0, self.probe_rate - self.media_rate) * dt / 8)
+        then, before = self._pad_from
+        self._pad_from = (now, total)
+        # Bytes behind the probe's rate, kept within PAD_CATCH_UP's worth either way: a
+        # pause of the loop is not made up in one burst, nor a keyframe's excess owed back.
+        cap = rate * PAD_CATCH_UP / 8
+        self._pad_owed = max(-cap, min(cap, self._pad_owed + rate * (now - then) / 8 - (total - before)))
+        size = int(self._pad_owed)
         candidates = [s for s in streams if s.publication is not None and s.rtx_ssrc is not None and s.anchored]
         if not candidates or size <= 0:
             return

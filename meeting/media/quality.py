@@ -8,8 +8,8 @@ Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
   (the browser's receive-side, delay-based estimate of what reaches it), lowered by heavy
   loss, and raised by probes (held back while the round trip grows with a queue): before a
   viewer is sent more, it is sent packets it already has, and if its estimate, reported
-  while it takes them, keeps rising and its round trip does not grow, the link holds that
-  rate (after a probe that failed, the next ones ask for less until two in a row hold, and
+  while it takes them, keeps rising (a fall ends the probe at once) and its round trip does
+  not grow, the link holds that rate (after a probe that failed, the next ones ask for less until two in a row hold, and
   the wait between them ends only when one holds where the last was refused; after two
   held with the estimate rising fast, they ask for twice the budget). A
   REMB that falls below what the viewer is sent is congestion: the budget drops to it at
@@ -46,6 +46,10 @@ PROBE_GAIN_AFTER_FAILURE = 1.2  # ...or this much, once one failed, until two in
 PROBE_GAIN_FAST = 2.0
 FAR_RISE = 1.05
 PROBE_RISE = 1.01  # a probe holds when the viewer's estimate rose this much during it
+# A probe stops at once when the estimate falls this far under the highest it reached during
+# it: the viewer's estimator saw its queue grow (it lowers its estimate only then). Falls
+# come in steps of a few percent, each above the 5% that counts as congestion.
+PROBE_FALL = 0.97
 PROBE_RECOVERED = 1.15  # an estimate this much above where a probe failed ends its backoff
 PROBE_TIME = 1.0  # seconds a probe lasts
 PROBE_SILENCE = 2.5  # a probe the viewer sent no REMB about for this long failed (one a second)
@@ -90,6 +94,7 @@ class _Probe:
     target: float
     started: float
     base: float  # the REMB when it started
+    peak: float  # the highest REMB since
     rtt: float  # the round trip when it started (a busy computer's jitter is not the probe's)
 
 
@@ -131,13 +136,19 @@ class Downlink:
         """The viewer's REMB; ``sending`` is the video bitrate it is sent now.
 
         Congestion is a REMB that fell and is below what the viewer is sent: a REMB
-        that only falls towards 1.5x what arrives (the estimator's ceiling) is not.
+        that only falls towards 1.5x what arrives (the estimator's ceiling) is not. A
+        probe ends, failed, on a REMB ``PROBE_FALL`` under the highest since it began.
         """
         fell = self.remb is not None and bitrate < self.remb * 0.95
         self.remb = float(bitrate)
         self.remb_at = now
+        probe = self.probe
         if fell and bitrate < sending:
             self._congested(now, None)
+        elif probe is not None:
+            probe.peak = max(probe.peak, self.remb)
+            if self.remb < probe.peak * PROBE_FALL:
+                self._probe_failed(now)
 
     def on_report(self, loss: float | None, rtt: float | None, now: float) -> None:
         """A receiver report from the viewer: fraction of video lost (0..1), round trip (s).
@@ -284,7 +295,7 @@ class Downlink:
         target = min(wanted / UPGRADE, budget * gain)
         if target <= budget * 1.05:
             return
-        self.probe = _Probe(target, now, self.remb, max(self.rtt or 0.0, self.rtt_min or 0.0))
+        self.probe = _Probe(target, now, self.remb, self.remb, max(self.rtt or 0.0, self.rtt_min or 0.0))
         self.probes += 1
 
     def _probe_failed(self, now: float) -> None:

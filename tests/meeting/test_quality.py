@@ -362,3 +362,27 @@ def test_a_probe_that_holds_below_what_the_link_refused_does_not_end_the_backoff
     d.decide(started + 1.1, 200_000, wants)
     assert d.backoff == quality.PROBE_BACKOFF[0]
 
+
+
+def test_a_probe_stops_when_the_estimate_falls_by_steps_through_it():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(300_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe is not None
+    d.on_remb(310_000, 0.4, 400_000)
+    d.on_remb(300_000, 0.6, 400_000)  # under 97% of 310k: the viewer saw its queue grow...
+    # ...though no single step fell 5%, which would count as congestion.
+    assert d.probe is None and d.probes_failed == 1 and d.congestions == 0
+    assert d.next_probe == 0.6 + quality.PROBE_BACKOFF[0]
+
+
+def test_a_probe_goes_on_while_the_estimate_holds_or_rises():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_remb(300_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe is not None
+    for now, remb in ((0.4, 305_000), (0.6, 298_000), (0.8, 312_000)):
+        d.on_remb(remb, now, 400_000)
+        assert d.probe is not None
+    d.decide(1.3, 200_000, wants)
+    assert d.probes_failed == 0 and d.probed > 300_000
