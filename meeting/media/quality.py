@@ -6,18 +6,17 @@ Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
   shares a budget among them; this module decides the budget.
 - :class:`Downlink` is one viewer's controller. Its budget comes from the viewer's REMB
   (the browser's receive-side, delay-based estimate of what reaches it), lowered by heavy
-  loss, and raised by probes (held back while the round trip grows with a queue): before a
-  viewer is sent more, it is sent packets it already has, and if its estimate, reported
-  while it takes them, keeps rising (a fall ends the probe at once) and its round trip does
-  not grow, the link holds that rate (after a probe that failed, the next ones ask for less until two in a row hold, and
-  the wait between them ends only when one holds where the last was refused; after two
-  held with the estimate rising fast, they ask for twice the budget). A
-  REMB that falls below what the viewer is sent is congestion: the budget drops to it at
-  once, probes back off. So is heavy loss (a full queue drops packets but delays
-  every one alike, which a delay-based estimate does not see): it sets a ceiling under what
-  the viewer is sent, which rises again while the link is quiet, and goes when a probe
-  above it holds. Keeping a quality needs it to fit the budget, moving up needs 90% of it,
-  so choices do not flap.
+  loss, and raised by probes: before a viewer is sent more, it is sent packets it already
+  has, and if its estimate, reported while it takes them, keeps rising (a fall ends the
+  probe at once), the link holds that rate. After a probe that failed, the next ones ask
+  for less until two in a row hold, and the wait between them ends only when one holds
+  where the last was refused; after two held with the estimate rising fast, they ask for
+  twice the budget. A REMB that falls below what the viewer is sent is congestion: the
+  budget drops to it at once, probes back off. So is heavy loss (a full queue drops
+  packets but delays every one alike, which a delay-based estimate does not see): it sets
+  a ceiling under what the viewer is sent, which rises again while the link is quiet, and
+  goes when a probe above it holds. Keeping a quality needs it to fit the budget, moving
+  up needs 90% of it, so choices do not flap.
 - :func:`upstream_bitrate`: what a publisher is asked to send follows its best-placed
   viewer, never its worst: weak viewers take a lower layer instead of pulling everyone's
   quality down.
@@ -66,8 +65,6 @@ CEILING_FLOOR = 150_000  # and is never under this: what one video needs to resu
 HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
 LOSS_WEIGHT = 0.5  # of each receiver report's loss in the smoothed figure
-QUEUE_DELAY = 0.15  # round-trip time this far above its minimum means a queue is building
-PROBE_QUEUE = 0.1  # round trip this much longer than when a probe began: the probe found the limit
 RESUME_HOLD = 2.0  # seconds a paused stream stays paused at least
 # A viewer sent no video this long gets budget enough to resume one stream: its estimate
 # speaks only of video it receives, so with everything paused it would never rise again.
@@ -95,7 +92,6 @@ class _Probe:
     started: float
     base: float  # the REMB when it started
     peak: float  # the highest REMB since
-    rtt: float  # the round trip when it started (a busy computer's jitter is not the probe's)
 
 
 class Downlink:
@@ -122,9 +118,7 @@ class Downlink:
         self.idle_since: float | None = None  # since when it has been sent no video
         self.starved = False  # sent no video for STARVED_FOR: budget for one stream at least
         self.loss = 0.0
-        self.rtt: float | None = None
-        self.rtt_before = 0.0  # the round trip of the report before the last
-        self.rtt_min: float | None = None
+        self.rtt: float | None = None  # the last round trip measured, seconds
         self.paused_at: dict[Hashable, float] = {}  # streams paused, since when
         self.probes = 0
         self.probes_failed = 0
@@ -156,24 +150,18 @@ class Downlink:
         Heavy loss is congestion too (a full queue drops packets but delays every one
         alike, which a delay-based estimate does not see): what the viewer is sent is cut
         by half the loss, once per ``CONGESTION_HOLD`` (reports repeat what the cut has not
-        yet drained). A round trip grown by a queue only stops and holds back probes: on a
-        busy computer it grows for reasons of its own. Loss is smoothed over reports.
+        yet drained). Loss is smoothed over reports. The round trip is kept for the
+        record, not judged: a browser short of CPU answers reports 0.5-1.5 s late while
+        its packets arrive as sent, and a queue shows sooner in its estimate falling.
         """
         if loss is not None:
             # Smoothed: a report covers about a second, a few packets of a low layer, so one
             # lost packet can read as 10%; a queue that overflows reads as much more, twice.
             self.loss += (loss - self.loss) * LOSS_WEIGHT
         if rtt is not None:
-            # Two reports in a row: a queue lasts, a busy computer's pause does not.
-            self.rtt_before = self.rtt if self.rtt is not None else rtt
             self.rtt = rtt
-            self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
         if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
             self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
-        elif self.probe is not None and rtt is not None and min(rtt, self.rtt_before) - self.probe.rtt > PROBE_QUEUE:
-            # The probe's extra packets wait in a queue: the link takes no more. Stop before
-            # the queue overflows (a REMB says so only later, and loss later still).
-            self._probe_failed(now)
 
     def _congested(self, now: float, ceiling: float | None) -> None:
         self.congested_at = now
@@ -187,10 +175,6 @@ class Downlink:
             self.ceiling_at = now
 
     # --- decisions ---------------------------------------------------------------------
-
-    def queueing(self) -> bool:
-        """Whether the round trip says a queue is building towards the viewer."""
-        return self.rtt is not None and self.rtt_min is not None and self.rtt > self.rtt_min + QUEUE_DELAY
 
     def estimate(self) -> float:
         """The video budget now, bit/s."""
@@ -276,7 +260,7 @@ class Downlink:
     def _maybe_probe(self, now: float, budget: float, wanted: float) -> None:
         # The estimator rising on its own since a probe failed says the link has room again.
         recovered = self.failed_remb is not None and (self.remb or 0.0) >= self.failed_remb * PROBE_RECOVERED
-        if (now < self.next_probe and not recovered) or now - self.congested_at < CONGESTION_HOLD or self.queueing():
+        if (now < self.next_probe and not recovered) or now - self.congested_at < CONGESTION_HOLD:
             return
         if self.loss > LOSS_LIMIT or self.remb is None:
             return
@@ -295,7 +279,7 @@ class Downlink:
         target = min(wanted / UPGRADE, budget * gain)
         if target <= budget * 1.05:
             return
-        self.probe = _Probe(target, now, self.remb, self.remb, max(self.rtt or 0.0, self.rtt_min or 0.0))
+        self.probe = _Probe(target, now, self.remb, self.remb)
         self.probes += 1
 
     def _probe_failed(self, now: float) -> None:
