@@ -363,7 +363,6 @@ def test_a_probe_that_holds_below_what_the_link_refused_does_not_end_the_backoff
     assert d.backoff == quality.PROBE_BACKOFF[0]
 
 
-
 def test_a_probe_stops_when_the_estimate_falls_by_steps_through_it():
     d = Downlink()
     wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
