@@ -47,7 +47,7 @@ FAR_RISE = 1.05
 PROBE_RISE = 1.01  # a probe holds when the viewer's estimate rose this much during it
 # A probe stops at once when the estimate falls this far under the highest it reached during
 # it: the viewer's estimator saw its queue grow (it lowers its estimate only then). Falls
-# come in steps of a few percent, each above the 5% that counts as congestion.
+# come in steps of a few percent, each under the 5% that counts as congestion.
 PROBE_FALL = 0.97
 PROBE_RECOVERED = 1.15  # an estimate this much above where a probe failed ends its backoff
 PROBE_TIME = 1.0  # seconds a probe lasts
