@@ -21,6 +21,10 @@ from meeting.logfmt import kv
 from meeting import logfilter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# aioice logs each ICE candidate pair it checks, with both addresses, at INFO: a dozen or
+# more lines per participant joining, none an operator acts on, and every participant's
+# address in the log. At "info" and above they are left out; "debug" shows them.
+CHATTY = ("aioice",)
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -81,6 +85,8 @@ def configure(config: LogConfig, stream: TextIO | None = None, process: str = ""
     handler.addFilter(ContextFilter(process))
     root.addHandler(handler)
     root.setLevel(config.level.upper())
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING)
     # A client can make one line repeat without end; a few and a count are enough.
     logfilter.install(root)
     return handler

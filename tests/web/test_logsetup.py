@@ -140,3 +140,25 @@ async def test_a_requests_lines_carry_its_reference_and_the_meetings(config: Con
     for record in lines.records:
         if record.name.startswith(("meeting", "web")):
             assert meeting_id not in KeyValueFormatter().format(record), record.getMessage()
+
+
+def test_ice_checks_are_left_out_unless_debugging() -> None:
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        for level, expected in (("info", ["aioice warning", "meeting info"]),
+                                ("debug", ["aioice info", "aioice warning", "meeting info"])):
+            stream = io.StringIO()
+            configure(LogConfig(format="kv", level=level), stream=stream)
+            ice = logging.getLogger("aioice.ice")
+            ice.info("aioice info")  # e.g. Check CandidatePair(('192.0.2.7', 50000) -> ...)
+            ice.warning("aioice warning")
+            logging.getLogger("meeting.test").info("meeting info")
+            assert [line.split(" ", 4)[-1] for line in stream.getvalue().splitlines()] == expected
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("aioice").setLevel(logging.NOTSET)
