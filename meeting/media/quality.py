@@ -63,6 +63,8 @@ CEILING_RISE = 0.05  # a ceiling set by loss rises by this share a second...
 CEILING_STEP = 20_000  # ...or by this many bit/s a second, whichever is more
 CEILING_FLOOR = 150_000  # and is never under this: what one video needs to resume
 HEADROOM = 2.0  # a viewer not known to be limited asks this much more than its tiles take now
+QUEUE_DELAY = 0.15  # a round trip this far above its minimum: a queue, or a browser answering late
+PROBE_QUEUE = 0.1  # round trip this much longer than when a probe began: the probe found the limit
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
 LOSS_WEIGHT = 0.5  # of each receiver report's loss in the smoothed figure
 RESUME_HOLD = 2.0  # seconds a paused stream stays paused at least
@@ -92,6 +94,7 @@ class _Probe:
     started: float
     base: float  # the REMB when it started
     peak: float  # the highest REMB since
+    rtt: float | None  # the round trip when it started, if near its minimum (else not judged)
 
 
 class Downlink:
@@ -119,6 +122,8 @@ class Downlink:
         self.starved = False  # sent no video for STARVED_FOR: budget for one stream at least
         self.loss = 0.0
         self.rtt: float | None = None  # the last round trip measured, seconds
+        self.rtt_before = 0.0  # the round trip of the report before the last
+        self.rtt_min: float | None = None
         self.paused_at: dict[Hashable, float] = {}  # streams paused, since when
         self.probes = 0
         self.probes_failed = 0
@@ -150,18 +155,29 @@ class Downlink:
         Heavy loss is congestion too (a full queue drops packets but delays every one
         alike, which a delay-based estimate does not see): what the viewer is sent is cut
         by half the loss, once per ``CONGESTION_HOLD`` (reports repeat what the cut has not
-        yet drained). Loss is smoothed over reports. The round trip is kept for the
-        record, not judged: a browser short of CPU answers reports 0.5-1.5 s late while
-        its packets arrive as sent, and a queue shows sooner in its estimate falling.
+        yet drained). Loss is smoothed over reports. A round trip that grows through a
+        probe begun while it was near its minimum stops the probe: its packets wait in a
+        queue. One already long when the probe began is not judged: a browser short of CPU
+        answers reports 0.5-1.5 s late while its packets arrive as sent.
         """
         if loss is not None:
             # Smoothed: a report covers about a second, a few packets of a low layer, so one
             # lost packet can read as 10%; a queue that overflows reads as much more, twice.
             self.loss += (loss - self.loss) * LOSS_WEIGHT
         if rtt is not None:
+            # Two reports in a row: a queue lasts, a busy computer's pause does not.
+            self.rtt_before = self.rtt if self.rtt is not None else rtt
             self.rtt = rtt
+            self.rtt_min = rtt if self.rtt_min is None else min(self.rtt_min, rtt)
+        probe = self.probe
         if self.loss > LOSS_LIMIT and now - self.congested_at >= CONGESTION_HOLD:
             self._congested(now, max(CEILING_FLOOR, self.sending * (1 - 0.5 * self.loss)))
+        elif probe is not None and probe.rtt is not None and rtt is not None and (
+            min(rtt, self.rtt_before) - probe.rtt > PROBE_QUEUE
+        ):
+            # The probe's extra packets wait in a queue: the link takes no more. Stop before
+            # the queue overflows (loss says so later).
+            self._probe_failed(now)
 
     def _congested(self, now: float, ceiling: float | None) -> None:
         self.congested_at = now
@@ -279,7 +295,8 @@ class Downlink:
         target = min(wanted / UPGRADE, budget * gain)
         if target <= budget * 1.05:
             return
-        self.probe = _Probe(target, now, self.remb, self.remb)
+        quiet = self.rtt is not None and self.rtt_min is not None and self.rtt <= self.rtt_min + QUEUE_DELAY
+        self.probe = _Probe(target, now, self.remb, self.remb, self.rtt if quiet else None)
         self.probes += 1
 
     def _probe_failed(self, now: float) -> None:

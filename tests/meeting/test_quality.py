@@ -195,20 +195,35 @@ def test_an_estimate_rising_on_its_own_after_a_failed_probe_ends_the_backoff():
     assert probe == pytest.approx(240_000 * quality.PROBE_RECOVERED * quality.PROBE_GAIN)  # full steps again
 
 
-def test_late_receiver_reports_neither_stop_nor_hold_back_probes():
+def test_a_probe_that_meets_a_queue_stops_at_once():
     d = Downlink()
     wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
     d.on_report(0.0, 0.02, 0.0)
     d.on_remb(300_000, 0.0, 200_000)
     assert d.decide(0.2, 200_000, wants).probe is not None
-    # A browser short of CPU answers reports a second late, while its estimate still rises.
+    d.on_report(0.0, 0.02 + quality.PROBE_QUEUE + 0.2, 0.4)  # one report late (a busy computer): it goes on
+    d.on_report(0.0, 0.03, 0.5)
+    assert d.probe is not None
+    d.on_report(0.0, 0.02 + quality.PROBE_QUEUE + 0.01, 0.6)  # the probe's packets wait in a queue...
+    assert d.probe is not None
+    d.on_report(0.0, 0.02 + quality.PROBE_QUEUE + 0.02, 0.7)  # ...and still do
+    assert d.probe is None and d.probes_failed == 1 and d.congestions == 0
+    assert d.estimate() == 300_000
+
+
+def test_a_browser_answering_reports_late_neither_stops_nor_holds_back_probes():
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    d.on_report(0.0, 0.02, 0.0)
+    d.on_report(0.0, 0.8, 0.1)  # a browser short of CPU: its reports come back late
+    d.on_remb(300_000, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe is not None  # started all the same
     for now, rtt in ((0.4, 0.9), (0.6, 1.2), (0.8, 1.1)):
         d.on_report(0.0, rtt, now)
-        d.on_remb(300_000 + now * 20_000, now, 400_000)
+        d.on_remb(300_000 + now * 20_000, now, 400_000)  # while its estimate rises
         assert d.probe is not None
     d.decide(1.3, 200_000, wants)
     assert d.probes_failed == 0 and d.probed == 450_000
-    assert d.decide(1.5, 200_000, wants).probe is not None  # the next one starts at once
 
 
 def test_a_probe_that_holds_above_a_loss_ceiling_lifts_it():
