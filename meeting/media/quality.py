@@ -192,6 +192,11 @@ class Downlink:
 
     # --- decisions ---------------------------------------------------------------------
 
+    def queueing(self) -> bool:
+        """Whether the round trip is well above its minimum: a queue, or a browser answering
+        reports late (which of the two, the round trip alone cannot say)."""
+        return self.rtt is not None and self.rtt_min is not None and self.rtt > self.rtt_min + QUEUE_DELAY
+
     def estimate(self) -> float:
         """The video budget now, bit/s."""
         if self.remb is None:
@@ -295,8 +300,8 @@ class Downlink:
         target = min(wanted / UPGRADE, budget * gain)
         if target <= budget * 1.05:
             return
-        quiet = self.rtt is not None and self.rtt_min is not None and self.rtt <= self.rtt_min + QUEUE_DELAY
-        self.probe = _Probe(target, now, self.remb, self.remb, self.rtt if quiet else None)
+        # Round trips judge only a probe begun with the round trip near its minimum.
+        self.probe = _Probe(target, now, self.remb, self.remb, None if self.queueing() else self.rtt)
         self.probes += 1
 
     def _probe_failed(self, now: float) -> None:

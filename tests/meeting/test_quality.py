@@ -19,6 +19,17 @@ def want(key: str, tile: int | None = 640, current: tuple[int, int] | None = Non
     return Want(key, ladder(layers, tile), (tile or 1000) ** 2, current, ladder(layers, tile, flowing_only=False))
 
 
+def probing(remb: float = 300_000, rtt: float | None = None) -> tuple[Downlink, list[Want]]:
+    """A viewer of two low layers, with a probe started at 0.2 s from ``remb``."""
+    d = Downlink()
+    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
+    if rtt is not None:
+        d.on_report(0.0, rtt, 0.0)
+    d.on_remb(remb, 0.0, 200_000)
+    assert d.decide(0.2, 200_000, wants).probe is not None
+    return d, wants
+
+
 def test_a_tile_needs_the_smallest_layer_that_covers_it():
     assert wanted_layer(CAMERA, 300) == 0  # a thumbnail
     assert wanted_layer(CAMERA, 400) == 0  # 320 covers 80% of it
@@ -196,11 +207,7 @@ def test_an_estimate_rising_on_its_own_after_a_failed_probe_ends_the_backoff():
 
 
 def test_a_probe_that_meets_a_queue_stops_at_once():
-    d = Downlink()
-    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
-    d.on_report(0.0, 0.02, 0.0)
-    d.on_remb(300_000, 0.0, 200_000)
-    assert d.decide(0.2, 200_000, wants).probe is not None
+    d, wants = probing(rtt=0.02)
     d.on_report(0.0, 0.02 + quality.PROBE_QUEUE + 0.2, 0.4)  # one report late (a busy computer): it goes on
     d.on_report(0.0, 0.03, 0.5)
     assert d.probe is not None
@@ -379,10 +386,7 @@ def test_a_probe_that_holds_below_what_the_link_refused_does_not_end_the_backoff
 
 
 def test_a_probe_stops_when_the_estimate_falls_by_steps_through_it():
-    d = Downlink()
-    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
-    d.on_remb(300_000, 0.0, 200_000)
-    assert d.decide(0.2, 200_000, wants).probe is not None
+    d, wants = probing()
     d.on_remb(310_000, 0.4, 400_000)
     d.on_remb(300_000, 0.6, 400_000)  # under 97% of 310k: the viewer saw its queue grow...
     # ...though no single step fell 5%, which would count as congestion.
@@ -391,10 +395,7 @@ def test_a_probe_stops_when_the_estimate_falls_by_steps_through_it():
 
 
 def test_a_probe_goes_on_while_the_estimate_holds_or_rises():
-    d = Downlink()
-    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
-    d.on_remb(300_000, 0.0, 200_000)
-    assert d.decide(0.2, 200_000, wants).probe is not None
+    d, wants = probing()
     for now, remb in ((0.4, 305_000), (0.6, 298_000), (0.8, 312_000)):
         d.on_remb(remb, now, 400_000)
         assert d.probe is not None

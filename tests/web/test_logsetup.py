@@ -48,6 +48,22 @@ def recorded() -> Iterator[_Records]:
         root.setLevel(level)
 
 
+@contextmanager
+def root_restored() -> Iterator[None]:
+    """Let a test call ``configure``; the root logger's handlers and levels come back after."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+        logging.getLogger("aioice").setLevel(logging.NOTSET)
+
+
 def _record(message: str, exc: bool = False) -> logging.LogRecord:
     try:
         if exc:
@@ -80,25 +96,19 @@ def test_key_value_lines_carry_the_references_on_their_first_line() -> None:
 
 def test_json_lines_are_one_object_each_with_references_and_traceback() -> None:
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     try:
-        configure(LogConfig(format="json", level="info"), stream=stream)
-        log = logging.getLogger("meeting.test")
-        bind_request()
-        bind_meeting("Zq9x" + "A" * 18)
-        log.info("joined %s", "participant=ab12 name=\"Ada\nLovelace\x1b[31m\"")
-        try:
-            raise RuntimeError("bad")
-        except RuntimeError:
-            log.exception("failed")
-        log.debug("not at info level")
+        with root_restored():
+            configure(LogConfig(format="json", level="info"), stream=stream)
+            log = logging.getLogger("meeting.test")
+            bind_request()
+            bind_meeting("Zq9x" + "A" * 18)
+            log.info("joined %s", "participant=ab12 name=\"Ada\nLovelace\x1b[31m\"")
+            try:
+                raise RuntimeError("bad")
+            except RuntimeError:
+                log.exception("failed")
+            log.debug("not at info level")
     finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
         request_ref.set("")
         meeting_ref.set("")
     lines = stream.getvalue().splitlines()
@@ -143,9 +153,7 @@ async def test_a_requests_lines_carry_its_reference_and_the_meetings(config: Con
 
 
 def test_ice_checks_are_left_out_unless_debugging() -> None:
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    try:
+    with root_restored():
         for level, expected in (("info", ["aioice warning", "meeting info"]),
                                 ("debug", ["aioice info", "aioice warning", "meeting info"])):
             stream = io.StringIO()
@@ -155,10 +163,3 @@ def test_ice_checks_are_left_out_unless_debugging() -> None:
             ice.warning("aioice warning")
             logging.getLogger("meeting.test").info("meeting info")
             assert [line.split(" ", 4)[-1] for line in stream.getvalue().splitlines()] == expected
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved[0]:
-            root.addHandler(handler)
-        root.setLevel(saved[1])
-        logging.getLogger("aioice").setLevel(logging.NOTSET)
