@@ -169,6 +169,8 @@ async def test_prejoin_devices_and_joining_with_the_camera_off(
     await ben.fill("#name", "Ben")
     await ben.click("#join")
     await ben.wait_for_selector(".tile.self.no-video")
+    # The microphone meter is hidden in the room: its audio context stops rendering.
+    await ben.wait_for_function("() => window.meetnow.meterAudio === 'suspended'", timeout=5_000)
 
     # Ann sees "camera off" and gets no video from Ben, while his sound arrives.
     await ann.wait_for_selector(".tile.no-video:has-text('Ben') .flag[title='Camera off']")
@@ -183,6 +185,7 @@ async def test_prejoin_devices_and_joining_with_the_camera_off(
     # Camera on from the room: no new negotiation needed, Ann gets his picture.
     await ben.click("#camera")
     await ann.wait_for_selector(".tile:not(.no-video):has-text('Ben')")
+    assert await ben.evaluate("window.meetnow.meterAudio") == "suspended"  # a click does not wake it
 
     async def ben_seen() -> bool:
         return (await inbound_from(ann, "Ben"))["frames"] > 10
@@ -191,6 +194,7 @@ async def test_prejoin_devices_and_joining_with_the_camera_off(
     # Settings in the room switch camera and microphone without leaving.
     await more(ben, "Settings")
     await ben.wait_for_selector("#settings #camera-select")
+    await ben.wait_for_function("() => window.meetnow.meterAudio === 'running'", timeout=5_000)  # shown again
     cameras = await ben.eval_on_selector_all("#camera-select option", "els => els.map(o => o.value)")
     current = await ben.input_value("#camera-select")
     await ben.select_option("#camera-select", [c for c in cameras if c != current][0])
@@ -203,6 +207,7 @@ async def test_prejoin_devices_and_joining_with_the_camera_off(
         "([id]) => window.meetnow.pc.getSenders().some(s => s.track && s.track.kind === 'audio'"
         " && s.track.getSettings().deviceId === id)", arg=[mics[1]])
     await ben.click("#settings button:has-text('Done')")
+    await ben.wait_for_function("() => window.meetnow.meterAudio === 'suspended'", timeout=5_000)
     before = await inbound_from(ann, "Ben")
 
     async def still_heard() -> bool:

@@ -98,8 +98,11 @@ export class Meter {
     this.frame = 0;
     this.lastAria = 0;
     this.samples = null;
-    // Browsers start audio contexts suspended until someone interacts with the page.
-    const resume = () => { if (this.context && this.context.state === "suspended") this.context.resume(); };
+    // Browsers start audio contexts suspended until someone interacts with the page. Only a
+    // meter that is showing wants its context running.
+    const resume = () => {
+      if (this.source && this.context.state === "suspended") this.context.resume().catch(() => {});
+    };
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, resume, { capture: true });
   }
 
@@ -140,6 +143,15 @@ export class Meter {
     if (this.source) this.source.disconnect();
     this.source = null;
     this.analyser = null;
+    // A running context renders (silence) at the sound card's rate until closed or
+    // suspended: in the room that is a second audio stream for the whole meeting, on a
+    // phone's battery.
+    if (this.context && this.context.state === "running") this.context.suspend().catch(() => {});
     this.show(0);
+  }
+
+  /** Whether the meter's audio context is rendering ("running"), or "none" made yet. */
+  get audioState() {
+    return this.context ? this.context.state : "none";
   }
 }

@@ -1790,6 +1790,7 @@ window.meetnow = {
   get slots() { return state.slots; },
   get participants() { return state.participants; },
   get layoutPending() { return Boolean(layoutFrame); },
+  get meterAudio() { return meter.audioState; },
 };
 
 updateToggles();
