@@ -401,3 +401,64 @@ def test_a_probe_goes_on_while_the_estimate_holds_or_rises():
         assert d.probe is not None
     d.decide(1.3, 200_000, wants)
     assert d.probes_failed == 0 and d.probed > 300_000
+
+
+def weak_link_turns(seconds: float, remb: float = 300_000) -> dict[str, dict[tuple[int, int], float]]:
+    """Three thumbnails of a kind on a budget with room for two at 15 fps and one at 7.5,
+    decided every 0.2 s for ``seconds``: how long each stream spent at each quality."""
+    d = Downlink()
+    current: dict[str, tuple[int, int]] = {k: (0, 1) for k in "abc"}
+    d.on_remb(remb, 0.0, 150_000)
+    spent: dict[str, dict[tuple[int, int], float]] = {k: {} for k in "abc"}
+    now = 0.2
+    while now < seconds:
+        d.on_remb(remb, now, 150_000)
+        choice = d.decide(now, 150_000, [want(k, 320, current=current[k]) for k in "abc"])
+        for key, step in choice.choices.items():
+            assert step is not None
+            current[key] = (step.layer, step.max_tid)
+            spent[key][current[key]] = spent[key].get(current[key], 0.0) + 0.2
+        now += 0.2
+    return spent
+
+
+def test_a_frame_rate_step_the_budget_cannot_give_every_thumbnail_goes_round_in_turns():
+    # 90 + 90 + 60 kbit/s fit a 250 kbit/s budget; 3 x 90 would not.
+    spent = weak_link_turns(60.0, remb=250_000)
+    for key, times in spent.items():
+        assert set(times) == {(0, 0), (0, 1)}, f"{key}: {times}"  # only temporal layers change hands
+        # Each a third of the time on 7.5 fps, give or take a turn.
+        assert abs(times[(0, 0)] - 20.0) <= quality.TURN + 0.5, f"{key}: {times}"
+
+
+def test_turns_wait_their_time_and_never_make_the_budget_overflow():
+    d = Downlink()
+    d.on_remb(250_000, 0.0, 150_000)
+    wants = [want(k, 320, current=(0, 1) if k != "c" else (0, 0)) for k in "abc"]
+    first = d.decide(0.2, 150_000, wants).choices
+    assert [(s.layer, s.max_tid) for s in first.values()] == [(0, 1), (0, 1), (0, 0)]
+    assert d.decide(0.2 + quality.TURN - 0.1, 150_000, wants).choices == first  # not yet
+    turned = d.decide(0.2 + quality.TURN + 0.1, 150_000, wants).choices
+    assert (turned["c"].layer, turned["c"].max_tid) == (0, 1)
+    assert sorted((s.layer, s.max_tid) for s in turned.values()) == [(0, 0), (0, 1), (0, 1)]
+    assert sum(s.bitrate for s in turned.values()) <= 250_000
+    # A budget with no room for the swap's extra cost (the taker's step costs more) keeps things.
+    dear = LayerInfo(0, 320, 240, True, (60_000.0, 60_000.0, 60_000.0, 0.0), True, 180_000)
+    d2 = Downlink()
+    d2.on_remb(250_000, 0.0, 150_000)
+    wants2 = [want("a", 320, current=(0, 1)), want("b", 320, current=(0, 1)),
+              want("c", 320, current=(0, 0), layers=(dear, HIGH))]
+    d2.decide(0.2, 150_000, wants2)
+    kept = d2.decide(0.2 + quality.TURN + 0.1, 150_000, wants2).choices
+    assert (kept["c"].layer, kept["c"].max_tid) == (0, 0)
+
+
+def test_spatial_layers_do_not_go_round():
+    # Room for two high layers and one low: a swap would need keyframes; it is not made.
+    d = Downlink()
+    d.on_remb(1_700_000, 0.0, 1_500_000)
+    wants = [want(k, 640, current=(1, 2) if k != "c" else (0, 2)) for k in "abc"]
+    for t in (0.2, 5.0, 10.0, 15.0):
+        d.on_remb(1_700_000, t, 1_500_000)
+        choices = d.decide(t, 1_500_000, wants).choices
+        assert {k: s.layer for k, s in choices.items()} == {"a": 1, "b": 1, "c": 0}
