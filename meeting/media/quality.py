@@ -16,8 +16,7 @@ Pure decisions, no I/O and no clock of its own (time comes in as ``now``):
   packets but delays every one alike, which a delay-based estimate does not see): it sets
   a ceiling under what the viewer is sent, which rises again while the link is quiet, and
   goes when a probe above it holds. Keeping a quality needs it to fit the budget, moving
-  up needs 90% of it, so choices do not flap. A frame rate step the budget gives some
-  tiles of a kind but not all goes round them in turns (:meth:`Downlink.take_turns`).
+  up needs 90% of it, so choices do not flap.
 - :func:`upstream_bitrate`: what a publisher is asked to send follows its best-placed
   viewer, never its worst: weak viewers take a lower layer instead of pulling everyone's
   quality down.
@@ -69,10 +68,6 @@ PROBE_QUEUE = 0.1  # round trip this much longer than when a probe began: the pr
 LOSS_LIMIT = 0.1  # loss above this lowers the budget (random loss below it does not)
 LOSS_WEIGHT = 0.5  # of each receiver report's loss in the smoothed figure
 RESUME_HOLD = 2.0  # seconds a paused stream stays paused at least
-# Seconds a stream waits a frame rate step behind the others of its kind before it takes its
-# turn: long enough that a tile is not jerky one moment in two, short enough that each
-# publisher's rate over any 20 s is near the fair share.
-TURN = 4.0
 # A viewer sent no video this long gets budget enough to resume one stream: its estimate
 # speaks only of video it receives, so with everything paused it would never rise again.
 STARVED_FOR = 3.0
@@ -130,7 +125,6 @@ class Downlink:
         self.rtt_before = 0.0  # the round trip of the report before the last
         self.rtt_min: float | None = None
         self.paused_at: dict[Hashable, float] = {}  # streams paused, since when
-        self.step_since: dict[Hashable, tuple[Step | None, float]] = {}  # each stream's quality, since when
         self.probes = 0
         self.probes_failed = 0
         self.congestions = 0
@@ -229,7 +223,6 @@ class Downlink:
             held = [w for w in wants if now - self.paused_at.get(w.key, float("-inf")) < RESUME_HOLD]
             hold = {w.key: -1 for w in held}
             levels, spent = allocate(budget * UPGRADE, wants, start=kept, limit=hold or None)
-        levels = self.take_turns(now, wants, levels, budget * KEEP - spent)
         choices: dict[Hashable, Step | None] = {}
         for w in wants:
             i = levels.get(w.key, -1)
@@ -244,52 +237,6 @@ class Downlink:
             self._maybe_probe(now, budget, wanted)
         return Decision(choices, budget, self.probe.target if self.probe else None,
                         self._demands(now, budget, wants))
-
-    def take_turns(self, now: float, wants: Sequence[Want], levels: dict[Hashable, int],
-                   room: float) -> dict[Hashable, int]:
-        """Share a frame rate step the budget gives only some streams of a kind (tiles that
-        need the same layer): after ``TURN`` seconds one step behind, the stream longest
-        behind takes a step from the one longest ahead, when that fits ``room`` (bit/s left
-        in the budget). Only temporal layers change hands (no keyframe is asked for), and
-        each stream's rate over a few turns comes near the fair share instead of one tile
-        staying jerky: with room for two tiles at 15 fps and one at 7.5, each gets 12.5.
-        """
-        steps = {w.key: w.ladder[levels[w.key]] if levels.get(w.key, -1) >= 0 else None for w in wants}
-        self.step_since = {key: (step, self.step_since[key][1] if key in self.step_since
-                                 and self.step_since[key][0] == step else now) for key, step in steps.items()}
-        kinds: dict[int, list[Want]] = {}
-        for w in wants:
-            if steps[w.key] is not None:
-                kinds.setdefault(w.ladder[-1].layer, []).append(w)
-        levels = dict(levels)
-        for kind in kinds.values():
-            def rank(w: Want) -> tuple[int, int]:
-                step = w.ladder[levels[w.key]]
-                return step.layer, step.max_tid
-
-            def since(w: Want) -> float:
-                return self.step_since[w.key][1]
-
-            best = max(rank(w) for w in kind)
-            behind = [w for w in kind if rank(w) < best and levels[w.key] + 1 < len(w.ladder)
-                      and w.ladder[levels[w.key] + 1].layer == w.ladder[levels[w.key]].layer]
-            ahead = [w for w in kind if rank(w) == best and levels[w.key] > 0
-                     and w.ladder[levels[w.key] - 1].layer == w.ladder[levels[w.key]].layer]
-            if not behind or not ahead:
-                continue
-            taker, giver = min(behind, key=since), min(ahead, key=since)
-            if now - since(taker) < TURN:
-                continue
-            i, j = levels[taker.key], levels[giver.key]
-            cost = (taker.ladder[i + 1].bitrate - taker.ladder[i].bitrate
-                    - (giver.ladder[j].bitrate - giver.ladder[j - 1].bitrate))
-            if cost > room:
-                continue
-            levels[taker.key], levels[giver.key] = i + 1, j - 1
-            room -= cost
-            self.step_since[taker.key] = (taker.ladder[i + 1], now)
-            self.step_since[giver.key] = (giver.ladder[j - 1], now)
-        return levels
 
     def _settle(self, now: float) -> None:
         """Time-driven changes: a probe's end, a ceiling rising, a probed rate going stale,
