@@ -8,14 +8,16 @@ keep the high layer and their frame rate; publishers keep sending; a thumbnail g
 layer; lifting the limit brings the high layer back.
 
 Its bounds say the adaptation works, not how well: the weak viewer keeps decoding every
-publisher (5 fps or more, frozen under 8 s of the 20 s window), the others get the frames
-the publishers send (85% of their share without the weak viewer) on the high layer (90% of
-the readings), and the high layer comes back within a minute of the lift. On a 2-core
-machine the four Chromium participants and the server keep both cores busy from the start:
-cameras make 14-30 frames a second, viewers decode 60-95% of the frames that arrive, and a
-viewer short of CPU reports a lower estimate. How well it adapts, against the issue's own
-thresholds (10 fps, under 2 s of freezes, 90%, the high layer back within 15 s), is shown
-by ``bench/weak_viewer.py``; bench/README.md ("Weak viewer") has its runs.
+publisher (5 fps or more, frozen under 8 s of the 20 s window); the others get as many of
+the publishers' frames as without the weak viewer (85%), on the high layer (90% of the
+readings); publishers are allowed what they were (their encoders' target bitrate, 70%) and
+send half of it at least; the high layer comes back within a minute of the lift. On a
+2-core machine the four Chromium participants and the server keep both cores busy from the
+start: cameras make 14-30 frames a second, viewers decode 60-95% of the frames that arrive,
+and a viewer short of CPU reports a lower estimate now and then. How well it adapts,
+against the issue's own thresholds (10 fps, under 2 s of freezes, 90%, 70%, the high layer
+back within 15 s), is shown by ``bench/weak_viewer.py``; bench/README.md ("Weak viewer")
+has its runs.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from bench import netlab, weak_viewer
 pytestmark = pytest.mark.browser
 
 # Behaviour, with room for a busy machine (the bench judges the issue's thresholds). Measured
-# on this code and the step before it, nine runs: weak viewer 6.2-11.7 fps at its worst publisher, frozen
-# 1.7-3.8 s at most; the others' frames arriving 88-105% of their share without the weak
-# viewer; the high layer back 4.9-29.9 s after the lift (once not within 30 s).
+# over twelve runs of this scenario on this code and the steps next to it: the weak viewer's
+# worst publisher 5.3-11.2 fps, frozen 1.4-3.8 s at most; the others' frames arriving
+# 91-110% of their share without the weak viewer; publishers sending 67-104% of what they
+# sent; the high layer back 7.5-29.9 s after the lift (once not within 30 s).
 SUITE = weak_viewer.Thresholds(weak_fps=5.0, weak_frozen_s=8.0, same_frame_rate=0.85, high_share=0.9,
-                               lift_within=60.0)
+                               publisher_keeps=0.5, lift_within=60.0)
 
 
 async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: Path) -> None:
