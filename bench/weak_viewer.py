@@ -63,7 +63,8 @@ async () => {
       if (!slot || slot.direction !== "receive" || slot.source === "screen") return;
       const who = names[slot.participant] || slot.participant;
       if (r.kind === "video") {
-        out.video[who] = {frames: r.framesDecoded || 0, arrived: r.framesReceived || 0, width: r.frameWidth || 0, height: r.frameHeight || 0,
+        out.video[who] = {frames: r.framesDecoded || 0, arrived: r.framesReceived || 0,
+                          width: r.frameWidth || 0, height: r.frameHeight || 0,
                           freezes: r.freezeCount || 0, frozen: r.totalFreezesDuration || 0,
                           bytes: r.bytesReceived || 0, packets: r.packetsReceived || 0, lost: r.packetsLost || 0,
                           keyframes: r.keyFramesDecoded || 0, plis: r.pliCount || 0, nacks: r.nackCount || 0};
@@ -184,8 +185,8 @@ def window(before: dict[str, Any], after: dict[str, Any], samples: list[dict[str
         dt = a["t"] - b["t"]
         viewer: dict[str, Any] = {"video": {}, "audio": {}}
         for who, v in a["video"].items():
-            w = b["video"].get(who, {"frames": 0, "arrived": 0, "frozen": 0, "bytes": 0, "freezes": 0, "keyframes": 0, "plis": 0,
-                                     "nacks": 0, "packets": 0, "lost": 0})
+            w = b["video"].get(who, {"frames": 0, "arrived": 0, "frozen": 0, "bytes": 0, "freezes": 0, "keyframes": 0,
+                                     "plis": 0, "nacks": 0, "packets": 0, "lost": 0})
             widths = [s["pages"][page]["video"].get(who, {}).get("width", 0) for s in samples] + [v["width"]]
             viewer["video"][who] = {
                 "fps": round((v["frames"] - w["frames"]) / dt, 2),

@@ -32,10 +32,11 @@ from bench import netlab, weak_viewer
 pytestmark = pytest.mark.browser
 
 # Behaviour, with room for a busy machine (the bench judges the issue's thresholds). Measured
-# over twelve runs of this scenario on this code and the steps next to it: the weak viewer's
-# worst publisher 5.3-11.2 fps, frozen 1.4-3.8 s at most; the others' frames arriving
-# 91-110% of their share without the weak viewer; publishers sending 67-104% of what they
-# sent; the high layer back 7.5-29.9 s after the lift (once not within 30 s).
+# over this evening's seven bench runs of the code as it is: the weak viewer's worst
+# publisher 8.5-11.2 fps (6.2 in a full suite the day's code failed), frozen 1.7-3.7 s at
+# most; the others' frames arriving 91-110% of their share without the weak viewer;
+# publishers sending 67-96% of what they sent, allowed 100%; the high layer back 7.5-21.4 s
+# after the lift (once not within 30 s).
 SUITE = weak_viewer.Thresholds(weak_fps=5.0, weak_frozen_s=8.0, same_frame_rate=0.85, high_share=0.9,
                                publisher_keeps=0.5, lift_within=60.0)
 
