@@ -244,9 +244,12 @@ class MeetingSession(MeetingActions, ConnectionSetup):
 
     async def _knock(self, conn: Conn, message: Join) -> None:
         """Wait in the lobby of a locked meeting until a host decides."""
+        if not self._knocks.take(conn.address):
+            # Said as it is: the lobby may be empty, this address knocked too often.
+            await self._refuse(conn, "knock-rate-limited",
+                               "You asked to join several times in a row. Wait a minute, then try again.")
+            return
         try:
-            if not self._knocks.take(conn.address):
-                raise LobbyFull(self.id)
             waiting, events = self.room.knock(message.name)
         except LobbyFull:
             await self._refuse(conn, "lobby-full", "Too many people are waiting to join this meeting. Try again later.")

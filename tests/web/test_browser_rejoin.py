@@ -109,6 +109,33 @@ async def test_a_host_back_after_leaving_sees_only_who_waits_now(
     await late.ws.close()
 
 
+async def test_someone_asking_to_join_too_often_is_told_that_and_not_that_the_lobby_is_full(
+    browser: Browser, client: TestClient, minted: MintedMeeting
+) -> None:
+    hana = await new_page(browser)
+    await join_meeting(hana, local(client, minted.host_url), "Hana")
+    await more(hana, "Lock meeting")
+    await hana.wait_for_selector("#locked-badge:not([hidden])")
+    pat = await new_page(browser)
+    await pat.goto(local(client, minted.url))
+    await pat.wait_for_selector("#join:not([disabled])")
+    await pat.fill("#name", "Pat")
+    # Three knocks from the same address a moment before (the limiter's burst): the lobby has
+    # room for many more, but this address has asked too often.
+    knockers = []
+    for name in ("Nia", "Oli", "Ros"):
+        knocker = await connect(client, minted.meeting.id)
+        await knocker.send({"type": "join", "name": name})
+        await knocker.next("waiting")
+        knockers.append(knocker)
+    await pat.click("#join")
+    await pat.wait_for_selector("#left:not([hidden])")
+    told = await pat.text_content("#left-message")
+    assert "several times in a row" in told and "full" not in told
+    for knocker in knockers:
+        await knocker.ws.close()
+
+
 async def test_the_pre_join_screen_after_leaving_says_what_the_meeting_is_now(
     browser: Browser, client: TestClient, minted: MintedMeeting
 ) -> None:

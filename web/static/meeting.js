@@ -716,7 +716,9 @@ function serverError(message) {
     if (["server-full", "watchers-full", "rate-limited"].includes(message.code)) stopWatching();
     return console.warn("status unavailable:", message.code);
   }
-  if (["meeting-full", "server-full", "lobby-full"].includes(message.code)) return ended(message.message);
+  if (["meeting-full", "server-full", "lobby-full", "knock-rate-limited"].includes(message.code)) {
+    return ended(message.message);
+  }
   if (["chat-too-long", "chat-rate-limited", "not-host", "rate-limited", "recording-refused", "mute-pending",
        "already-host"].includes(message.code)) {
     notice(message.message);
