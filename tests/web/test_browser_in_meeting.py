@@ -66,6 +66,8 @@ async def test_screen_share_chat_and_active_speaker(browser: Browser, client: Te
     # Chat: name, time, and the text shown as text.
     await ben.click("#chat-toggle")
     await ann.click("#chat-toggle")
+    hint = "() => getComputedStyle(document.getElementById('messages'), '::before').content"
+    assert "No messages yet" in await ben.evaluate(hint)  # an empty drawer says so
     hostile = '<img src=x onerror="document.title=\'pwned\'"><b>hi</b>'
     await ann.fill("#message", hostile)
     await ann.click("button:has-text('Send')")
@@ -74,6 +76,7 @@ async def test_screen_share_chat_and_active_speaker(browser: Browser, client: Te
     assert await ben.text_content("#messages li .text") == hostile
     assert await ben.eval_on_selector_all("#messages img, #messages b", "els => els.length") == 0
     assert await ben.title() != "pwned"
+    assert await ben.evaluate(hint) == "none"
     assert await ann.input_value("#message") == ""
 
     # Active speaker: the fake microphone beeps, so someone is highlighted.
