@@ -133,6 +133,11 @@ def name(n: int) -> str:
     return f"p{n}"
 
 
+def others(options: dict[str, Any]) -> list[str]:
+    """The participants other than the weak viewer (``options`` as in ``Result.options``)."""
+    return [name(n) for n in range(1, options["people"] + 1) if n != options["weak"]]
+
+
 def chromium_args(origin: str) -> list[str]:
     """bench/chromium.py's flags, for a page on the lab's server address instead of loopback."""
     from bench.chromium import CHROMIUM_ARGS
@@ -442,19 +447,19 @@ def verdict(result: Result, limits: Thresholds = Thresholds()) -> list[tuple[str
     weak = name(o["weak"])
     if not result.limited:
         return []
-    others = [name(n) for n in range(1, o["people"] + 1) if n != o["weak"]]
+    rest = others(o)
     video = result.limited[weak]["video"]
     fps = min(v["fps"] for v in video.values())
     frozen = max(v["frozen_s"] for v in video.values())
     quiet = [who for who, a in result.limited[weak]["audio"].items() if not a["energy"] > 0]
-    ratio = min(delivered(result.limited, v) / max(delivered(result.baseline, v), 1e-9) for v in others)
-    width = min(result.limited[v]["video"][w]["min_width"] for v in others for w in result.limited[v]["video"])
+    ratio = min(delivered(result.limited, v) / max(delivered(result.baseline, v), 1e-9) for v in rest)
+    width = min(result.limited[v]["video"][w]["min_width"] for v in rest for w in result.limited[v]["video"])
     high = min(sum(x >= limits.high_width for x in seen) / len(seen)
-               for v in others for seen in (s["widths"] for s in result.limited[v]["video"].values()))
+               for v in rest for seen in (s["widths"] for s in result.limited[v]["video"].values()))
     kept = min(result.limited[p]["sent_video_kbps"] / max(result.baseline[p]["sent_video_kbps"], 1e-9)
-               for p in others + [weak])
+               for p in rest + [weak])
     allowed = min(result.limited[p]["target_video_kbps"] / max(result.baseline[p]["target_video_kbps"], 1e-9)
-                  for p in others + [weak])
+                  for p in rest + [weak])
     small, lifted = result.small.get("seconds"), result.lifted.get("seconds")
     small_within = o["small_within"]
     lift_within = o["lift_within"] if limits.lift_within is None else limits.lift_within
@@ -501,9 +506,8 @@ def delivered(phase: dict[str, Any], viewer: str) -> float:
 def decoded_ratio(result: Result) -> float:
     """The others' decoded frame rate with the weak link, as a share of it without (the
     lowest of any viewer and publisher): shown, not judged (see :func:`delivered`)."""
-    weak = name(result.options["weak"])
     return min(result.limited[v]["video"][w]["fps"] / max(result.baseline[v]["video"][w]["fps"], 1e-9)
-               for v in result.limited if v not in ("server", weak) for w in result.limited[v]["video"])
+               for v in others(result.options) for w in result.limited[v]["video"])
 
 
 def table(result: Result) -> str:

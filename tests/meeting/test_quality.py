@@ -19,12 +19,13 @@ def want(key: str, tile: int | None = 640, current: tuple[int, int] | None = Non
     return Want(key, ladder(layers, tile), (tile or 1000) ** 2, current, ladder(layers, tile, flowing_only=False))
 
 
-def probing(remb: float = 300_000, rtt: float | None = None) -> tuple[Downlink, list[Want]]:
-    """A viewer of two low layers, with a probe started at 0.2 s from ``remb``."""
+def probing(remb: float = 300_000, rtts: tuple[float, ...] = ()) -> tuple[Downlink, list[Want]]:
+    """A viewer of two low layers, with a probe started at 0.2 s from ``remb`` (after
+    receiver reports measuring ``rtts``, 0.1 s apart)."""
     d = Downlink()
     wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
-    if rtt is not None:
-        d.on_report(0.0, rtt, 0.0)
+    for i, rtt in enumerate(rtts):
+        d.on_report(0.0, rtt, i * 0.1)
     d.on_remb(remb, 0.0, 200_000)
     assert d.decide(0.2, 200_000, wants).probe is not None
     return d, wants
@@ -207,7 +208,7 @@ def test_an_estimate_rising_on_its_own_after_a_failed_probe_ends_the_backoff():
 
 
 def test_a_probe_that_meets_a_queue_stops_at_once():
-    d, wants = probing(rtt=0.02)
+    d, wants = probing(rtts=(0.02,))
     d.on_report(0.0, 0.02 + quality.PROBE_QUEUE + 0.2, 0.4)  # one report late (a busy computer): it goes on
     d.on_report(0.0, 0.03, 0.5)
     assert d.probe is not None
@@ -219,12 +220,8 @@ def test_a_probe_that_meets_a_queue_stops_at_once():
 
 
 def test_a_browser_answering_reports_late_neither_stops_nor_holds_back_probes():
-    d = Downlink()
-    wants = [want("a", current=(0, 2)), want("b", current=(0, 2))]
-    d.on_report(0.0, 0.02, 0.0)
-    d.on_report(0.0, 0.8, 0.1)  # a browser short of CPU: its reports come back late
-    d.on_remb(300_000, 0.0, 200_000)
-    assert d.decide(0.2, 200_000, wants).probe is not None  # started all the same
+    # A browser short of CPU: its reports come back late; a probe starts all the same.
+    d, wants = probing(rtts=(0.02, 0.8))
     for now, rtt in ((0.4, 0.9), (0.6, 1.2), (0.8, 1.1)):
         d.on_report(0.0, rtt, now)
         d.on_remb(300_000 + now * 20_000, now, 400_000)  # while its estimate rises

@@ -23,6 +23,7 @@ has its runs.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ async def test_a_weak_viewer_gets_low_layers_and_nobody_else_suffers(tmp_path: P
     context = "\n" + weak_viewer.table(result) + f"\nmachine: {json.dumps(result.machine)}"
     assert result.error is None, f"{result.error}{context}"
     weak = weak_viewer.name(options.weak)
-    others = [weak_viewer.name(n) for n in range(1, options.people + 1) if n != options.weak]
+    others = weak_viewer.others(asdict(options))
 
     limited = result.limited[weak]
     assert sorted(limited["video"]) == sorted(others), context

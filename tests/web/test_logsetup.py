@@ -19,7 +19,7 @@ from meeting.models import Origin
 from meeting.store.sqlite import SqliteStore
 from tests.conftest import wait_for
 from tests.signaling_client import join
-from meeting.logsetup import JsonFormatter, KeyValueFormatter, configure
+from meeting.logsetup import CHATTY, JsonFormatter, KeyValueFormatter, configure
 from web.server import build_server
 
 
@@ -61,7 +61,8 @@ def root_restored() -> Iterator[None]:
         for handler in saved[0]:
             root.addHandler(handler)
         root.setLevel(saved[1])
-        logging.getLogger("aioice").setLevel(logging.NOTSET)
+        for name in CHATTY:
+            logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 def _record(message: str, exc: bool = False) -> logging.LogRecord:
